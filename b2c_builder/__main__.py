@@ -1,0 +1,3 @@
+from b2c_builder.cli import main
+
+main()
