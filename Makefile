@@ -1,0 +1,62 @@
+# b2c-builder: `make release` builds into releases/, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+ARCH ?= amd64
+# Host packages: the build needs gpgv + the archive keyring (and zstd for .deb members in zstd);
+# the tests add QEMU, the registry, skopeo, GNU cpio, bsdtar, kmod, shellcheck, busybox.
+BUILD_DEBS := gpgv debian-archive-keyring zstd xz-utils python3-venv
+TEST_DEBS := $(BUILD_DEBS) qemu-system-x86 qemu-utils cpio libarchive-tools skopeo \
+	docker-registry shellcheck busybox-static kmod gpg dpkg-dev e2fsprogs gcc binutils
+PYSRC := b2c_builder tests
+
+.PHONY: all release build test lint fmt bench clean deps-build deps-test
+
+all: release
+
+define apt_install
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+deps-build: $(BIN)/python
+	$(call apt_install,$(BUILD_DEBS))
+	$(BIN)/pip install -q -e .
+
+deps-test: $(BIN)/python
+	$(call apt_install,$(TEST_DEBS))
+	$(BIN)/pip install -q -e '.[test]'
+
+release: deps-build
+	$(BIN)/b2c-builder build --arch $(ARCH) --kernel-package linux-image-$(ARCH)
+
+build: release
+
+test: deps-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: deps-test
+	$(BIN)/ruff check $(PYSRC)
+	$(BIN)/ruff format --check $(PYSRC)
+	$(BIN)/mypy
+	shellcheck -s sh init/*
+
+fmt: deps-test
+	$(BIN)/ruff format $(PYSRC)
+	$(BIN)/ruff check --fix $(PYSRC)
+
+bench: deps-test
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf releases/*.zst releases/*.xz releases/*.gz releases/*.cpio releases/*.sha256 \
+		releases/*.json releases/linux-* build dist .pytest_cache .mypy_cache .ruff_cache

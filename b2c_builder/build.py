@@ -1,0 +1,214 @@
+"""The build pipeline, one stage per module:
+
+config -> resolve -> fetch -> extract -> select -> render -> assemble -> archive -> compress
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from b2c_builder import __version__, image, kmod, render
+from b2c_builder.compress import open_compressed
+from b2c_builder.config import BuildConfig
+from b2c_builder.cpio import write_cpio
+from b2c_builder.debian import deb, download, index, resolve, sources
+from b2c_builder.errors import SizeError
+from b2c_builder.log import log, step
+from b2c_builder.rootfs import Kind, Manifest, Origin
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image: Artifact
+    manifest: Path
+    kernel: Artifact | None = None
+    modules: Artifact | None = None
+    kernel_version: str | None = None
+
+
+def build(cfg: BuildConfig) -> BuildResult:
+    """Build the release described by ``cfg``; nothing reaches cfg.output unless all succeed."""
+    session = download.make_session()
+    mirror = cfg.mirror or sources.default_mirror()
+    with step(f"Reading the Debian archive index ({cfg.suite}/{cfg.arch})"):
+        archive = index.open_archive(
+            session,
+            mirror,
+            cfg.suite,
+            cfg.arch,
+            keyring=cfg.keyring,
+            verify_signature=cfg.verify_signature,
+            cache_dir=cfg.cache_dir,
+        )
+    epoch = cfg.source_date_epoch if cfg.source_date_epoch is not None else archive.date
+    log.info("SOURCE_DATE_EPOCH=%d", epoch)
+
+    staging = stage_packages(session, archive, cfg, [*image.PACKAGES, *cfg.extra_packages])
+    with step("Selecting the image contents"):
+        rootfs = image.new_image(cfg.arch)
+        image.add_binaries(staging, rootfs, cfg.arch)
+        image.add_busybox_links(rootfs)
+        image.add_data_files(staging, rootfs)
+        image.add_config(rootfs, {"version": __version__, "suite": cfg.suite, "crun_wrapper": image.CRUN_WRAPPER})
+        for name in cfg.extra_packages:
+            image.add_package_binaries(staging, rootfs, name, cfg.arch)
+    with step("Rendering /init"):
+        render.add_init(
+            rootfs,
+            render.InitSettings(version=__version__, default_cmdline=cfg.default_cmdline),
+        )
+
+    with staging_output(cfg.output) as tmp:
+        with step("Writing the image"):
+            result_image = write_archive(rootfs, tmp / cfg.image_name(), cfg, epoch)
+            if result_image.size > cfg.max_size:
+                raise SizeError(
+                    f"the image is {result_image.size / 2**20:.2f} MiB, above the limit of "
+                    f"{cfg.max_size / 2**20:.2f} MiB",
+                    hint="drop --extra-package entries, use --compression xz, or raise --max-size",
+                )
+            manifest_path = tmp / f"initramfs.linux_{cfg.arch}.manifest.json"
+            manifest_path.write_text(sbom(rootfs, cfg, epoch))
+        kernel_art = modules_art = None
+        kver = None
+        if cfg.kernel_package or cfg.modules_dir:
+            kernel_art, modules_art, kver = build_kernel_parts(session, archive, cfg, epoch, tmp)
+    final = BuildResult(
+        image=_moved(result_image, cfg.output),
+        manifest=cfg.output / manifest_path.name,
+        kernel=_moved(kernel_art, cfg.output) if kernel_art else None,
+        modules=_moved(modules_art, cfg.output) if modules_art else None,
+        kernel_version=kver,
+    )
+    log.info("image: %s (%.2f MiB)", final.image.path, final.image.size / 2**20)
+    return final
+
+
+def stage_packages(
+    session: requests.Session, archive: index.Archive, cfg: BuildConfig, names: list[str]
+) -> Manifest:
+    """Resolve ``names``' Depends closure, download and verify every .deb, extract in memory."""
+    with step("Resolving dependencies"):
+        packages = resolve.closure(archive, names)
+        log.info("%d packages in the search space", len(packages))
+    with step("Fetching packages"):
+        debs = [
+            (pkg, download.fetch(session, archive.url_for(pkg), pkg.sha256, pkg.size, cfg.cache_dir))
+            for pkg in packages
+        ]
+    with step("Extracting packages"):
+        staging = deb.new_staging(cfg.arch)
+        for pkg, path in debs:
+            deb.extract_into(staging, path, Origin(pkg.name, pkg.version))
+    return staging
+
+
+def write_archive(rootfs: Manifest, path: Path, cfg: BuildConfig, epoch: int) -> Artifact:
+    with path.open("wb") as raw, open_compressed(raw, cfg.compression, cfg.arch) as out:
+        write_cpio(rootfs, out, source_date_epoch=epoch)
+    return _artifact(path)
+
+
+def sbom(rootfs: Manifest, cfg: BuildConfig, epoch: int) -> str:
+    """Every file in the image with mode, size, sha256 and the package it came from."""
+    files = []
+    for entry in rootfs:
+        item: dict[str, object] = {"path": "/" + entry.path, "type": str(entry.kind), "mode": f"{entry.mode:04o}"}
+        if entry.kind is Kind.FILE:
+            item.update(size=entry.size, sha256=entry.sha256())
+        elif entry.kind is Kind.SYMLINK:
+            item["target"] = entry.target
+        elif entry.kind in (Kind.CHAR, Kind.BLOCK):
+            item["rdev"] = list(entry.rdev)
+        if entry.origin is not None:
+            item.update(package=entry.origin.package, version=entry.origin.version)
+        files.append(item)
+    doc = {
+        "builder": f"b2c-builder {__version__}",
+        "suite": cfg.suite,
+        "arch": str(cfg.arch),
+        "source_date_epoch": epoch,
+        "files": files,
+    }
+    return json.dumps(doc, indent=1, sort_keys=False) + "\n"
+
+
+def build_kernel_parts(
+    session: requests.Session, archive: index.Archive, cfg: BuildConfig, epoch: int, tmp: Path
+) -> tuple[Artifact | None, Artifact, str]:
+    """The modules archive (and the kernel itself when it comes from a Debian package)."""
+    with step("Preparing kernel modules"):
+        if cfg.kernel_package:
+            staging = stage_packages(session, archive, cfg, [cfg.kernel_package])
+            tree = kmod.ModuleTree.from_manifest(staging)
+        else:
+            assert cfg.modules_dir is not None
+            tree = kmod.ModuleTree.from_directory(cfg.modules_dir)
+        wanted = [*kmod.DEFAULT_MODULES, *cfg.modules]
+        modules = Manifest()
+        kmod.add_modules(modules, tree, wanted, required=cfg.modules)
+        name = f"modules-{tree.version}.linux_{cfg.arch}.cpio{cfg.compression.extension()}"
+        modules_art = write_archive(modules, tmp / name, cfg, epoch)
+        kernel_art = None
+        if cfg.kernel_package:
+            vmlinuz = tree.kernel_image()
+            kernel_path = tmp / f"linux-{tree.version}.linux_{cfg.arch}"
+            kernel_path.write_bytes(vmlinuz)
+            kernel_art = _artifact(kernel_path)
+    return kernel_art, modules_art, tree.version
+
+
+@contextmanager
+def staging_output(output: Path) -> Iterator[Path]:
+    """A temporary folder beside ``output``; on failure it is removed and output is untouched."""
+    parent = output.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".b2c-build-", dir=parent))
+    try:
+        yield tmp
+        for item in sorted(tmp.iterdir()):
+            if not item.name.endswith(".json"):
+                _write_checksum(item)
+        output.mkdir(parents=True, exist_ok=True)
+        for item in sorted(tmp.iterdir()):
+            os.replace(item, output / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_checksum(path: Path) -> None:
+    digest = _sha256(path)
+    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _artifact(path: Path) -> Artifact:
+    return Artifact(path, path.stat().st_size, _sha256(path))
+
+
+def _moved(art: Artifact, output: Path) -> Artifact:
+    return Artifact(output / art.path.name, art.size, art.sha256)

@@ -1,0 +1,268 @@
+"""Select what goes into the image from the staging tree, and add the generated files.
+
+The Depends closure extracted into the staging manifest is only the search space: the image
+gets the named binaries, their ELF closure, busybox applet links and the data files listed
+here, never whole packages.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+
+import jinja2
+
+from b2c_builder import elf
+from b2c_builder.config import Arch
+from b2c_builder.errors import ManifestError, ResolveError
+from b2c_builder.resources import data_path
+from b2c_builder.rootfs import BUILDER, Entry, Kind, Manifest, Origin, normalize
+
+# Top-level usr-merge symlinks, identical in the staging tree and in the image.
+USRMERGE = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
+
+CRUN_WRAPPER = "usr/local/bin/crun-no-pivot"
+NETAVARK_STUB = "usr/lib/podman/netavark"
+CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
+
+
+@dataclass(frozen=True)
+class Binary:
+    """A program the image needs: where it is in its package, and why."""
+
+    package: str
+    path: str
+    reason: str
+    links: tuple[str, ...] = ()  # extra names (symlinks in the image) for the program
+
+
+BINARIES: tuple[Binary, ...] = (
+    Binary("busybox-static", "usr/bin/busybox", "init, shell and core utilities"),
+    Binary("podman", "usr/bin/podman", "pulls and runs the containers"),
+    Binary("crun", "usr/bin/crun", "the OCI runtime podman drives"),
+    Binary("conmon", "usr/bin/conmon", "podman's container monitor"),
+    Binary("rdate", "usr/sbin/rdate", "sets the clock by SNTP (b2c.ntp_peer)"),
+    Binary(
+        "e2fsprogs",
+        "usr/sbin/mke2fs",
+        "formats the cache partition (b2c.cache_device)",
+        links=("usr/sbin/mkfs.ext4",),
+    ),
+    Binary("fdisk", "usr/sbin/sfdisk", "partitions a blank cache disk (b2c.cache_device=auto)"),
+)
+
+# The packages whose binaries and data we take; their Depends closure is the search space.
+PACKAGES: tuple[str, ...] = (
+    *dict.fromkeys(b.package for b in BINARIES),
+    "netbase",  # /etc/services
+    "ca-certificates",  # the TLS trust store for registries
+)
+
+DATA_FILES: tuple[tuple[str, str], ...] = (
+    # (staging path, image path)
+    ("etc/services", "etc/services"),
+    ("etc/protocols", "etc/protocols"),
+)
+
+# Applets that must also answer at the sbin path the kernel or scripts expect.
+SBIN_APPLETS = ("modprobe", "insmod", "rmmod", "poweroff", "reboot", "halt", "switch_root")
+
+_APPLET_RE = re.compile(rb"[\w.\-\[\]]+")
+
+
+def busybox_applets(binary: bytes) -> list[str]:
+    """Applet names from busybox's sorted, NUL-separated name table, without running it."""
+    start = binary.find(b"[\0[[\0")
+    if start < 0:
+        raise ManifestError(
+            "cannot find the applet table in the busybox binary",
+            hint="is this a busybox binary? check the busybox-static package",
+        )
+    names: list[str] = []
+    for raw in binary[start:].split(b"\0"):
+        if not raw or not _APPLET_RE.fullmatch(raw):
+            break
+        name = raw.decode()
+        if names and name <= names[-1]:
+            break
+        names.append(name)
+    return names
+
+
+def copy_from(staging: Manifest, image: Manifest, path: str, *, dest: str | None = None) -> str:
+    """Copy ``path`` (and every symlink met on the way) from staging into the image.
+
+    Returns the canonical path of the file that was copied. With ``dest`` the file is added
+    under another name (no symlinks copied).
+    """
+    canonical = staging.resolve(path)
+    if canonical is None:
+        raise ManifestError(f"/{normalize(path)} is not in the extracted packages")
+    if dest is None:
+        _copy_links(staging, image, normalize(path))
+    source = staging.entries[canonical]
+    target = normalize(dest) if dest is not None else canonical
+    if source.kind is Kind.FILE:
+        image.add(Entry(target, Kind.FILE, source.mode, data=source.data, origin=source.origin))
+    else:
+        image.add(Entry(target, source.kind, source.mode, origin=source.origin))
+    return canonical
+
+
+def _copy_links(staging: Manifest, image: Manifest, path: str) -> None:
+    """Reproduce in the image every symlink that resolving ``path`` goes through."""
+    parts = path.split("/")
+    done: list[str] = []
+    for hops in range(40):
+        if not parts:
+            return
+        part = parts.pop(0)
+        current = "/".join([*done, part])
+        entry = staging.entries.get(current)
+        if entry is None:
+            return
+        if entry.kind is not Kind.SYMLINK:
+            done.append(part)
+            continue
+        if image.get(current) is None:
+            image.add(Entry(current, Kind.SYMLINK, 0o777, target=entry.target, origin=entry.origin))
+        base = "" if entry.target.startswith("/") else "/".join(done)
+        resolved = normalize(posixpath.join("/" + base, entry.target))
+        parts = resolved.split("/") + parts
+        done = []
+        del hops
+    raise ManifestError(f"too many symlinks while resolving /{path}")
+
+
+def new_image(arch: Arch) -> Manifest:
+    """An empty image with the directory skeleton, usr-merge links and device nodes."""
+    image = Manifest()
+    for link, target in USRMERGE.items():
+        image.add_symlink(link, target)
+    for directory in ("proc", "sys", "dev", "run", "mnt", "root", "etc", "usr/bin", "usr/sbin"):
+        image.add_dir(directory, 0o700 if directory == "root" else 0o755)
+    for directory in ("tmp", "var/tmp"):
+        image.add_dir(directory, 0o1777)
+    image.add_dir("var/lib/containers")
+    image.add_dir(f"usr/lib/{arch.multiarch}")
+    # The kernel opens /dev/console for init's stdio before anything is mounted.
+    image.add_device("dev/console", Kind.CHAR, 5, 1, 0o600)
+    image.add_device("dev/null", Kind.CHAR, 1, 3, 0o666)
+    return image
+
+
+def add_binaries(staging: Manifest, image: Manifest, arch: Arch) -> None:
+    """Copy the programs, then the shared-library closure they need (parsed, never run)."""
+    programs: list[str] = []
+    for binary in BINARIES:
+        if staging.resolve(binary.path) is None:
+            raise ResolveError(
+                f"/{binary.path} (needed: {binary.reason}) is not in package {binary.package}",
+                hint="the package layout changed in this suite; update image.BINARIES",
+            )
+        programs.append(copy_from(staging, image, binary.path))
+        for link in binary.links:
+            image.add_symlink(link, posixpath.relpath(binary.path, posixpath.dirname(link)))
+    for needed in elf.closure(staging, programs, arch):
+        copy_from(staging, image, needed)
+
+
+def add_busybox_links(image: Manifest) -> list[str]:
+    """Symlink every applet into /usr/bin, never shadowing a real program already there."""
+    applets = busybox_applets(image.read("usr/bin/busybox"))
+    for applet in applets:
+        if applet == "busybox":
+            continue
+        for directory in ("usr/bin", *(("usr/sbin",) if applet in SBIN_APPLETS else ())):
+            path = f"{directory}/{applet}"
+            if image.get(path) is None and image.resolve(path) is None:
+                image.add_symlink(path, "/usr/bin/busybox")
+    return applets
+
+
+def add_data_files(staging: Manifest, image: Manifest) -> None:
+    for source, dest in DATA_FILES:
+        copy_from(staging, image, source, dest=dest)
+    image.add_file(CA_BUNDLE, ca_bundle(staging), 0o644, origin=_origin_of(staging, "ca-certificates"))
+
+
+def ca_bundle(staging: Manifest) -> bytes:
+    """Concatenate the Mozilla CA certificates (what update-ca-certificates would generate)."""
+    prefix = "usr/share/ca-certificates/"
+    certs = sorted(p for p in staging.entries if p.startswith(prefix) and p.endswith(".crt"))
+    if not certs:
+        raise ResolveError(
+            "no CA certificates found in the ca-certificates package",
+            hint="registries over TLS cannot be verified without them",
+        )
+    return b"".join(_ensure_newline(staging.read(p)) for p in certs)
+
+
+def _ensure_newline(data: bytes) -> bytes:
+    return data if data.endswith(b"\n") else data + b"\n"
+
+
+def _origin_of(staging: Manifest, package: str) -> Origin:
+    for entry in staging.entries.values():
+        if entry.origin is not None and entry.origin.package == package:
+            return entry.origin
+    raise ResolveError(f"nothing from package {package} was extracted")
+
+
+# Generated configuration: (template under templates/rootfs or file under init/, image path, mode)
+CONFIG_FILES: tuple[tuple[str, str, int], ...] = (
+    ("templates/rootfs/containers.conf.j2", "etc/containers/containers.conf", 0o644),
+    ("templates/rootfs/storage.conf.j2", "etc/containers/storage.conf", 0o644),
+    ("templates/rootfs/registries.conf.j2", "etc/containers/registries.conf", 0o644),
+    ("templates/rootfs/policy.json.j2", "etc/containers/policy.json", 0o644),
+    ("templates/rootfs/passwd.j2", "etc/passwd", 0o644),
+    ("templates/rootfs/group.j2", "etc/group", 0o644),
+    ("templates/rootfs/hosts.j2", "etc/hosts", 0o644),
+    ("templates/rootfs/nsswitch.conf.j2", "etc/nsswitch.conf", 0o644),
+    ("templates/rootfs/os-release.j2", "etc/os-release", 0o644),
+    ("init/crun-no-pivot", CRUN_WRAPPER, 0o755),
+    ("init/netavark-stub", NETAVARK_STUB, 0o755),
+)
+
+
+def add_config(image: Manifest, variables: dict[str, str]) -> None:
+    """The static configuration: containers.conf & co, passwd, the crun wrapper, netavark stub."""
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
+    for source, dest, mode in CONFIG_FILES:
+        text = data_path(source).read_text()
+        if source.endswith(".j2"):
+            text = env.from_string(text).render(**variables)
+        image.add_file(dest, text.encode(), mode, origin=BUILDER)
+
+
+EXECUTABLE_DIRS = ("usr/bin/", "usr/sbin/", "usr/libexec/")
+
+
+def add_package_binaries(staging: Manifest, image: Manifest, package: str, arch: Arch) -> None:
+    """--extra-package: the package's programs (not its docs or data) and their libraries."""
+    programs = [
+        path
+        for path, entry in sorted(staging.entries.items())
+        if entry.origin is not None
+        and entry.origin.package == package
+        and path.startswith(EXECUTABLE_DIRS)
+        and entry.kind in (Kind.FILE, Kind.SYMLINK)
+    ]
+    if not programs:
+        raise ResolveError(
+            f"package {package} has no programs in /usr/bin, /usr/sbin or /usr/libexec",
+            hint="--extra-package adds a package's programs; data files are not copied",
+        )
+    elf_files = []
+    for path in programs:
+        if image.get(path) is not None:
+            continue
+        canonical = copy_from(staging, image, path)
+        if staging.read(canonical)[:4] == b"\x7fELF":
+            elf_files.append(canonical)
+    for needed in elf.closure(staging, elf_files, arch):
+        if image.get(needed) is None:
+            copy_from(staging, image, needed)

@@ -1,0 +1,110 @@
+"""Image selection: busybox applet table, symlink-preserving copies, the crun wrapper."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from b2c_builder import image
+from b2c_builder.config import Arch
+from b2c_builder.errors import ManifestError
+from b2c_builder.resources import data_path
+from b2c_builder.rootfs import Kind, Manifest, Origin
+
+HOST_BUSYBOX = Path("/bin/busybox")
+
+
+@pytest.mark.skipif(not HOST_BUSYBOX.exists(), reason="busybox-static not installed")
+def test_applet_table_matches_busybox_list() -> None:
+    listed = subprocess.run(
+        [str(HOST_BUSYBOX), "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert image.busybox_applets(HOST_BUSYBOX.read_bytes()) == sorted(listed)
+
+
+def test_applet_table_missing_is_an_error() -> None:
+    with pytest.raises(ManifestError, match="applet table"):
+        image.busybox_applets(b"\x7fELF not busybox")
+
+
+def _staging() -> Manifest:
+    staging = Manifest()
+    for link, target in image.USRMERGE.items():
+        staging.add_symlink(link, target)
+    origin = Origin("libfoo1", "1.0-1")
+    staging.add_file("usr/lib/x86_64-linux-gnu/libfoo.so.1.2.3", b"\x7fELFfoo", 0o644, origin=origin)
+    staging.add_symlink("usr/lib/x86_64-linux-gnu/libfoo.so.1", "libfoo.so.1.2.3", origin=origin)
+    staging.add_symlink("usr/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld.so", origin=origin)
+    staging.add_file("usr/lib/x86_64-linux-gnu/ld.so", b"\x7fELFld", 0o755, origin=origin)
+    return staging
+
+
+def test_copy_from_reproduces_symlinks_on_the_way() -> None:
+    staging = _staging()
+    img = image.new_image(Arch.amd64)
+    got = image.copy_from(staging, img, "/lib64/ld-linux-x86-64.so.2")
+    assert got == "usr/lib/x86_64-linux-gnu/ld.so"
+    assert img["usr/lib64/ld-linux-x86-64.so.2"].target == "/lib/x86_64-linux-gnu/ld.so"
+    assert img.resolve("lib64/ld-linux-x86-64.so.2") == "usr/lib/x86_64-linux-gnu/ld.so"
+    assert img["usr/lib/x86_64-linux-gnu/ld.so"].origin == Origin("libfoo1", "1.0-1")
+
+    image.copy_from(staging, img, "usr/lib/x86_64-linux-gnu/libfoo.so.1")
+    assert img["usr/lib/x86_64-linux-gnu/libfoo.so.1"].kind is Kind.SYMLINK
+    assert img.read("usr/lib/x86_64-linux-gnu/libfoo.so.1.2.3") == b"\x7fELFfoo"
+
+
+def test_copy_from_missing_path() -> None:
+    with pytest.raises(ManifestError, match="not in the extracted packages"):
+        image.copy_from(_staging(), image.new_image(Arch.amd64), "usr/bin/nothing")
+
+
+def test_new_image_has_console_and_skeleton() -> None:
+    img = image.new_image(Arch.amd64)
+    console = img["dev/console"]
+    assert (console.kind, console.rdev) == (Kind.CHAR, (5, 1))
+    assert img["var/tmp"].mode == 0o1777
+    assert img.resolve("bin") == "usr/bin"
+
+
+def test_busybox_links_never_shadow_real_programs() -> None:
+    if not HOST_BUSYBOX.exists():
+        pytest.skip("busybox-static not installed")
+    img = image.new_image(Arch.amd64)
+    img.add_file("usr/bin/busybox", HOST_BUSYBOX.read_bytes(), 0o755)
+    img.add_file("usr/bin/mount", b"real mount", 0o755)
+    applets = image.add_busybox_links(img)
+    assert "sh" in applets and "mount" in applets
+    assert img["usr/bin/sh"].target == "/usr/bin/busybox"
+    assert img["usr/bin/mount"].kind is Kind.FILE
+    assert img["usr/sbin/modprobe"].target == "/usr/bin/busybox"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--root", "/run/crun", "create", "--bundle", "/b", "id"],
+         ["--root", "/run/crun", "create", "--no-pivot", "--bundle", "/b", "id"]),
+        (["run", "x"], ["run", "--no-pivot", "x"]),
+        (["--log", "/l", "start", "id"], ["--log", "/l", "start", "id"]),
+        (["create", "run", "a b"], ["create", "--no-pivot", "run", "a b"]),
+        (["delete", "--force", "id"], ["delete", "--force", "id"]),
+    ],
+)
+def test_crun_wrapper_inserts_no_pivot(tmp_path: Path, argv: list[str], expected: list[str]) -> None:
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox not installed")
+    fake = tmp_path / "crun"
+    fake.write_text('#!/bin/sh\nfor a; do printf "%s\\n" "$a"; done\n')
+    fake.chmod(0o755)
+    out = subprocess.run(
+        [busybox, "sh", str(data_path("init/crun-no-pivot")), *argv],
+        env={"B2C_CRUN": str(fake), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.splitlines() == expected
