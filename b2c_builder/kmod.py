@@ -1,0 +1,408 @@
+"""Kernel modules: the dependency closure from each module's .modinfo, and the modules archive.
+
+A Debian linux-image package ships lib/modules/<version>/ (usr/lib/modules/<version>/ since the
+/usr merge) with compressed modules, modules.builtin and modules.order, but no modules.dep:
+depmod runs in its postinst. We read ``depends=`` from the ``.modinfo`` section of the modules
+we need, and write what busybox modprobe reads (in /lib/modules/`uname -r`/):
+
+- modules.dep (required): ``path.ko: dep.ko ...`` with paths relative to that directory and
+  *every* transitive dependency listed, last to load first (busybox reverses the list and
+  loads it as is; kmod's depmod writes the same order);
+- modules.builtin (optional): names that modprobe then skips without an error;
+- modules.order, restricted to the shipped modules, and b2c.modules: the requested modules
+  that /init loads (init/modules.sh).
+
+The archive puts them under usr/lib/modules/<version>: it is unpacked over the base image,
+where lib -> usr/lib, and the kernel's unpacker replaces an existing path whose type differs
+(init/initramfs.c clean_path()), so a "lib" directory entry would delete that symlink.
+
+The modules are shipped decompressed: busybox may not read .ko.xz, and the outer archive
+compresses plain modules better. Softdeps (``softdep=pre: crypto-crc32c``) name aliases and
+are not followed: put the module that provides one in the requested set (crc32c_generic).
+"""
+
+from __future__ import annotations
+
+import difflib
+import gzip
+import io
+import lzma
+import os
+import posixpath
+import re
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zstandard
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from b2c_builder.config import Arch
+from b2c_builder.errors import ExtractError, ResolveError
+from b2c_builder.log import log
+from b2c_builder.rootfs import Kind, Manifest, Origin
+from b2c_builder.tree import HostTree, Tree
+
+# For QEMU (virtio, 9p, virtiofs) and common hardware. Members a kernel builds in are
+# satisfied; members a kernel does not have at all (renamed, dropped) are skipped.
+DEFAULT_MODULES: tuple[str, ...] = (
+    "virtio_pci",
+    "virtio_net",
+    "virtio_blk",
+    "virtio_scsi",
+    "virtio_console",
+    "overlay",
+    "ext4",
+    "crc32c_generic",  # ext4's softdep "crypto-crc32c", not followed automatically
+    "nvme",
+    "ahci",
+    "sd_mod",
+    "e1000",
+    "e1000e",
+    "9p",
+    "9pnet_virtio",
+    "virtiofs",
+)
+
+_DECOMPRESS: dict[str, Callable[[bytes], bytes]] = {
+    ".ko": lambda data: data,
+    ".ko.xz": lzma.decompress,
+    ".ko.zst": lambda data: zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read(),
+    ".ko.gz": gzip.decompress,
+}
+_MODULES_DIR_RE = re.compile(r"^(?:usr/)?lib/modules/([^/]+)$")
+MODULES_DIR = "usr/lib/modules"  # /lib/modules in the usr-merged image
+LOAD_LIST = "b2c.modules"  # read by init/modules.sh
+
+
+def normalize(name: str) -> str:
+    """Module names treat '-' and '_' alike; the kernel spells them with '_'."""
+    return name.replace("-", "_")
+
+
+def name_of(path: str) -> str:
+    """Module name from a file name, as modprobe derives it: ``kvm-intel.ko.xz`` -> kvm_intel."""
+    return normalize(posixpath.basename(path).split(".", 1)[0])
+
+
+def _suffix(path: str) -> str | None:
+    for suffix in sorted(_DECOMPRESS, key=len, reverse=True):
+        if path.endswith(suffix):
+            return suffix
+    return None
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    path: str  # relative to lib/modules/<version>, as in the tree: kernel/fs/ext4/ext4.ko.xz
+    depends: tuple[str, ...]  # direct dependencies (normalised names)
+    softdeps: tuple[str, ...] = ()  # "pre: crypto-crc32c", informational
+    vermagic: str = ""
+
+    @property
+    def plain_path(self) -> str:
+        """Where the decompressed module goes: kernel/fs/ext4/ext4.ko."""
+        suffix = _suffix(self.path) or ".ko"
+        return self.path[: -len(suffix)] + ".ko"
+
+
+def parse_modinfo(data: bytes, *, what: str) -> dict[str, list[str]]:
+    """The ``.modinfo`` section of an (uncompressed) module: key -> values, in order."""
+    try:
+        section = ELFFile(io.BytesIO(data)).get_section_by_name(".modinfo")
+    except ELFError as exc:
+        raise ExtractError(f"{what} is not a valid kernel module: {exc}") from exc
+    if section is None:
+        raise ExtractError(f"{what} has no .modinfo section: is it a kernel module?")
+    info: dict[str, list[str]] = {}
+    for item in section.data().split(b"\0"):
+        key, sep, value = item.decode(errors="replace").partition("=")
+        if sep:
+            info.setdefault(key, []).append(value)
+    return info
+
+
+@dataclass
+class ModuleTree:
+    """The modules of one kernel: files under lib/modules/<version> of a tree.
+
+    ``base`` is that directory's canonical path in ``tree`` ("" for a directory on disk).
+    Only the modules that a closure needs are read (and decompressed).
+    """
+
+    tree: Tree
+    base: str
+    version: str  # the kernel release, `uname -r`
+    files: dict[str, str]  # module name -> path relative to base
+    builtin: frozenset[str]
+    vmlinuz: str | None = None  # path of the kernel image in the tree, if it has one
+    origin: Callable[[str], Origin | None] = lambda _path: None
+    _modules: dict[str, Module] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_paths(
+        cls,
+        tree: Tree,
+        base: str,
+        version: str,
+        paths: Iterable[str],
+        *,
+        vmlinuz: str | None = None,
+        origin: Callable[[str], Origin | None] = lambda _path: None,
+    ) -> ModuleTree:
+        """Index module files (paths relative to ``base``); modules.builtin is read if there."""
+        files: dict[str, str] = {}
+        for path in sorted(paths):
+            if _suffix(path) is None:
+                continue
+            name = name_of(path)
+            # Like depmod's default "search updates built-in": updates/ wins.
+            if name not in files or path.startswith("updates/"):
+                files[name] = path
+        modules = cls(tree, base, version, files, frozenset(), vmlinuz, origin)
+        builtin = (modules.read_optional("modules.builtin") or b"").decode().split()
+        modules.builtin = frozenset(name_of(line) for line in builtin)
+        return modules
+
+    @classmethod
+    def from_directory(cls, path: Path, *, origin: Origin | None = None) -> ModuleTree:
+        """A lib/modules/<version> directory on disk (--modules-dir); version is its name."""
+        path = path.resolve()
+        if not path.is_dir():
+            raise ResolveError(
+                f"{path} is not a directory", hint="point --modules-dir at lib/modules/<version>"
+            )
+        paths = []
+        for dirpath, _dirs, filenames in os.walk(path):
+            rel = os.path.relpath(dirpath, path)
+            for name in filenames:
+                if not os.path.islink(os.path.join(dirpath, name)):
+                    paths.append(posixpath.normpath(posixpath.join(rel, name)))
+        tree = cls.from_paths(HostTree(path), "", path.name, paths, origin=lambda _p: origin)
+        if not tree.files:
+            raise ResolveError(
+                f"no kernel modules (*.ko, *.ko.xz, *.ko.zst, *.ko.gz) under {path}",
+                hint="point --modules-dir at lib/modules/<version>",
+            )
+        return tree
+
+    @classmethod
+    def from_manifest(
+        cls, manifest: Manifest, version: str | None = None, *, arch: Arch = Arch.amd64
+    ) -> ModuleTree:
+        """The kernel in an extracted linux-image package (lib/ or usr/lib/modules/<version>)."""
+        dirs = kernel_versions(manifest)
+        if version is None:
+            if len(dirs) != 1:
+                found = ", ".join(sorted(dirs)) or "none"
+                raise ResolveError(
+                    f"expected one kernel version under lib/modules, found: {found}",
+                    hint="pass a single linux-image package",
+                )
+            version = next(iter(dirs))
+        if version not in dirs:
+            raise ResolveError(f"no lib/modules/{version} in the extracted kernel package")
+        base = dirs[version]
+        prefix = base + "/"
+        paths = [
+            path[len(prefix) :]
+            for path, entry in manifest.entries.items()
+            if path.startswith(prefix) and entry.kind is Kind.FILE
+        ]
+        vmlinuz = manifest.resolve(arch.kernel_image % version)
+
+        def origin(path: str) -> Origin | None:
+            entry = manifest.entries.get(prefix + path)
+            return entry.origin if entry is not None else None
+
+        return cls.from_paths(manifest, base, version, paths, vmlinuz=vmlinuz, origin=origin)
+
+    def kernel_image(self) -> bytes:
+        """The bootable kernel (boot/vmlinuz-<version>) of the package the modules came from."""
+        if self.vmlinuz is None:
+            raise ResolveError(
+                f"no kernel image boot/vmlinuz-{self.version} beside the modules",
+                hint="use --kernel-package to take the kernel from Debian",
+            )
+        return self.tree.read(self.vmlinuz)
+
+    def _path(self, rel: str) -> str:
+        return posixpath.join(self.base, rel) if self.base else rel
+
+    def read(self, rel: str) -> bytes:
+        return self.tree.read(self._path(rel))
+
+    def read_optional(self, rel: str) -> bytes | None:
+        canonical = self.tree.resolve(self._path(rel))
+        return None if canonical is None else self.tree.read(canonical)
+
+    def names(self) -> list[str]:
+        return sorted(self.files)
+
+    def __contains__(self, name: str) -> bool:
+        return normalize(name) in self.files
+
+    def decompressed(self, module: Module) -> bytes:
+        """The plain .ko of ``module``."""
+        return self._plain(module.path)
+
+    def _plain(self, path: str) -> bytes:
+        decompress = _DECOMPRESS[_suffix(path) or ".ko"]
+        try:
+            return decompress(self.read(path))
+        except (lzma.LZMAError, zstandard.ZstdError, OSError, EOFError) as exc:
+            raise ExtractError(f"cannot decompress module {path}: {exc}") from exc
+
+    def module(self, name: str) -> Module:
+        """The module called ``name`` (its .modinfo read once); KeyError if it is not here."""
+        name = normalize(name)
+        if name not in self._modules:
+            path = self.files[name]
+            info = parse_modinfo(self._plain(path), what=path)
+            depends = [normalize(d) for v in info.get("depends", []) for d in v.split(",") if d]
+            vermagic = (info.get("vermagic") or [""])[0]
+            if vermagic and vermagic.split()[0] != self.version:
+                log.warning("module %s was built for %s, not %s", path, vermagic, self.version)
+            self._modules[name] = Module(
+                name, path, tuple(depends), tuple(info.get("softdep", [])), vermagic
+            )
+        return self._modules[name]
+
+
+def kernel_versions(manifest: Manifest) -> dict[str, str]:
+    """Kernel version -> canonical path of its modules directory, in a staging manifest."""
+    found: dict[str, str] = {}
+    for path, entry in manifest.entries.items():
+        match = _MODULES_DIR_RE.match(path)
+        if match and entry.kind is Kind.DIR:
+            found.setdefault(match.group(1), path)
+    return found
+
+
+def module_closure(
+    modules: ModuleTree, names: Iterable[str], *, optional: Collection[str] = ()
+) -> list[Module]:
+    """The modules to load for ``names``, dependencies first, each once.
+
+    Built-in names are satisfied. A name that is neither a module nor built in is an error
+    (with close matches), unless it is ``optional`` (e.g. a DEFAULT_MODULES member that this
+    kernel version renamed or dropped): then it is skipped with a debug message.
+    """
+    skippable = {normalize(n) for n in optional}
+    order: list[Module] = []
+    done: set[str] = set()
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if name in done or name in modules.builtin:
+            return
+        if name in chain:
+            raise ResolveError(f"circular module dependency: {' -> '.join((*chain, name))}")
+        if name not in modules.files:
+            if chain:
+                raise ResolveError(
+                    f"module {chain[-1]} depends on {name}, "
+                    f"which is not in kernel {modules.version}"
+                )
+            raise _unknown(modules, name)
+        module = modules.module(name)
+        for dep in module.depends:
+            visit(dep, (*chain, name))
+        done.add(name)
+        order.append(module)
+
+    for requested in names:
+        name = normalize(requested)
+        if name in modules.builtin:
+            log.debug("module %s is built into kernel %s", name, modules.version)
+        elif name not in modules.files and name in skippable:
+            log.debug("module %s does not exist in kernel %s, skipped", name, modules.version)
+            continue
+        visit(name, ())
+    return order
+
+
+def _unknown(modules: ModuleTree, name: str) -> ResolveError:
+    close = difflib.get_close_matches(name, [*modules.files, *modules.builtin], n=5)
+    hint = f"did you mean: {', '.join(close)}?" if close else "check the name with modinfo"
+    return ResolveError(
+        f"kernel {modules.version} has no module named {name!r} (neither a file nor built in)",
+        hint=hint,
+    )
+
+
+def modules_dep(closure: Iterable[Module]) -> bytes:
+    """modules.dep for ``closure`` (dependencies first): each line lists all its transitive
+    dependencies, the last to be loaded first, with the paths of the decompressed modules."""
+    by_name = {m.name: m for m in closure}
+    position = {name: i for i, name in enumerate(by_name)}
+    lines: list[str] = []
+    for module in by_name.values():
+        needed: set[str] = set()
+        stack = list(module.depends)
+        while stack:
+            dep = stack.pop()
+            if dep in by_name and dep not in needed:
+                needed.add(dep)
+                stack.extend(by_name[dep].depends)
+        deps = sorted(needed, key=position.__getitem__, reverse=True)
+        lines.append(f"{module.plain_path}:" + "".join(f" {by_name[d].plain_path}" for d in deps))
+    return "".join(line + "\n" for line in sorted(lines)).encode()
+
+
+def add_modules(
+    manifest: Manifest,
+    modules: ModuleTree,
+    names: Iterable[str],
+    *,
+    required: Collection[str],
+    moddir: str | None = None,
+) -> list[Module]:
+    """Add the closure of ``names`` to ``manifest``, ready for busybox modprobe and /init.
+
+    Names in ``required`` (what the user asked for) must exist; the others (the default set)
+    are skipped when this kernel has no such module. ``moddir`` defaults to
+    usr/lib/modules/<version> (see the module docstring). Returns the closure, in load order.
+    """
+    names = list(dict.fromkeys(normalize(n) for n in names))
+    must = {normalize(n) for n in required}
+    closure = module_closure(modules, names, optional=[n for n in names if n not in must])
+    moddir = moddir or f"{MODULES_DIR}/{modules.version}"
+    for module in closure:
+        manifest.add_file(
+            posixpath.join(moddir, module.plain_path),
+            modules.decompressed(module),
+            0o644,
+            origin=modules.origin(module.path),
+        )
+    manifest.add_file(posixpath.join(moddir, "modules.dep"), modules_dep(closure))
+    builtin = modules.read_optional("modules.builtin")
+    if builtin is not None:
+        manifest.add_file(
+            posixpath.join(moddir, "modules.builtin"),
+            builtin,
+            origin=modules.origin("modules.builtin"),
+        )
+    manifest.add_file(posixpath.join(moddir, "modules.order"), _modules_order(modules, closure))
+    shipped = {m.name for m in closure}
+    load = [n for n in names if n in shipped]
+    header = "# Requested kernel modules; modprobe loads their dependencies (modules.dep).\n"
+    manifest.add_file(
+        posixpath.join(moddir, LOAD_LIST), (header + "".join(f"{n}\n" for n in load)).encode()
+    )
+    log.info(
+        "%d kernel modules for %s (%d requested, built-in or absent ones skipped)",
+        len(closure),
+        modules.version,
+        len(load),
+    )
+    return closure
+
+
+def _modules_order(modules: ModuleTree, closure: list[Module]) -> bytes:
+    """The kernel's modules.order restricted to the shipped modules (others appended)."""
+    shipped = {m.name: m.plain_path for m in closure}
+    order = (modules.read_optional("modules.order") or b"").decode().split()
+    lines = [shipped.pop(name_of(line)) for line in order if name_of(line) in shipped]
+    return "".join(f"{line}\n" for line in [*lines, *shipped.values()]).encode()

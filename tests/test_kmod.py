@@ -1,0 +1,426 @@
+"""Kernel-module closure: synthetic golden modules, busybox modprobe, and depmod/modprobe on a
+real Debian kernel (network: the package is fetched with apt-get and cached)."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import lzma
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from b2c_builder import kmod
+from b2c_builder.config import Arch, default_cache_dir
+from b2c_builder.errors import ExtractError, ResolveError
+from b2c_builder.rootfs import Kind, Manifest, Origin
+from b2c_builder.run import run, which
+
+DATA = Path(__file__).parent / "data" / "kmod"
+KVER = "6.99.0-1-test"
+
+
+# ---------------------------------------------------------------- synthetic modules
+
+
+def fake_module(tmp: Path, name: str, fields: list[str], kver: str = KVER) -> bytes:
+    """An ELF relocatable whose .modinfo holds ``fields``, as a real module's does."""
+    source, obj, info, out = (tmp / f"{name}.{ext}" for ext in ("c", "o", "modinfo", "ko"))
+    source.write_text(f"int {name}_init(void) {{ return 0; }}\n")
+    run(["gcc", "-c", "-o", str(obj), str(source)], reason="build a fake module")
+    modinfo = [*fields, f"name={name}", f"vermagic={kver} SMP mod_unload modversions "]
+    info.write_bytes(b"".join(f.encode() + b"\0" for f in modinfo))
+    run(
+        ["objcopy", f"--add-section=.modinfo={info}", str(obj), str(out)],
+        reason="add a .modinfo section",
+    )
+    return out.read_bytes()
+
+
+def compress(data: bytes, path: str) -> bytes:
+    if path.endswith(".xz"):
+        return lzma.compress(data, check=lzma.CHECK_CRC32)
+    if path.endswith(".zst"):
+        return zstandard.ZstdCompressor().compress(data)
+    if path.endswith(".gz"):
+        return gzip.compress(data, mtime=0)
+    return data
+
+
+@dataclass
+class Synthetic:
+    root: Path  # lib/modules/<kver>
+    plain: dict[str, bytes]  # module name -> uncompressed .ko
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Synthetic:
+    """tests/data/kmod/tree.txt built as lib/modules/6.99.0-1-test."""
+    work = tmp_path_factory.mktemp("kmod-src")
+    root = tmp_path_factory.mktemp("kmod-tree") / KVER
+    plain: dict[str, bytes] = {}
+    for line in (DATA / "tree.txt").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        path, *fields = (part.strip() for part in line.split("|"))
+        name = kmod.name_of(path)
+        plain[name] = fake_module(work, name, fields)
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(compress(plain[name], path))
+    for name in ("modules.builtin", "modules.order"):
+        shutil.copy(DATA / name, root / name)
+    return Synthetic(root, plain)
+
+
+def names(closure: list[kmod.Module]) -> list[str]:
+    return [m.name for m in closure]
+
+
+def test_closure_is_in_load_order(synthetic: Synthetic) -> None:
+    tree = kmod.ModuleTree.from_directory(synthetic.root)
+    assert tree.version == KVER
+    closure = kmod.module_closure(tree, ["top-d"])
+    assert names(closure) == ["core_a", "lib_b", "mid_c", "lib_e", "top_d"]
+    top = closure[-1]
+    assert top.path == "kernel/drivers/top/top_d.ko.gz"
+    assert top.plain_path == "kernel/drivers/top/top_d.ko"
+    assert top.depends == ("mid_c", "lib_e")  # '-' and '_' are one
+    assert top.softdeps == ("pre: crypto-crc32c",)
+    assert closure[2].depends == ("lib_b", "core_a", "crc16")
+
+
+def test_each_module_once_and_names_normalised(synthetic: Synthetic) -> None:
+    tree = kmod.ModuleTree.from_directory(synthetic.root)
+    closure = kmod.module_closure(tree, ["lib_b", "core_a", "mid_c", "core-a", "solo"])
+    assert names(closure) == ["core_a", "lib_b", "mid_c", "solo"]
+    assert "core-a" in tree and "core_a" in tree and "ghost" not in tree
+
+
+def test_builtins_are_satisfied(synthetic: Synthetic) -> None:
+    tree = kmod.ModuleTree.from_directory(synthetic.root)
+    assert tree.builtin == {"ext4", "crc16"}
+    assert kmod.module_closure(tree, ["ext4", "crc16"]) == []
+
+
+def test_unknown_module_lists_close_matches(synthetic: Synthetic) -> None:
+    tree = kmod.ModuleTree.from_directory(synthetic.root)
+    with pytest.raises(ResolveError) as info:
+        kmod.module_closure(tree, ["top_dd"])
+    assert "no module named 'top_dd'" in info.value.message
+    assert info.value.hint is not None and "top_d" in info.value.hint
+
+
+def test_missing_default_members_are_skipped(synthetic: Synthetic) -> None:
+    tree = kmod.ModuleTree.from_directory(synthetic.root)
+    closure = kmod.module_closure(
+        tree, [*kmod.DEFAULT_MODULES, "solo"], optional=kmod.DEFAULT_MODULES
+    )
+    assert names(closure) == ["solo"]  # ext4 is built in, the others do not exist here
+    with pytest.raises(ResolveError, match="no module named 'virtio_pci'"):
+        kmod.module_closure(tree, kmod.DEFAULT_MODULES)
+    # skip_missing does not excuse a name the user asked for.
+    with pytest.raises(ResolveError, match="no module named 'nope'"):
+        kmod.module_closure(tree, ["nope"], optional=kmod.DEFAULT_MODULES)
+
+
+def test_missing_dependency_is_an_error(synthetic: Synthetic) -> None:
+    tree = kmod.ModuleTree.from_directory(synthetic.root)
+    with pytest.raises(ResolveError, match=f"needs_ghost depends on ghost, .* {KVER}"):
+        kmod.module_closure(tree, ["needs_ghost"])
+
+
+def test_archive_entries(synthetic: Synthetic) -> None:
+    tree = kmod.ModuleTree.from_directory(synthetic.root, origin=Origin("linux-image-test", "1"))
+    manifest = Manifest()
+    requested = ["top-d", "solo", "ext4", "virtio_pci", "top_d"]
+    closure = kmod.add_modules(manifest, tree, requested, required=["top-d"])
+    assert names(closure) == ["core_a", "lib_b", "mid_c", "lib_e", "top_d", "solo"]
+    # Never a "lib" entry: unpacked over the base image it would replace lib -> usr/lib.
+    assert {e.path.split("/")[0] for e in manifest} == {"usr"}
+    moddir = f"usr/lib/modules/{KVER}"
+    files = {e.path: e for e in manifest if e.kind is Kind.FILE}
+    expected_modules = {f"{moddir}/{m.plain_path}": synthetic.plain[m.name] for m in closure}
+    generated = {"modules.dep", "modules.builtin", "modules.order", "b2c.modules"}
+    assert set(files) == set(expected_modules) | {f"{moddir}/{n}" for n in generated}
+    for path, data in expected_modules.items():
+        assert files[path].data == data  # decompressed, byte for byte
+        assert files[path].origin == Origin("linux-image-test", "1")
+        assert files[path].mode == 0o644
+    assert files[f"{moddir}/modules.dep"].data == (DATA / "modules.dep.expected").read_bytes()
+    assert files[f"{moddir}/modules.builtin"].data == (DATA / "modules.builtin").read_bytes()
+    assert files[f"{moddir}/modules.order"].data.decode().split() == [
+        "kernel/lib/core-a.ko",
+        "kernel/lib/lib_e.ko",
+        "kernel/lib/lib_b.ko",
+        "kernel/drivers/mid/mid-c.ko",
+        "kernel/fs/solo/solo.ko",
+        "kernel/drivers/top/top_d.ko",
+    ]
+    # What init/modules.sh modprobes: the requested modules (built-in and absent ones left out).
+    load_list = files[f"{moddir}/b2c.modules"].data.decode().splitlines()
+    assert [line for line in load_list if not line.startswith("#")] == ["top_d", "solo"]
+
+
+def test_archive_requirements_and_directory(synthetic: Synthetic) -> None:
+    tree = kmod.ModuleTree.from_directory(synthetic.root)
+    with pytest.raises(ResolveError, match="no module named 'nope'"):
+        kmod.add_modules(Manifest(), tree, ["solo", "nope"], required=["nope"])
+    assert kmod.add_modules(Manifest(), tree, ["nope"], required=[]) == []
+    other = Manifest()
+    kmod.add_modules(other, tree, ["solo"], required=["solo"], moddir=f"lib/modules/{KVER}")
+    assert f"lib/modules/{KVER}/kernel/fs/solo/solo.ko" in other
+
+
+def test_from_manifest_finds_version_and_kernel(synthetic: Synthetic) -> None:
+    origin = Origin("linux-image-6.99.0-1-test", "6.99.0-1")
+    staging = Manifest()
+    base = f"usr/lib/modules/{KVER}"
+    for path in sorted(synthetic.root.rglob("*")):
+        if path.is_file():
+            rel = path.relative_to(synthetic.root)
+            staging.add_file(f"{base}/{rel}", path.read_bytes(), origin=origin)
+    staging.add_symlink(f"{base}/build", f"/usr/src/linux-headers-{KVER}")
+    staging.add_file(f"boot/vmlinuz-{KVER}", b"kernel", origin=origin)
+    assert kmod.kernel_versions(staging) == {KVER: base}
+
+    tree = kmod.ModuleTree.from_manifest(staging, arch=Arch.amd64)
+    assert (tree.version, tree.base, tree.vmlinuz) == (KVER, base, f"boot/vmlinuz-{KVER}")
+    assert tree.kernel_image() == b"kernel"
+    image = Manifest()
+    closure = kmod.add_modules(image, tree, ["top_d"], required=["top_d"])
+    assert names(closure) == ["core_a", "lib_b", "mid_c", "lib_e", "top_d"]
+    assert image[f"{base}/kernel/lib/lib_b.ko"].origin == origin
+    assert image[f"{base}/modules.builtin"].origin == origin
+
+    staging.add_dir("lib/modules/5.0.0-other")
+    with pytest.raises(ResolveError, match="expected one kernel version"):
+        kmod.ModuleTree.from_manifest(staging)
+    assert kmod.ModuleTree.from_manifest(staging, KVER).version == KVER
+    with pytest.raises(ResolveError, match="--kernel-package"):
+        kmod.ModuleTree.from_directory(synthetic.root).kernel_image()
+
+
+def test_corrupt_and_foreign_files_are_reported(tmp_path: Path, synthetic: Synthetic) -> None:
+    root = tmp_path / KVER
+    shutil.copytree(synthetic.root, root)
+    xz = root / "kernel/fs/solo/solo.ko.xz"
+    xz.write_bytes(xz.read_bytes()[:40])
+    (root / "kernel/lib/lib_e.ko").write_bytes(b"\x7fELF not really")
+    tree = kmod.ModuleTree.from_directory(root)
+    with pytest.raises(ExtractError, match=r"cannot decompress module kernel/fs/solo/solo\.ko\.xz"):
+        kmod.module_closure(tree, ["solo"])
+    with pytest.raises(ExtractError, match=r"kernel/lib/lib_e\.ko is not a valid kernel module"):
+        kmod.module_closure(tree, ["lib_e"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ResolveError, match="no kernel modules"):
+        kmod.ModuleTree.from_directory(empty)
+
+
+# ---------------------------------------------------------------- busybox modprobe
+
+
+def write_manifest(manifest: Manifest, root: Path) -> None:
+    for entry in manifest:
+        path = root / entry.path
+        if entry.kind is Kind.DIR:
+            path.mkdir(parents=True, exist_ok=True)
+        elif entry.kind is Kind.FILE:
+            path.write_bytes(entry.data)
+        elif entry.kind is Kind.SYMLINK:
+            path.symlink_to(entry.target)
+
+
+def busybox_show_depends(root: Path, name: str) -> list[str]:
+    """``busybox modprobe -D NAME`` chrooted into ``root``: the insmod paths, in order."""
+    prefix = [] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user"]
+    cmd = [*prefix, "chroot", str(root), "/bin/busybox", "modprobe", "-D", name]
+    out = run(cmd, reason="ask busybox modprobe what it would load", check=False)
+    if out.returncode != 0:
+        raise AssertionError(f"busybox modprobe -D {name}: {out.stderr.decode()}")
+    return [line.split()[1] for line in out.stdout.decode().splitlines()]
+
+
+def busybox_root(
+    tmp_path: Path, tree: kmod.ModuleTree, names: list[str]
+) -> tuple[Path, list[kmod.Module]]:
+    """A chroot with busybox and the modules archive, in lib/modules/`uname -r` where busybox
+    looks for the running kernel's modules."""
+    if os.geteuid() != 0 and run(["unshare", "-r", "true"], reason="probe", check=False).returncode:
+        pytest.skip("needs root or unprivileged user namespaces to chroot busybox")
+    root = tmp_path / "bbroot"
+    manifest = Manifest()
+    moddir = f"lib/modules/{os.uname().release}"
+    closure = kmod.add_modules(manifest, tree, names, required=(), moddir=moddir)
+    (root / "bin").mkdir(parents=True)
+    shutil.copy(which("busybox", reason="check modules.dep with busybox"), root / "bin/busybox")
+    write_manifest(manifest, root)
+    return root, closure
+
+
+def assert_busybox_follows(root: Path, closure: list[kmod.Module]) -> None:
+    moddir = f"/lib/modules/{os.uname().release}/"
+    transitive = _transitive(closure)
+    for module in closure:
+        expected = [m.plain_path for m in closure if m.name in transitive[module.name]]
+        shown = busybox_show_depends(root, module.name)
+        assert shown == [moddir + p for p in [*expected, module.plain_path]], module.name
+        for path in shown:
+            assert (root / path.lstrip("/")).is_file()
+
+
+def _transitive(closure: list[kmod.Module]) -> dict[str, set[str]]:
+    result: dict[str, set[str]] = {}
+    for module in closure:  # dependencies come first
+        result[module.name] = set()
+        for dep in module.depends:
+            if dep in result:
+                result[module.name] |= {dep, *result[dep]}
+    return result
+
+
+def test_busybox_modprobe_reads_our_modules_dep(tmp_path: Path, synthetic: Synthetic) -> None:
+    tree = kmod.ModuleTree.from_directory(synthetic.root)
+    root, closure = busybox_root(tmp_path, tree, ["top_d", "solo", "ext4"])
+    assert names(closure) == ["core_a", "lib_b", "mid_c", "lib_e", "top_d", "solo"]
+    assert_busybox_follows(root, closure)
+    assert busybox_show_depends(root, "top-d")[-1].endswith("top_d.ko")
+    with pytest.raises(AssertionError, match="module ext4 is builtin"):
+        busybox_show_depends(root, "ext4")
+
+
+# ---------------------------------------------------------------- a real Debian kernel
+
+
+@dataclass
+class DebianKernel:
+    modules: Path  # the extracted package's lib/modules/<kver>
+    kver: str
+    depmod_root: Path  # a copy where depmod ran (modules.softdep removed: hard deps only)
+
+
+def _kernel_package() -> str:
+    out = run(["apt-cache", "depends", "linux-image-amd64"], reason="find the kernel package")
+    match = re.search(r"Depends: (linux-image-\S+)", out.stdout.decode())
+    if match is None:
+        pytest.fail("apt-cache knows no linux-image-amd64: run apt-get update")
+    return match.group(1)
+
+
+@pytest.fixture(scope="session")
+def debian_kernel(tmp_path_factory: pytest.TempPathFactory) -> DebianKernel:
+    if Arch.host() is not Arch.amd64:
+        pytest.skip("the oracle kernel is amd64")
+    cache = default_cache_dir() / "test-kernels"
+    cache.mkdir(parents=True, exist_ok=True)
+    package = _kernel_package()
+    extracted = cache / package
+    if not (extracted / ".complete").exists():
+        debs = sorted(cache.glob(f"{package}_*_amd64.deb"))
+        if not debs:
+            with contextlib.chdir(cache):
+                run(["apt-get", "download", package], reason="download a Debian kernel")
+            debs = sorted(cache.glob(f"{package}_*_amd64.deb"))
+        partial = cache / f".{package}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        run(["dpkg-deb", "-x", str(debs[-1]), str(partial)], reason="extract the kernel")
+        (partial / ".complete").touch()
+        shutil.rmtree(extracted, ignore_errors=True)
+        partial.rename(extracted)
+    (modules,) = [
+        path
+        for pattern in ("lib/modules/*", "usr/lib/modules/*")
+        for path in extracted.glob(pattern)
+        if path.is_dir()
+    ]
+    kver = modules.name
+    depmod_root = tmp_path_factory.mktemp("depmod")
+    (depmod_root / "lib/modules").mkdir(parents=True)
+    run(["cp", "-al", str(modules), str(depmod_root / "lib/modules")], reason="copy modules")
+    run(["depmod", "-b", str(depmod_root), kver], reason="compute the oracle modules.dep")
+    (depmod_root / f"lib/modules/{kver}/modules.softdep").unlink()
+    return DebianKernel(modules, kver, depmod_root)
+
+
+DEEP = ("btrfs", "nf_tables", "nft_chain_nat", "kvm_intel", "xfs", "i915", "vhost_net", "bridge")
+
+
+def modprobe_show_depends(kernel: DebianKernel, name: str) -> list[str]:
+    """kmod's answer: insmod paths (relative to lib/modules/<kver>) in order; [] if built in."""
+    out = run(
+        ["modprobe", "-d", str(kernel.depmod_root), "-S", kernel.kver, "--show-depends", name],
+        reason="ask kmod's modprobe what it would load",
+    )
+    moddir = f"{kernel.depmod_root}/lib/modules/{kernel.kver}/"
+    paths = []
+    for line in out.stdout.decode().splitlines():
+        if line.startswith("builtin "):
+            continue
+        assert line.startswith("insmod "), line
+        paths.append(line.split()[1].removeprefix(moddir))
+    return paths
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("name", [*kmod.DEFAULT_MODULES, *DEEP])
+def test_closure_matches_modprobe(debian_kernel: DebianKernel, name: str) -> None:
+    tree = kmod.ModuleTree.from_directory(debian_kernel.modules)
+    closure = kmod.module_closure(tree, [name])
+    expected = modprobe_show_depends(debian_kernel, name)
+    assert sorted(m.path for m in closure) == sorted(expected)
+    # Both orders load every module after its dependencies (as kmod computes them).
+    position = {m.path: i for i, m in enumerate(closure)}
+    for module in closure:
+        for dep in modprobe_show_depends(debian_kernel, module.name)[:-1]:
+            assert position[dep] < position[module.path], (dep, module.path)
+
+
+@pytest.mark.network
+def test_modules_dep_matches_depmod(debian_kernel: DebianKernel, tmp_path: Path) -> None:
+    tree = kmod.ModuleTree.from_directory(debian_kernel.modules)
+    root, closure = busybox_root(tmp_path, tree, [*kmod.DEFAULT_MODULES, *DEEP])
+    ours = _parse_dep(kmod.modules_dep(closure).decode())
+    theirs = _parse_dep(
+        (debian_kernel.depmod_root / f"lib/modules/{debian_kernel.kver}/modules.dep").read_text()
+    )
+    assert {path: set(deps) for path, deps in ours.items()} == {
+        path: set(theirs[path]) for path in ours
+    }
+    assert_busybox_follows(root, closure)
+
+
+def _parse_dep(text: str) -> dict[str, list[str]]:
+    result = {}
+    for line in text.splitlines():
+        path, _, deps = line.partition(":")
+        result[path] = deps.split()
+    return result
+
+
+@pytest.mark.network
+def test_compressed_debian_modules(debian_kernel: DebianKernel, tmp_path: Path) -> None:
+    """As trixie ships them: the closure's modules xz- and zstd-compressed by the real tools."""
+    plain_tree = kmod.ModuleTree.from_directory(debian_kernel.modules)
+    plain = kmod.module_closure(plain_tree, kmod.DEFAULT_MODULES, optional=kmod.DEFAULT_MODULES)
+    root = tmp_path / debian_kernel.kver
+    run(["cp", "-al", str(debian_kernel.modules), str(root)], reason="copy modules")
+    for i, module in enumerate(plain):
+        path = root / module.path
+        path.unlink()  # a hard link to the cache: replace, never modify in place
+        shutil.copy(debian_kernel.modules / module.path, path)
+        tool = ["xz", "--check=crc32"] if i % 2 else ["zstd", "-q", "--rm"]
+        run([*tool, str(path)], reason="compress a module as Debian does")
+    tree = kmod.ModuleTree.from_directory(root)
+    manifest = Manifest()
+    closure = kmod.add_modules(manifest, tree, kmod.DEFAULT_MODULES, required=())
+    assert [m.plain_path for m in closure] == [m.plain_path for m in plain]
+    assert {m.path.rsplit(".", 1)[-1] for m in closure} == {"xz", "zst"}
+    moddir = f"usr/lib/modules/{tree.version}"
+    for module in plain:
+        data = manifest.read(f"{moddir}/{module.plain_path}")
+        assert data == (debian_kernel.modules / module.path).read_bytes()
