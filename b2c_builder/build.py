@@ -66,7 +66,9 @@ def build(cfg: BuildConfig) -> BuildResult:
         image.add_binaries(staging, rootfs, cfg.arch)
         image.add_busybox_links(rootfs)
         image.add_data_files(staging, rootfs)
-        image.add_config(rootfs, {"version": __version__, "suite": cfg.suite, "crun_wrapper": image.CRUN_WRAPPER})
+        image.add_config(
+            rootfs, {"version": __version__, "suite": cfg.suite, "crun_wrapper": image.CRUN_WRAPPER}
+        )
         for name in cfg.extra_packages:
             image.add_package_binaries(staging, rootfs, name, cfg.arch)
     with step("Rendering /init"):
@@ -110,7 +112,10 @@ def stage_packages(
         log.info("%d packages in the search space", len(packages))
     with step("Fetching packages"):
         debs = [
-            (pkg, download.fetch(session, archive.url_for(pkg), pkg.sha256, pkg.size, cfg.cache_dir))
+            (
+                pkg,
+                download.fetch(session, archive.url_for(pkg), pkg.sha256, pkg.size, cfg.cache_dir),
+            )
             for pkg in packages
         ]
     with step("Extracting packages"):
@@ -130,7 +135,11 @@ def sbom(rootfs: Manifest, cfg: BuildConfig, epoch: int) -> str:
     """Every file in the image with mode, size, sha256 and the package it came from."""
     files = []
     for entry in rootfs:
-        item: dict[str, object] = {"path": "/" + entry.path, "type": str(entry.kind), "mode": f"{entry.mode:04o}"}
+        item: dict[str, object] = {
+            "path": "/" + entry.path,
+            "type": str(entry.kind),
+            "mode": f"{entry.mode:04o}",
+        }
         if entry.kind is Kind.FILE:
             item.update(size=entry.size, sha256=entry.sha256())
         elif entry.kind is Kind.SYMLINK:

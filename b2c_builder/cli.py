@@ -23,6 +23,7 @@ from b2c_builder.config import (
     source_date_epoch_from_env,
 )
 from b2c_builder.errors import B2CError
+from b2c_builder.qemu import Accel
 
 app = typer.Typer(
     add_completion=False,
@@ -136,6 +137,69 @@ def _die(exc: B2CError) -> NoReturn:
     if exc.hint:
         log.log.error("hint: %s", exc.hint)
     raise typer.Exit(exc.exit_code)
+
+
+@app.command()
+def run(
+    kernel: Annotated[Path, typer.Option(help="The kernel image (bzImage / Image).")],
+    initrd: Annotated[
+        list[Path] | None,
+        typer.Option(help="An initramfs; repeat it to concatenate several (image, modules)."),
+    ] = None,
+    append: Annotated[str, typer.Option(help="Kernel command line (b2c.* options).")] = "",
+    arch: Annotated[Arch, typer.Option(help="Guest architecture.")] = Arch.amd64,
+    accel: Annotated[
+        Accel, typer.Option(help="auto probes /dev/kvm for real and falls back to tcg.")
+    ] = Accel.auto,
+    memory: Annotated[str, typer.Option(help="Guest memory, as QEMU's -m.")] = "2G",
+    cpus: Annotated[int, typer.Option(help="Guest CPUs.")] = 2,
+    disk: Annotated[
+        list[Path] | None, typer.Option(help="A disk image (raw or qcow2), repeatable.")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds before the guest is killed.")] = 600,
+    serial_log: Annotated[
+        Path | None, typer.Option(help="Also write the serial console here.")
+    ] = None,
+    qemu_arg: Annotated[
+        list[str] | None, typer.Option(help="An extra QEMU argument, e.g. -rtc (repeatable).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the QEMU command and exit.")
+    ] = False,
+) -> None:
+    """Boot a kernel + initramfs under QEMU; exit with the pipeline status the guest printed.
+
+    Other exit codes: 250 timeout, 251 kernel panic, 252 the guest printed no status,
+    253 QEMU failed, 254 the guest broke the console contract (e.g. two statuses).
+    """
+    from b2c_builder import qemu
+
+    code = 0
+
+    def action() -> None:
+        nonlocal code
+        cfg = qemu.RunConfig(
+            kernel=kernel,
+            initrds=tuple(initrd or ()),
+            append=append,
+            arch=arch,
+            accel=accel,
+            memory=memory,
+            cpus=cpus,
+            disks=tuple(qemu.Disk.detect(p) for p in disk or ()),
+            timeout=timeout,
+            serial_log=serial_log,
+            qemu_args=tuple(qemu_arg or ()),
+        )
+        if dry_run:
+            print(qemu.dry_run(cfg))
+            return
+        result = qemu.boot(cfg)
+        log.log.info("%s", result.summary())
+        code = int(result.exit_code)
+
+    _guard(action)
+    raise typer.Exit(code)
 
 
 @app.command()

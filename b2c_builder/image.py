@@ -184,7 +184,9 @@ def add_busybox_links(image: Manifest) -> list[str]:
 def add_data_files(staging: Manifest, image: Manifest) -> None:
     for source, dest in DATA_FILES:
         copy_from(staging, image, source, dest=dest)
-    image.add_file(CA_BUNDLE, ca_bundle(staging), 0o644, origin=_origin_of(staging, "ca-certificates"))
+    image.add_file(
+        CA_BUNDLE, ca_bundle(staging), 0o644, origin=_origin_of(staging, "ca-certificates")
+    )
 
 
 def ca_bundle(staging: Manifest) -> bytes:

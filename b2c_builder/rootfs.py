@@ -7,11 +7,11 @@ so that parents always come before their children.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import posixpath
 import stat
 from collections.abc import Iterator
-import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -169,9 +169,7 @@ class Manifest:
             Entry(path, Kind.SYMLINK, 0o777, target=target, origin=origin), replace=replace
         )
 
-    def add_device(
-        self, path: str, kind: Kind, major: int, minor: int, mode: int = 0o600
-    ) -> Entry:
+    def add_device(self, path: str, kind: Kind, major: int, minor: int, mode: int = 0o600) -> Entry:
         if kind not in (Kind.CHAR, Kind.BLOCK):
             raise ManifestError(f"/{path}: a device node must be char or block, not {kind}")
         return self.add(Entry(path, kind, mode, rdev=(major, minor), origin=BUILDER))

@@ -52,7 +52,7 @@ def run(
     argv = [which(cmd[0], reason=reason), *cmd[1:]]
     log.debug("$ %s", shlex.join(cmd))
     try:
-        proc = subprocess.run(
+        proc = subprocess.run(  # noqa: S603 - an argument list, never a shell
             argv, input=input, capture_output=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired as exc:

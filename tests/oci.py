@@ -43,7 +43,18 @@ def busybox_layer(busybox: Path, extra_files: dict[str, bytes] | None = None) ->
         info.size = len(data)
         info.mode = 0o755
         tar.addfile(info, io.BytesIO(data))
-        for applet in ("sh", "echo", "cat", "sleep", "poweroff", "reboot", "wget", "nc", "ls", "env"):
+        for applet in (
+            "sh",
+            "echo",
+            "cat",
+            "sleep",
+            "poweroff",
+            "reboot",
+            "wget",
+            "nc",
+            "ls",
+            "env",
+        ):
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type = tarfile.SYMTYPE
             link.linkname = "busybox"
@@ -56,7 +67,9 @@ def busybox_layer(busybox: Path, extra_files: dict[str, bytes] | None = None) ->
     return buf.getvalue()
 
 
-def make_layout(layout: Path, layer_tar: bytes, *, cmd: list[str], arch: str = "amd64", tag: str = "latest") -> Path:
+def make_layout(
+    layout: Path, layer_tar: bytes, *, cmd: list[str], arch: str = "amd64", tag: str = "latest"
+) -> Path:
     """Write an OCI image layout holding one single-layer image tagged ``tag``."""
     layout.mkdir(parents=True, exist_ok=True)
     (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
@@ -66,7 +79,10 @@ def make_layout(layout: Path, layer_tar: bytes, *, cmd: list[str], arch: str = "
         "architecture": arch,
         "os": "linux",
         "config": {"Cmd": cmd, "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(layer_tar).hexdigest()}"]},
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": [f"sha256:{hashlib.sha256(layer_tar).hexdigest()}"],
+        },
     }
     config_blob = _write_blob(layout, json.dumps(config).encode())
     manifest = {

@@ -35,9 +35,13 @@ def _staging() -> Manifest:
     for link, target in image.USRMERGE.items():
         staging.add_symlink(link, target)
     origin = Origin("libfoo1", "1.0-1")
-    staging.add_file("usr/lib/x86_64-linux-gnu/libfoo.so.1.2.3", b"\x7fELFfoo", 0o644, origin=origin)
+    staging.add_file(
+        "usr/lib/x86_64-linux-gnu/libfoo.so.1.2.3", b"\x7fELFfoo", 0o644, origin=origin
+    )
     staging.add_symlink("usr/lib/x86_64-linux-gnu/libfoo.so.1", "libfoo.so.1.2.3", origin=origin)
-    staging.add_symlink("usr/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld.so", origin=origin)
+    staging.add_symlink(
+        "usr/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld.so", origin=origin
+    )
     staging.add_file("usr/lib/x86_64-linux-gnu/ld.so", b"\x7fELFld", 0o755, origin=origin)
     return staging
 
@@ -85,15 +89,19 @@ def test_busybox_links_never_shadow_real_programs() -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--root", "/run/crun", "create", "--bundle", "/b", "id"],
-         ["--root", "/run/crun", "create", "--no-pivot", "--bundle", "/b", "id"]),
+        (
+            ["--root", "/run/crun", "create", "--bundle", "/b", "id"],
+            ["--root", "/run/crun", "create", "--no-pivot", "--bundle", "/b", "id"],
+        ),
         (["run", "x"], ["run", "--no-pivot", "x"]),
         (["--log", "/l", "start", "id"], ["--log", "/l", "start", "id"]),
         (["create", "run", "a b"], ["create", "--no-pivot", "run", "a b"]),
         (["delete", "--force", "id"], ["delete", "--force", "id"]),
     ],
 )
-def test_crun_wrapper_inserts_no_pivot(tmp_path: Path, argv: list[str], expected: list[str]) -> None:
+def test_crun_wrapper_inserts_no_pivot(
+    tmp_path: Path, argv: list[str], expected: list[str]
+) -> None:
     busybox = shutil.which("busybox")
     if busybox is None:
         pytest.skip("busybox not installed")

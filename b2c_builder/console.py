@@ -1,0 +1,289 @@
+"""Parse the guest's serial console into a typed result: status, panic, phases, errors.
+
+The console contract (issue 3) that the runtime prints and CI tools rely on:
+
+- log lines may carry an uptime stamp, ``[12.34]: ...`` (printk's is ``[   12.345678] ...``);
+- every phase is wrapped in GitLab collapsible-section markers::
+
+      \\e[0Ksection_start:<epoch>:<name>[collapsed=true]\\r\\e[0K<title>
+      \\e[0Ksection_end:<epoch>:<name>\\r\\e[0K
+
+- ``Execution is over, pipeline status: N`` is printed exactly once;
+- ``It's now safe to turn off your computer`` comes right before the final action;
+- errors and warnings are lines starting with ``b2c: error:`` / ``b2c: warning:``.
+
+``ConsoleParser.feed(line)`` returns the events a line carries, so that a runner can react
+while the guest is still running; ``parse(lines)`` reads a whole log.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+
+
+class ExitCode(IntEnum):
+    """Exit codes of ``b2c-builder run`` other than the pipeline status the guest printed.
+
+    They sit above what containers commonly return (0-125, podman's 125-127 and
+    128+signal up to 159), so a CI job can tell a pipeline's verdict from a boot failure.
+    """
+
+    TIMEOUT = 250
+    """The guest was still running when ``--timeout`` expired; QEMU was killed."""
+
+    KERNEL_PANIC = 251
+    """The kernel panicked before a pipeline status was printed."""
+
+    NO_STATUS = 252
+    """The guest ended (powered off, rebooted, reset) without printing a pipeline status."""
+
+    QEMU_FAILED = 253
+    """QEMU could not be started or exited with an error of its own."""
+
+    PROTOCOL_ERROR = 254
+    """The guest broke the console contract: several status lines, or a status above 255."""
+
+
+STATUS_LINE = "Execution is over, pipeline status: "
+SAFE_LINE = "It's now safe to turn off your computer"
+
+# What may precede a message on a line: carriage returns, ANSI CSI sequences (colours,
+# "erase line") and uptime stamps, the init's "[12.34]: " or printk's "[    3.257627] ".
+_PREFIX_RE = re.compile(r"\A(?:\r|\x1b\[[0-9;?]*[A-Za-z]|\[\s*\d+(?:\.\d+)?\]:?\s?)+")
+_STATUS_RE = re.compile(r"Execution is over, pipeline status: (-?\d+)\s*")
+_SAFE_RE = re.compile(r"It's now safe to turn off your computer\s*")
+_SECTION_RE = re.compile(
+    r"section_(?P<kind>start|end):(?P<epoch>\d+):(?P<name>[^\s\[\r\x1b]+)"
+    r"(?:\[(?P<options>[^\]]*)\])?\r?(?:\x1b\[0K)?(?P<title>.*)"
+)
+_MESSAGE_RE = re.compile(r"(?:b2c: (?P<level>error|warning):|B2C (?P<LEVEL>ERROR|WARNING):?)\s*")
+# Kernel messages can land in the middle of a user-space line: search, do not anchor.
+_PANIC_RE = re.compile(r"Kernel panic - not syncing: ?(?P<reason>.*)")
+_PANIC_END_RE = re.compile(r"---\[ end Kernel panic")
+
+
+def strip_prefix(line: str) -> str:
+    """The message part of a console line: no newline, leading CR, ANSI codes or stamps."""
+    return _PREFIX_RE.sub("", line.rstrip("\r\n"), count=1)
+
+
+@dataclass(frozen=True)
+class Status:
+    """``Execution is over, pipeline status: N``."""
+
+    value: int
+    line: int
+
+
+@dataclass(frozen=True)
+class Panic:
+    """``Kernel panic - not syncing: <reason>``."""
+
+    reason: str
+    line: int
+
+
+@dataclass(frozen=True)
+class PanicEnd:
+    """``---[ end Kernel panic ...``: the kernel has finished printing its panic report."""
+
+    line: int
+
+
+@dataclass(frozen=True)
+class SectionStart:
+    name: str
+    title: str
+    epoch: int
+    collapsed: bool
+    line: int
+
+
+@dataclass(frozen=True)
+class SectionEnd:
+    name: str
+    epoch: int
+    line: int
+
+
+@dataclass(frozen=True)
+class SafeToTurnOff:
+    """``It's now safe to turn off your computer``: the final action comes next."""
+
+    line: int
+
+
+@dataclass(frozen=True)
+class GuestMessage:
+    """A ``b2c: error:`` or ``b2c: warning:`` line printed by the init."""
+
+    level: str  # "error" or "warning"
+    text: str
+    line: int
+
+
+Event = Status | Panic | PanicEnd | SectionStart | SectionEnd | SafeToTurnOff | GuestMessage
+
+
+@dataclass(frozen=True)
+class Section:
+    """One phase of the boot, as delimited by its section markers."""
+
+    name: str
+    title: str
+    start: int  # epoch seconds printed by the guest
+    end: int | None  # None: the section never ended (timeout, panic, or a missing marker)
+    line: int  # console line of its start marker
+
+    @property
+    def duration(self) -> int | None:
+        return None if self.end is None else self.end - self.start
+
+
+@dataclass(frozen=True)
+class ConsoleResult:
+    """Everything the console said that matters to a caller."""
+
+    statuses: tuple[Status, ...] = ()
+    panic: Panic | None = None
+    sections: tuple[Section, ...] = ()
+    safe_to_turn_off: bool = False
+    errors: tuple[GuestMessage, ...] = ()
+    warnings: tuple[GuestMessage, ...] = ()
+    problems: tuple[str, ...] = ()  # breaches of the console contract
+    lines: int = 0
+
+    @property
+    def status(self) -> int | None:
+        """The pipeline status, when it was printed exactly once and is a valid exit code."""
+        if len(self.statuses) == 1 and 0 <= self.statuses[0].value <= 255:
+            return self.statuses[0].value
+        return None
+
+
+@dataclass
+class ConsoleParser:
+    """Streaming parser: ``feed()`` each console line, read ``result()`` at any time."""
+
+    _line: int = 0
+    _statuses: list[Status] = field(default_factory=list)
+    _panic: Panic | None = None
+    _open: list[SectionStart] = field(default_factory=list)
+    _sections: list[Section] = field(default_factory=list)
+    _safe: SafeToTurnOff | None = None
+    _messages: list[GuestMessage] = field(default_factory=list)
+    _problems: list[str] = field(default_factory=list)
+
+    def feed(self, line: str) -> list[Event]:
+        """Parse one line (with or without its newline); return the events it carries."""
+        self._line += 1
+        event = self._classify(line)
+        if event is not None:
+            self._record(event)
+            return [event]
+        return []
+
+    def _classify(self, raw: str) -> Event | None:
+        n = self._line
+        text = strip_prefix(raw)
+        if match := _STATUS_RE.fullmatch(text):
+            return Status(int(match.group(1)), n)
+        if _SAFE_RE.fullmatch(text):
+            return SafeToTurnOff(n)
+        if match := _SECTION_RE.match(text):
+            epoch, name = int(match["epoch"]), match["name"]
+            if match["kind"] == "end":
+                return SectionEnd(name, epoch, n)
+            options = match["options"] or ""
+            collapsed = "collapsed=true" in options.split(",")
+            return SectionStart(name, match["title"].strip(), epoch, collapsed, n)
+        if match := _MESSAGE_RE.match(text):
+            level = (match["level"] or match["LEVEL"]).lower()
+            return GuestMessage(level, text[match.end() :].strip(), n)
+        if _PANIC_END_RE.search(raw):  # it repeats the panic message: test it first
+            return PanicEnd(n)
+        if match := _PANIC_RE.search(raw):
+            return Panic(match["reason"].strip(), n)
+        return None
+
+    def _record(self, event: Event) -> None:
+        match event:
+            case Status():
+                self._statuses.append(event)
+                if len(self._statuses) == 2:
+                    first = self._statuses[0].line
+                    self._problems.append(
+                        f"the pipeline status was printed more than once "
+                        f"(lines {first} and {event.line})"
+                    )
+                if not 0 <= event.value <= 255:
+                    self._problems.append(
+                        f"pipeline status {event.value} on line {event.line} is not 0-255"
+                    )
+            case Panic():
+                if self._panic is None:
+                    self._panic = event
+            case SectionStart():
+                self._open.append(event)
+            case SectionEnd():
+                self._close(event)
+            case SafeToTurnOff():
+                if self._safe is None:
+                    self._safe = event
+                    if not self._statuses:
+                        self._problems.append(
+                            f"'{SAFE_LINE}' on line {event.line} came before any pipeline status"
+                        )
+            case GuestMessage():
+                self._messages.append(event)
+            case PanicEnd():
+                pass
+
+    def _close(self, end: SectionEnd) -> None:
+        for index in range(len(self._open) - 1, -1, -1):
+            start = self._open[index]
+            if start.name == end.name:
+                del self._open[index]
+                self._sections.append(
+                    Section(start.name, start.title, start.epoch, end.epoch, start.line)
+                )
+                return
+        self._problems.append(f"section '{end.name}' ended on line {end.line} but never started")
+
+    def result(self) -> ConsoleResult:
+        """The result so far; sections still open are listed with ``end=None``."""
+        unfinished = [Section(s.name, s.title, s.epoch, None, s.line) for s in self._open]
+        sections = sorted([*self._sections, *unfinished], key=lambda s: s.line)
+        return ConsoleResult(
+            statuses=tuple(self._statuses),
+            panic=self._panic,
+            sections=tuple(sections),
+            safe_to_turn_off=self._safe is not None,
+            errors=tuple(m for m in self._messages if m.level == "error"),
+            warnings=tuple(m for m in self._messages if m.level == "warning"),
+            problems=tuple(self._problems),
+            lines=self._line,
+        )
+
+
+def parse(lines: Iterable[str]) -> ConsoleResult:
+    """Parse a whole serial log, given as lines split on ``\n`` only.
+
+    Not ``str.splitlines()``: it also splits on the ``\r`` inside section markers.
+    """
+    parser = ConsoleParser()
+    for line in lines:
+        parser.feed(line)
+    return parser.result()
+
+
+def read_log(path: Path) -> ConsoleResult:
+    """Parse a serial log file as ``b2c-builder run --serial-log`` writes it (raw bytes)."""
+    lines = path.read_bytes().decode(errors="backslashreplace").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline ending the last line does not start another
+    return parse(lines)

@@ -1,0 +1,105 @@
+"""Shared fixtures: one real release build per session, a real registry, a pushed test image."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.oci import busybox_layer, make_layout
+from tests.registry import Registry, start_registry
+
+ROOT = Path(__file__).resolve().parent.parent
+# In CI (B2C_REQUIRE_ALL=1) a missing tool is a failure, never a skip.
+REQUIRE_ALL = os.environ.get("B2C_REQUIRE_ALL") == "1"
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (make test installs it)"
+        if REQUIRE_ALL:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def b2c(*args: str, timeout: float = 1800, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would, in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "b2c_builder", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+        cwd=ROOT,
+    )
+
+
+@dataclass(frozen=True)
+class Release:
+    output: Path
+    image: Path
+    modules: Path
+    kernel: Path
+    manifest: Path
+    cache: Path
+
+
+def build_release(output: Path, cache: Path, *extra: str) -> Release:
+    proc = b2c(
+        "build",
+        "--output",
+        str(output),
+        "--cache-dir",
+        str(cache),
+        "--kernel-package",
+        "linux-image-amd64",
+        *extra,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (image,) = output.glob("initramfs.linux_amd64.cpio*[!6]")
+    (modules,) = output.glob("modules-*.linux_amd64.cpio*[!6]")
+    (kernel,) = (p for p in output.glob("linux-*.linux_amd64") if p.suffix != ".sha256")
+    return Release(
+        output, image, modules, kernel, output / "initramfs.linux_amd64.manifest.json", cache
+    )
+
+
+def shared_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "b2c-builder"
+
+
+@pytest.fixture(scope="session")
+def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
+    """The default release (trixie, amd64, Debian kernel + modules), built once per session."""
+    return build_release(tmp_path_factory.mktemp("release"), shared_cache())
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    require_tool("docker-registry")
+    require_tool("skopeo")
+    reg = start_registry(tmp_path_factory.mktemp("registry"))
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def test_image(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A busybox image pushed to the registry; returns its reference as the guest sees it."""
+    busybox = Path(require_tool("busybox")).resolve()
+    layout = make_layout(
+        tmp_path_factory.mktemp("oci") / "layout", busybox_layer(busybox), cmd=["/bin/sh"]
+    )
+    registry.push(layout, "b2c-test")
+    return f"docker://{registry.guest_host}/b2c-test:latest"

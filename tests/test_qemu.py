@@ -1,0 +1,502 @@
+"""The QEMU command line (pure), the KVM probe, and real boots of a busybox-only initramfs."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from b2c_builder import qemu
+from b2c_builder.config import Arch, default_cache_dir
+from b2c_builder.console import ConsoleResult, ExitCode, Panic, Status
+from b2c_builder.errors import ConfigError
+from b2c_builder.qemu import (
+    PROBE_TIMEOUT,
+    Accel,
+    Disk,
+    RunConfig,
+    RunResult,
+    boot,
+    concatenate_initrds,
+    dry_run,
+    kernel_cmdline,
+    kvm_unusable_reason,
+    probe_kvm,
+    qemu_cmdline,
+    resolve_accel,
+)
+from b2c_builder.run import run
+from tests.conftest import require_tool
+
+# --- the command line, without QEMU ----------------------------------------------------
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> Path:
+    path = tmp_path / "vmlinuz"
+    path.write_bytes(b"not really a kernel")
+    return path
+
+
+def test_amd64_tcg_command(kernel: Path, tmp_path: Path) -> None:
+    cfg = RunConfig(kernel=kernel, append="quiet", memory="1G", cpus=1)
+    assert qemu_cmdline(cfg, Accel.tcg, tmp_path / "initrd") == [
+        "qemu-system-x86_64",
+        "-M", "q35",
+        "-accel", "tcg",
+        "-cpu", "max",
+        "-m", "1G",
+        "-smp", "1",
+        "-nodefaults",
+        "-display", "none",
+        "-serial", "stdio",
+        "-no-reboot",
+        "-kernel", str(kernel),
+        "-initrd", str(tmp_path / "initrd"),
+        "-append", "console=ttyS0 panic=-1 quiet",
+        "-netdev", "user,id=net0",
+        "-device", "virtio-net-pci,netdev=net0,romfile=",
+        "-device", "virtio-rng-pci",
+    ]  # fmt: skip
+
+
+def _option(cmd: list[str], name: str) -> list[str]:
+    """Every value given to option ``name``."""
+    return [cmd[i + 1] for i, arg in enumerate(cmd) if arg == name]
+
+
+def test_amd64_kvm_uses_the_host_cpu(kernel: Path) -> None:
+    cmd = qemu_cmdline(RunConfig(kernel=kernel), Accel.kvm, None)
+    assert (_option(cmd, "-accel"), _option(cmd, "-cpu")) == (["kvm"], ["host"])
+    assert "-initrd" not in cmd
+    assert _option(cmd, "-m") == ["2G"]
+
+
+def test_arm64_command(kernel: Path) -> None:
+    cfg = RunConfig(kernel=kernel, arch=Arch.arm64)
+    tcg = qemu_cmdline(cfg, Accel.tcg, None)
+    assert tcg[0] == "qemu-system-aarch64"
+    assert _option(tcg, "-M") == ["virt,gic-version=max"]
+    assert _option(tcg, "-cpu") == ["max"]
+    assert _option(tcg, "-append") == ["console=ttyAMA0 panic=-1"]
+    assert _option(qemu_cmdline(cfg, Accel.kvm, None), "-cpu") == ["host"]
+
+
+def test_auto_must_be_resolved_first(kernel: Path) -> None:
+    with pytest.raises(ValueError, match="resolve_accel"):
+        qemu_cmdline(RunConfig(kernel=kernel), Accel.auto, None)
+
+
+def test_disks_and_extra_arguments(kernel: Path, tmp_path: Path) -> None:
+    qemu_img = require_tool("qemu-img")
+    raw = tmp_path / "cache,disk.img"  # a comma must be doubled inside a QEMU option
+    raw.write_bytes(b"\0" * 4096)
+    qcow2 = tmp_path / "disk.qcow2"
+    run([qemu_img, "create", "-q", "-f", "qcow2", str(qcow2), "16M"], reason="make a test disk")
+    cfg = RunConfig(
+        kernel=kernel,
+        disks=(Disk.detect(raw), Disk.detect(qcow2)),
+        qemu_args=("-rtc", "base=2010-01-01"),
+    )
+    cmd = qemu_cmdline(cfg, Accel.tcg, None)
+    assert _option(cmd, "-drive") == [
+        f"file={tmp_path}/cache,,disk.img,format=raw,if=virtio",
+        f"file={qcow2},format=qcow2,if=virtio",
+    ]
+    assert cmd[-2:] == ["-rtc", "base=2010-01-01"]
+
+
+def test_missing_disk_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.img"):
+        Disk.detect(tmp_path / "nope.img")
+
+
+@pytest.mark.parametrize(
+    ("append", "expected"),
+    [
+        ("", "console=ttyS0 panic=-1"),
+        ("quiet", "console=ttyS0 panic=-1 quiet"),
+        ("console=tty0 quiet", "panic=-1 console=tty0 quiet"),
+        ("panic=10", "console=ttyS0 panic=10"),
+        ("console=ttyS1,115200 panic=0", "console=ttyS1,115200 panic=0"),
+        ('"console=ttyS1" panic=5', '"console=ttyS1" panic=5'),
+        # Inside a quoted value or after "--" (arguments for init) they do not count.
+        ('b2c.run="-e console=x img"', 'console=ttyS0 panic=-1 b2c.run="-e console=x img"'),
+        ("-- console=x panic=1", "console=ttyS0 panic=-1 -- console=x panic=1"),
+        ("consoleblank=0", "console=ttyS0 panic=-1 consoleblank=0"),
+    ],
+)  # fmt: skip
+def test_append_defaults_are_not_duplicated(append: str, expected: str) -> None:
+    assert kernel_cmdline(append, "ttyS0") == expected
+
+
+def test_run_config_validation(kernel: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--kernel"):
+        RunConfig(kernel=tmp_path / "missing")
+    with pytest.raises(ConfigError, match="--initrd"):
+        RunConfig(kernel=kernel, initrds=(tmp_path / "missing.cpio",))
+    with pytest.raises(ConfigError, match="--memory"):
+        RunConfig(kernel=kernel, memory="2 GB")
+    with pytest.raises(ConfigError, match="--timeout"):
+        RunConfig(kernel=kernel, timeout=0)
+
+
+def test_initrds_are_concatenated_on_4_byte_boundaries(tmp_path: Path) -> None:
+    parts = [tmp_path / "a", tmp_path / "b", tmp_path / "c"]
+    for part, data in zip(parts, [b"12345", b"abcd", b"xy"], strict=True):
+        part.write_bytes(data)
+    out = concatenate_initrds(parts, tmp_path / "out")
+    assert out.read_bytes() == b"12345\0\0\0abcdxy\0\0"
+
+
+def _no_probe(arch: Arch) -> str | None:
+    raise AssertionError("the KVM probe must not run")
+
+
+def test_explicit_accel_does_not_probe() -> None:
+    assert resolve_accel(Accel.tcg, Arch.amd64, probe=_no_probe) is Accel.tcg
+    assert resolve_accel(Accel.kvm, Arch.amd64, probe=_no_probe) is Accel.kvm
+
+
+def test_auto_follows_the_probe() -> None:
+    assert resolve_accel(Accel.auto, Arch.amd64, probe=lambda arch: None) is Accel.kvm
+    assert resolve_accel(Accel.auto, Arch.amd64, probe=lambda arch: "no /dev/kvm") is Accel.tcg
+
+
+def test_dry_run_prints_the_command(kernel: Path, tmp_path: Path) -> None:
+    initrds = (tmp_path / "base.cpio.zst", tmp_path / "modules.cpio.zst")
+    for initrd in initrds:
+        initrd.write_bytes(b"x")
+    cfg = RunConfig(kernel=kernel, initrds=initrds, append="b2c.container='a b'")
+    text = dry_run(cfg, probe=lambda arch: "no KVM in this test")
+    comment, command = text.splitlines()
+    assert comment.startswith("# ") and comment.endswith(f"{initrds[0]} {initrds[1]}")
+    assert command.startswith("qemu-system-x86_64 -M q35 -accel tcg -cpu max ")
+    assert "-append 'console=ttyS0 panic=-1 b2c.container='\"'\"'a b'\"'\"" in command
+
+
+@pytest.mark.parametrize(
+    ("console", "timed_out", "stopped", "returncode", "expected"),
+    [
+        (ConsoleResult(statuses=(Status(3, 1),)), False, None, 0, 3),
+        # The status wins over what happened after it (a hang at poweroff, a panic).
+        (ConsoleResult(statuses=(Status(0, 1),)), True, "timeout", -9, 0),
+        (ConsoleResult(statuses=(Status(0, 1),), panic=Panic("x", 2)), False, None, 0, 0),
+        (ConsoleResult(statuses=(Status(0, 1), Status(1, 2))), False, None, 0, 254),
+        (ConsoleResult(statuses=(Status(300, 1),)), False, None, 0, 254),
+        (ConsoleResult(panic=Panic("x", 1)), False, None, 0, 251),
+        (ConsoleResult(panic=Panic("x", 1)), False, "kernel panic", -9, 251),
+        (ConsoleResult(), True, "timeout", -9, 250),
+        (ConsoleResult(), False, None, 0, 252),
+        (ConsoleResult(), False, "the guest did not power off", -9, 252),
+        (ConsoleResult(), False, None, 1, 253),
+        (ConsoleResult(), False, None, None, 253),
+    ],
+)
+def test_exit_code(
+    console: ConsoleResult,
+    timed_out: bool,
+    stopped: str | None,
+    returncode: int | None,
+    expected: int,
+) -> None:
+    result = RunResult(console, Accel.tcg, (), 1.0, timed_out, stopped, returncode)
+    assert result.exit_code == expected
+    assert result.summary()
+
+
+# --- the KVM probe ----------------------------------------------------------------------
+
+
+def test_kvm_probe_is_bounded() -> None:
+    require_tool(f"qemu-system-{os.uname().machine}")
+    start = time.monotonic()
+    reason = kvm_unusable_reason(Arch.host())
+    took = time.monotonic() - start
+    assert reason is None or reason.strip()
+    assert took < PROBE_TIMEOUT + 2, f"the probe took {took:.1f}s"
+    assert isinstance(probe_kvm(), bool)
+
+
+def test_kvm_probe_refuses_a_foreign_architecture() -> None:
+    foreign = Arch.arm64 if Arch.host() is Arch.amd64 else Arch.amd64
+    reason = kvm_unusable_reason(foreign)
+    assert reason is not None and "architecture" in reason
+
+
+# --- real boots ---------------------------------------------------------------------------
+
+KERNEL_CACHE = default_cache_dir() / "test-kernels"
+
+
+@pytest.fixture(scope="session")
+def debian_kernel() -> Path:
+    """The host suite's linux-image-amd64 kernel, downloaded once into the user's cache."""
+    found = sorted(KERNEL_CACHE.glob("boot/vmlinuz-*"))
+    if found:
+        return found[-1]
+    for tool in ("apt-get", "apt-cache", "dpkg-deb"):
+        require_tool(tool)
+    depends = run(["apt-cache", "depends", "linux-image-amd64"], reason="find the kernel")
+    package = next(
+        line.split()[1]
+        for line in depends.stdout.decode().splitlines()
+        if line.strip().startswith("Depends: linux-image")
+    )
+    KERNEL_CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=KERNEL_CACHE) as tmp:
+        # apt-get download writes into the current directory; run.run() has no cwd.
+        subprocess.run(["apt-get", "download", package], cwd=tmp, check=True)
+        (deb,) = Path(tmp).glob("*.deb")
+        run(["dpkg-deb", "-x", str(deb), f"{tmp}/root"], reason="extract the kernel")
+        (vmlinuz,) = Path(tmp).glob("root/boot/vmlinuz-*")
+        (KERNEL_CACHE / "boot").mkdir(exist_ok=True)
+        vmlinuz.rename(KERNEL_CACHE / "boot" / vmlinuz.name)
+    return KERNEL_CACHE / "boot" / vmlinuz.name
+
+
+def newc(root: Path) -> bytes:
+    """A newc archive of ``root`` made by GNU cpio, owned by root."""
+    require_tool("cpio")
+    names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    proc = run(
+        ["cpio", "-o", "-H", "newc", "-R", "0:0", "--quiet", "-D", str(root)],
+        input="\n".join(names).encode(),
+        reason="make a test initramfs",
+    )
+    return proc.stdout
+
+
+def busybox_root(tmp_path: Path, init: str) -> Path:
+    """A staging tree: static busybox, /dev/console, /proc and a shell /init."""
+    busybox = Path(require_tool("busybox")).resolve()
+    root = tmp_path / "root"
+    for directory in ("bin", "dev", "proc", "etc"):
+        (root / directory).mkdir(parents=True)
+    shutil.copy(busybox, root / "bin" / "busybox")
+    (root / "bin" / "sh").symlink_to("busybox")
+    if os.geteuid() != 0:
+        pytest.skip("making /dev/console needs root until the project's cpio writer is used")
+    os.mknod(root / "dev" / "console", stat.S_IFCHR | 0o600, os.makedev(5, 1))
+    script = "#!/bin/sh\nexport PATH=/bin\nbusybox mount -t proc proc /proc\n" + init
+    (root / "init").write_text(script)
+    (root / "init").chmod(0o755)
+    return root
+
+
+def initramfs(tmp_path: Path, init: str) -> Path:
+    path = tmp_path / "initrd.cpio"
+    path.write_bytes(newc(busybox_root(tmp_path, init)))
+    return path
+
+
+def boot_busybox(
+    kernel: Path,
+    initrds: tuple[Path, ...],
+    *,
+    timeout: float = 120,
+    serial_log: Path | None = None,
+) -> tuple[RunResult, list[str], dict[str, float]]:
+    """Boot under TCG; return the result, the echoed lines and when each line arrived."""
+    require_tool("qemu-system-x86_64")
+    lines: list[str] = []
+    seen: dict[str, float] = {}
+    start = time.monotonic()
+
+    def echo(line: str) -> None:
+        lines.append(line)
+        seen.setdefault(line.strip(), time.monotonic() - start)
+
+    cfg = RunConfig(
+        kernel=kernel,
+        initrds=initrds,
+        accel=Accel.tcg,
+        memory="256M",
+        cpus=1,
+        timeout=timeout,
+        serial_log=serial_log,
+    )
+    return boot(cfg, echo=echo), lines, seen
+
+
+@pytest.mark.qemu
+@pytest.mark.network
+def test_status_from_two_concatenated_initrds(debian_kernel: Path, tmp_path: Path) -> None:
+    token = uuid.uuid4().hex
+    init = (
+        'echo "SENTINEL $(busybox cat /etc/extra.txt)"\n'
+        'echo "Execution is over, pipeline status: 3"\n'
+        "busybox poweroff -f\n"
+    )
+    base = busybox_root(tmp_path / "base", init)
+    # gzip the base archive, and pad it to an odd size, so that the uncompressed second
+    # archive lands off a 4-byte boundary unless the runner pads between them.
+    pad = 0
+    while len(first := gzip.compress(newc(base), mtime=0)) % 4 == 0:
+        pad += 1
+        (base / "pad").write_bytes(b"p" * pad)
+    (tmp_path / "base.cpio.gz").write_bytes(first)
+    extra = tmp_path / "extra" / "etc"
+    extra.mkdir(parents=True)
+    (extra / "extra.txt").write_text(f"second-archive-{token}\n")
+    (tmp_path / "extra.cpio").write_bytes(newc(extra.parent))
+    log_path = tmp_path / "serial.log"
+
+    result, lines, seen = boot_busybox(
+        debian_kernel,
+        (tmp_path / "base.cpio.gz", tmp_path / "extra.cpio"),
+        serial_log=log_path,
+    )
+
+    sentinel = f"SENTINEL second-archive-{token}"
+    assert sentinel in seen, "\n".join(lines[-30:])
+    assert result.exit_code == 3, result.summary()
+    assert result.console.statuses == (Status(3, lines.index(sentinel) + 2),)
+    assert not result.timed_out
+    # The serial log holds exactly what was streamed, raw (with the tty's \r\n).
+    logged = log_path.read_bytes().decode(errors="backslashreplace").split("\n")
+    assert [line.rstrip("\r") for line in logged] == [*lines, ""]
+    print(f"\nTCG boot to the sentinel: {seen[sentinel]:.1f}s, QEMU ran {result.duration:.1f}s")
+
+
+@pytest.mark.qemu
+@pytest.mark.network
+def test_kernel_panic(debian_kernel: Path, tmp_path: Path) -> None:
+    initrd = initramfs(tmp_path, "echo SENTINEL-PANIC\nexit 1\n")
+    result, lines, seen = boot_busybox(debian_kernel, (initrd,))
+    assert "SENTINEL-PANIC" in seen, "\n".join(lines[-30:])
+    assert result.exit_code == ExitCode.KERNEL_PANIC, result.summary()
+    assert result.console.panic is not None
+    assert result.console.panic.reason.startswith("Attempted to kill init!")
+
+
+@pytest.mark.qemu
+@pytest.mark.network
+def test_timeout(debian_kernel: Path, tmp_path: Path) -> None:
+    timeout = 40.0  # 2.5 times the boot time measured on a loaded 2-core machine
+    initrd = initramfs(tmp_path, "echo SENTINEL-SLEEPING\nwhile :; do busybox sleep 1000; done\n")
+    result, lines, seen = boot_busybox(debian_kernel, (initrd,), timeout=timeout)
+    assert "SENTINEL-SLEEPING" in seen, "\n".join(lines[-30:])
+    assert result.exit_code == ExitCode.TIMEOUT, result.summary()
+    assert timeout <= result.duration < timeout + 3
+
+
+@pytest.mark.qemu
+@pytest.mark.network
+def test_poweroff_without_status(debian_kernel: Path, tmp_path: Path) -> None:
+    initrd = initramfs(tmp_path, "echo SENTINEL-NO-STATUS\nbusybox poweroff -f\n")
+    result, lines, seen = boot_busybox(debian_kernel, (initrd,))
+    assert "SENTINEL-NO-STATUS" in seen, "\n".join(lines[-30:])
+    assert result.exit_code == ExitCode.NO_STATUS, result.summary()
+    assert result.qemu_returncode == 0 and result.stopped is None
+
+
+@pytest.mark.qemu
+def test_qemu_that_fails_to_start(kernel: Path) -> None:
+    require_tool("qemu-system-x86_64")
+    cfg = RunConfig(kernel=kernel, accel=Accel.tcg, qemu_args=("-no-such-option",))
+    result = boot(cfg, echo=None)
+    assert result.exit_code == ExitCode.QEMU_FAILED
+    assert any("-no-such-option" in line for line in result.qemu_stderr), result.qemu_stderr
+
+
+# --- the runner's own mechanics, with a 64 KiB firmware that prints and halts -------------
+# These boot no kernel (QEMU only loads the one it is given), so each takes about a second.
+
+
+def serial_firmware(path: Path, text: str) -> Path:
+    """A BIOS image that writes ``text`` to the first UART (port 0x3f8) and halts forever."""
+    code = bytes.fromhex(
+        "be2000"  # 0x00 mov si, 0x20         (the text, below)
+        "baf803"  # 0x03 mov dx, 0x3f8
+        "2eac"  #   0x06 cs lodsb
+        "84c0"  #   0x08 test al, al
+        "7403"  #   0x0a jz 0x0f
+        "ee"  #     0x0c out dx, al
+        "ebf7"  #   0x0d jmp 0x06
+        "f4"  #     0x0f hlt                  (interrupts are off after reset: forever)
+        "ebfd"  #   0x10 jmp 0x0f
+    )
+    image = bytearray(0x10000)  # mapped at 0xf0000; the CPU starts at f000:fff0
+    image[: len(code)] = code
+    message = text.encode() + b"\0"
+    image[0x20 : 0x20 + len(message)] = message
+    image[0xFFF0:0xFFF5] = bytes.fromhex("ea000000f0")  # jmp f000:0000
+    path.write_bytes(image)
+    return path
+
+
+def qemu_children() -> list[int]:
+    """Processes whose parent is this test process and whose name starts with qemu."""
+    children = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, rest = stat_file.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if int(rest.split()[1]) == os.getpid() and name.split("(", 1)[1].startswith("qemu"):
+            children.append(int(stat_file.parent.name))
+    return children
+
+
+def firmware_config(kernel: Path, firmware: Path, timeout: float) -> RunConfig:
+    return RunConfig(
+        kernel=kernel,
+        accel=Accel.tcg,
+        memory="64M",
+        cpus=1,
+        timeout=timeout,
+        qemu_args=("-bios", str(firmware)),
+    )
+
+
+@pytest.mark.qemu
+@pytest.mark.network
+def test_timeout_is_enforced_from_the_side(debian_kernel: Path, tmp_path: Path) -> None:
+    require_tool("qemu-system-x86_64")
+    firmware = serial_firmware(tmp_path / "fw.bin", "FIRMWARE-SENTINEL\n")
+    lines: list[str] = []
+    result = boot(firmware_config(debian_kernel, firmware, 2.0), echo=lines.append)
+    assert lines == ["FIRMWARE-SENTINEL"]
+    assert result.exit_code == ExitCode.TIMEOUT, result.summary()
+    assert 2.0 <= result.duration < 4.0
+    assert qemu_children() == []
+
+
+@pytest.mark.qemu
+@pytest.mark.network
+def test_stops_a_guest_that_does_not_power_off(
+    debian_kernel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_tool("qemu-system-x86_64")
+    monkeypatch.setattr(qemu, "SHUTDOWN_GRACE", 0.5)
+    text = "Execution is over, pipeline status: 7\nIt's now safe to turn off your computer\n"
+    firmware = serial_firmware(tmp_path / "fw.bin", text)
+    result = boot(firmware_config(debian_kernel, firmware, 60.0), echo=None)
+    assert result.exit_code == 7, result.summary()
+    assert result.stopped == "the guest did not power off"
+    assert not result.timed_out
+    assert result.duration < 5.0
+
+
+@pytest.mark.qemu
+@pytest.mark.network
+def test_qemu_is_killed_when_the_reader_fails(debian_kernel: Path, tmp_path: Path) -> None:
+    require_tool("qemu-system-x86_64")
+    firmware = serial_firmware(tmp_path / "fw.bin", "FIRMWARE-SENTINEL\n")
+
+    def echo(line: str) -> None:
+        assert qemu_children() != [], "QEMU should be running while it prints"
+        raise RuntimeError(f"reader failed on {line!r}")
+
+    with pytest.raises(RuntimeError, match="FIRMWARE-SENTINEL"):
+        boot(firmware_config(debian_kernel, firmware, 60.0), echo=echo)
+    assert qemu_children() == []
