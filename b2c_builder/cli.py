@@ -152,7 +152,9 @@ def run(
         Accel, typer.Option(help="auto probes /dev/kvm for real and falls back to tcg.")
     ] = Accel.auto,
     memory: Annotated[str, typer.Option(help="Guest memory, as QEMU's -m.")] = "2G",
-    cpus: Annotated[int, typer.Option(help="Guest CPUs.")] = 2,
+    cpus: Annotated[
+        int, typer.Option(help="Guest CPUs (more than 1 is unstable under TCG).")
+    ] = 1,
     disk: Annotated[
         list[Path] | None, typer.Option(help="A disk image (raw or qcow2), repeatable.")
     ] = None,
