@@ -1,0 +1,655 @@
+"""The kernel command-line options of /init: one declarative table, and what derives from it.
+
+The table is the single source of truth for the init's option dispatch (rendered into /init
+by templates/init.sh.j2), the README's option reference (``markdown_table``) and the
+command-line linter (``lint_cmdline``). ``parse_cmdline`` is a reference implementation of
+the kernel's own splitting rules (lib/cmdline.c ``next_arg``) that the shell parser in
+init/cmdline.sh is tested against.
+
+    python -m b2c_builder.options --write-readme   # refresh README.md's option reference
+    python -m b2c_builder.options --lint 'b2c.container="docker://..." b2c.pipefail'
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+# The kernel's isspace(): ASCII white space plus Latin-1's non-breaking space (lib/ctype.c).
+KERNEL_SPACE = " \t\n\v\f\r\xa0"
+
+
+class Kind(StrEnum):
+    """The type of an option's value. Each kind has a shell validator ``b2c_valid_<kind>``
+    in init/cmdline.sh and a Python twin in ``_VALIDATORS``; tests check they agree."""
+
+    flag = "flag"
+    seconds = "seconds"
+    size = "size"
+    url = "url"
+    hostname = "hostname"
+    ntp_peer = "ntp_peer"
+    modules = "modules"
+    podman_args = "podman_args"
+    command = "command"
+    cache_device = "cache_device"
+    filesystem = "filesystem"
+    volume = "volume"
+    iface = "iface"
+    kernel_ip = "kernel_ip"
+    unsupported = "unsupported"
+
+    @property
+    def syntax(self) -> str:
+        """How the value is written, for the README."""
+        return {
+            Kind.flag: "(no value)",
+            Kind.seconds: "SECONDS",
+            Kind.size: "SIZE (bytes, or with K/M/G/T suffix)",
+            Kind.url: "http(s)://URL",
+            Kind.hostname: "NAME",
+            Kind.ntp_peer: "`none`, `auto` or HOST",
+            Kind.modules: "MOD[,MOD...]",
+            Kind.podman_args: "podman run arguments, image [, command]",
+            Kind.command: "command line",
+            Kind.cache_device: "`none`, `auto`, `reset`, /dev/NODE or a b2c.filesystem NAME",
+            Kind.filesystem: "NAME,src=SRC[,type=TYPE][,opts=OPT\\|OPT...]",
+            Kind.volume: "NAME[,filesystem=FS][,expiration=never\\|pipeline_end]",
+            Kind.iface: (
+                "NAME[,auto\\|dhcp][,address=CIDR][,gateway=IP][,nameserver=IP]..."
+                "[,route=NET:GW]...[,forward]"
+            ),
+            Kind.kernel_ip: "the kernel's ip= syntax",
+            Kind.unsupported: "-",
+        }[self]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option of /init."""
+
+    name: str
+    kind: Kind
+    meaning: str
+    aliases: tuple[str, ...] = ()
+    repeatable: bool = False
+    default: str = ""
+    # False: the option acts before b2c.extra_args_url is fetched, so it cannot come from there.
+    late_ok: bool = True
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+    @property
+    def var(self) -> str:
+        """The shell variable holding the value: B2C_<NAME> (repeatable: one value a line)."""
+        short = self.name.removeprefix("b2c.")
+        return "B2C_" + ("KERNEL_" if short == self.name else "") + short.upper()
+
+    @property
+    def src_var(self) -> str:
+        """For a repeatable option: where its values came from (default, cmdline, extra)."""
+        return "B2C_SRC_" + self.var.removeprefix("B2C_")
+
+    @property
+    def case_pattern(self) -> str:
+        """The shell ``case`` pattern matching the option and its aliases."""
+        return "|".join(self.names)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "b2c.container",
+        Kind.podman_args,
+        "a container of the pipeline, run in order with --rm --privileged --network=host "
+        "--pull=always and the `B2C_PIPELINE_*` environment",
+        aliases=("b2c.run",),
+        repeatable=True,
+    ),
+    Option(
+        "b2c.post_container",
+        Kind.podman_args,
+        "a container run after the pipeline, even after a failure; its status is ignored",
+        aliases=("b2c.run_post",),
+        repeatable=True,
+    ),
+    Option(
+        "b2c.service",
+        Kind.podman_args,
+        "a container started detached before the pipeline and stopped at its end",
+        aliases=("b2c.run_service",),
+        repeatable=True,
+    ),
+    Option(
+        "b2c.pipefail",
+        Kind.flag,
+        "stop the pipeline at the first failing container",
+        default="0",
+    ),
+    Option(
+        "b2c.cache_device",
+        Kind.cache_device,
+        "persistent storage for images and volumes (the partition labelled B2C_CACHE)",
+        default="none",
+    ),
+    Option("b2c.swap", Kind.size, "size of a swap file created on the cache partition"),
+    Option(
+        "b2c.filesystem",
+        Kind.filesystem,
+        "a named mount (9p, virtiofs, nfs, ext4...) usable by b2c.cache_device and b2c.volume",
+        repeatable=True,
+    ),
+    Option(
+        "b2c.volume",
+        Kind.volume,
+        "a podman volume created before the pipeline (S3 mirroring keys are ignored)",
+        repeatable=True,
+    ),
+    Option(
+        "b2c.extra_args_url",
+        Kind.url,
+        "fetch more command line over HTTP(S) once the network is up, parsed as if appended",
+        late_ok=False,
+    ),
+    Option(
+        "b2c.iface",
+        Kind.iface,
+        "configure a network interface; takes precedence over ip= and DHCP",
+        repeatable=True,
+        late_ok=False,
+    ),
+    Option(
+        "ip",
+        Kind.kernel_ip,
+        "the kernel configured the network: skip DHCP, take DNS servers from /proc/net/pnp",
+        late_ok=False,
+    ),
+    Option(
+        "b2c.ntp_peer",
+        Kind.ntp_peer,
+        "set the clock by SNTP before pulling; auto = the DHCP-offered server, else a pool",
+        default="none",
+        late_ok=False,
+    ),
+    Option("b2c.hostname", Kind.hostname, "the machine's host name", default="boot2container"),
+    Option(
+        "b2c.insmods",
+        Kind.modules,
+        "extra kernel modules to load at boot (modprobe)",
+        aliases=("b2c.modules",),
+        repeatable=True,
+        late_ok=False,
+    ),
+    Option(
+        "b2c.poweroff_delay",
+        Kind.seconds,
+        "wait this long before powering off",
+        default="0",
+    ),
+    Option(
+        "b2c.shutdown_cmd",
+        Kind.command,
+        "the command that powers the machine off",
+        default="poweroff -f",
+    ),
+    Option(
+        "b2c.reboot_cmd",
+        Kind.command,
+        "the command that reboots the machine (a container exited with 129)",
+        default="reboot -f",
+    ),
+    Option("b2c.proxy", Kind.url, "HTTP(S) proxy for image pulls and b2c.extra_args_url"),
+    Option("b2c.keymap", Kind.unsupported, "not supported by b2c-builder (ignored)"),
+    Option("b2c.minio", Kind.unsupported, "not supported by b2c-builder (ignored)"),
+)
+
+_BY_NAME: dict[str, Option] = {name: opt for opt in OPTIONS for name in opt.names}
+
+
+def lookup(name: str) -> Option | None:
+    return _BY_NAME.get(name)
+
+
+# --- the kernel's splitting rules -------------------------------------------------------
+
+
+def parse_cmdline(cmdline: str) -> list[tuple[str, str | None]]:
+    """Split a command line exactly as the kernel's next_arg() does.
+
+    ``param="a b"`` and ``"param=a b"`` give ('param', 'a b'); there are no escapes; a
+    parameter without '=' has the value None. Interior quotes are kept, as the kernel does.
+    """
+    out: list[tuple[str, str | None]] = []
+    pos, n = 0, len(cmdline)
+    while True:
+        while pos < n and cmdline[pos] in KERNEL_SPACE:
+            pos += 1
+        if pos >= n:
+            return out
+        quoted = cmdline[pos] == '"'
+        if quoted:
+            pos += 1
+        in_quote, equals, i = quoted, 0, pos
+        while i < n:
+            c = cmdline[i]
+            if c in KERNEL_SPACE and not in_quote:
+                break
+            if equals == 0 and c == "=":
+                equals = i - pos
+            if c == '"':
+                in_quote = not in_quote
+            i += 1
+        token = list(cmdline[pos:i])
+        length = len(token)
+        value_start: int | None = None
+        if equals:
+            value_start = equals + 1
+            if value_start < length and token[value_start] == '"':
+                value_start += 1
+                if length and token[length - 1] == '"':
+                    token[length - 1] = "\0"
+        if quoted and length and token[length - 1] == '"':
+            token[length - 1] = "\0"
+        text = "".join(token)
+        if value_start is None:
+            param, value = text, None
+        else:
+            param, value = text[:equals], text[value_start:]
+            value = value.split("\0", 1)[0]
+        out.append((param.split("\0", 1)[0], value))
+        pos = i + 1 if i < n else i
+
+
+def split_words(text: str) -> list[str]:
+    """Split podman arguments with single and double quotes, without any expansion.
+
+    Quotes group and are removed; there are no escapes; nothing is expanded. An unbalanced
+    quote raises ValueError. Mirrors b2c_with_words in init/cmdline.sh.
+    """
+    words: list[str] = []
+    word, have, i, n = "", False, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in "'\"":
+            end = text.find(c, i + 1)
+            if end < 0:
+                raise ValueError(f"unbalanced {c} quote")
+            word, have, i = word + text[i + 1 : end], True, end + 1
+        elif c in KERNEL_SPACE:
+            if have:
+                words.append(word)
+            word, have, i = "", False, i + 1
+        else:
+            word, have, i = word + c, True, i + 1
+    if have:
+        words.append(word)
+    return words
+
+
+# --- value validation (twins of the b2c_valid_* shell functions) --------------------------
+
+_SPACE_CLASS = re.escape(KERNEL_SPACE)
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_HOST = re.compile(r"[A-Za-z0-9.:-]+")
+_HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
+_SIZE = re.compile(r"[0-9]+([KkMmGgTt](i?B)?)?")
+_IFNAME = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
+_FSTYPE = re.compile(r"[A-Za-z0-9._-]+")
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}")
+_DEV_PATH = re.compile(r"/dev/[A-Za-z0-9/_.:+@-]+")
+VOLUME_MIRROR_KEYS = frozenset(
+    {
+        "mirror",
+        "pull_from",
+        "push_to",
+        "pull_on",
+        "push_on",
+        "overwrite",
+        "remove",
+        "exclude",
+        "encrypt_key",
+        "preserve",
+        "fscrypt_key",
+        "fscrypt_reset_key",
+    }
+)
+
+
+class Invalid(ValueError):
+    """A malformed option value; the message says what is wrong."""
+
+
+def _full(regex: re.Pattern[str], value: str) -> bool:
+    return regex.fullmatch(value) is not None
+
+
+def _ipv4(value: str, *, cidr: bool = False) -> bool:
+    if cidr:
+        addr, _, bits = value.partition("/")
+        bits_ok = re.fullmatch(r"[0-9]{1,2}", bits) is not None and int(bits) <= 32
+        return bits_ok and _ipv4(addr)
+    return _full(_IPV4, value)
+
+
+def _check_flag(value: str | None) -> list[str]:
+    if value is None or value in ("1", "yes", "true", "on", "0", "no", "false", "off"):
+        return []
+    raise Invalid(f"takes no value (or one of 1/0, yes/no, true/false, on/off), not {value!r}")
+
+
+def _check_seconds(value: str) -> list[str]:
+    if not re.fullmatch(r"[0-9]{1,9}", value):
+        raise Invalid(f"must be a whole number of seconds, not {value!r}")
+    return []
+
+
+MAX_SIZE = 1 << 50  # 1 PiB: keeps the shell's 64-bit arithmetic exact
+_MULTIPLIERS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def size_bytes(value: str) -> int:
+    """'4G' -> 4294967296, as b2c.swap reads it (binary multiples; B and iB optional)."""
+    match = _SIZE.fullmatch(value)
+    if match is None:
+        raise Invalid(f"must be a size such as 4G, 512M or 1048576 (at most 1P), not {value!r}")
+    digits = value[: len(value) - len(match.group(1) or "")]
+    factor = _MULTIPLIERS[(match.group(1) or "")[:1].lower()]
+    if len(digits) > 16 or int(digits) > MAX_SIZE // factor:
+        raise Invalid(f"must be a size such as 4G, 512M or 1048576 (at most 1P), not {value!r}")
+    return int(digits) * factor
+
+
+def _check_size(value: str) -> list[str]:
+    size_bytes(value)
+    return []
+
+
+def _check_url(value: str) -> list[str]:
+    if not re.fullmatch(f"https?://[^{_SPACE_CLASS}/][^{_SPACE_CLASS}]*", value):
+        raise Invalid(f"must be an http:// or https:// URL, not {value!r}")
+    return []
+
+
+def _check_hostname(value: str) -> list[str]:
+    if not _full(_HOSTNAME, value):
+        raise Invalid(f"must be a host name (letters, digits, '.', '-'), not {value!r}")
+    return []
+
+
+def _check_ntp_peer(value: str) -> list[str]:
+    if not _full(_HOST, value):
+        raise Invalid(f"must be none, auto or a host name or address, not {value!r}")
+    return []
+
+
+def _check_modules(value: str) -> list[str]:
+    if not all(_full(_NAME, m) for m in value.split(",")):
+        raise Invalid(f"must be a comma-separated list of module names, not {value!r}")
+    return []
+
+
+def _check_words(value: str) -> list[str]:
+    try:
+        words = split_words(value)
+    except ValueError as exc:
+        raise Invalid(f"{exc} in {value!r}") from None
+    if not words:
+        raise Invalid("is empty")
+    return []
+
+
+def _check_cache_device(value: str) -> list[str]:
+    if value in ("none", "auto", "reset") or _full(_NAME, value):
+        return []
+    if _full(_DEV_PATH, value) and "/../" not in value + "/":
+        return []
+    raise Invalid(f"must be none, auto, reset, /dev/NODE or a b2c.filesystem name, not {value!r}")
+
+
+def _check_filesystem(value: str) -> list[str]:
+    name, *params = value.split(",")
+    if not _full(_NAME, name):
+        raise Invalid(f"needs a name (letters, digits, '_', '-') first, not {name!r}")
+    src = False
+    for param in params:
+        key, sep, val = param.partition("=")
+        if key == "src" and sep and val:
+            src = True
+        elif (key == "type" and sep and _full(_FSTYPE, val)) or (key == "opts" and sep and val):
+            pass
+        else:
+            raise Invalid(f"{name}: unknown or malformed parameter {param!r}")
+    if not src:
+        raise Invalid(f"{name}: the parameter src= is mandatory")
+    return []
+
+
+def _check_volume(value: str) -> list[str]:
+    name, *params = value.split(",")
+    if not _full(_VOLUME_NAME, name):
+        raise Invalid(f"needs a volume name first, not {name!r}")
+    warnings: list[str] = []
+    for param in params:
+        key, sep, val = param.partition("=")
+        filesystem_ok = key == "filesystem" and sep and _full(_NAME, val)
+        expiration_ok = key == "expiration" and sep and val in ("never", "pipeline_end")
+        if filesystem_ok or expiration_ok:
+            pass
+        elif key in VOLUME_MIRROR_KEYS:
+            warnings.append(f"{name}: {key} (S3 mirroring) is not supported, ignored")
+        else:
+            raise Invalid(f"{name}: unknown or malformed parameter {param!r}")
+    return warnings
+
+
+def _check_iface(value: str) -> list[str]:
+    name, *params = value.split(",")
+    if not _full(_IFNAME, name):
+        raise Invalid(f"needs an interface name first, not {name!r}")
+    for param in params:
+        key, sep, val = param.partition("=")
+        ok = (
+            (param in ("auto", "dhcp", "forward"))
+            or (key == "address" and _ipv4(val, cidr=True))
+            or (key in ("gateway", "nameserver") and _ipv4(val))
+            or (key == "route" and _route(val))
+        )
+        if not (ok and (sep or param in ("auto", "dhcp", "forward"))):
+            raise Invalid(f"{name}: unknown or malformed parameter {param!r}")
+    return []
+
+
+def _route(value: str) -> bool:
+    net, sep, gateway = value.partition(":")
+    return bool(sep) and (_ipv4(net, cidr=True) or _ipv4(net)) and _ipv4(gateway)
+
+
+def _check_any(value: str) -> list[str]:
+    return []
+
+
+_VALIDATORS: dict[Kind, Callable[[str], list[str]]] = {
+    Kind.seconds: _check_seconds,
+    Kind.size: _check_size,
+    Kind.url: _check_url,
+    Kind.hostname: _check_hostname,
+    Kind.ntp_peer: _check_ntp_peer,
+    Kind.modules: _check_modules,
+    Kind.podman_args: _check_words,
+    Kind.command: _check_words,
+    Kind.cache_device: _check_cache_device,
+    Kind.filesystem: _check_filesystem,
+    Kind.volume: _check_volume,
+    Kind.iface: _check_iface,
+    Kind.kernel_ip: _check_any,
+}
+
+
+def validate(kind: Kind, value: str | None) -> list[str]:
+    """Warnings for a valid value; raises Invalid for a malformed one."""
+    if kind is Kind.flag:
+        return _check_flag(value)
+    if kind is Kind.unsupported or (kind is Kind.kernel_ip and value is None):
+        return []
+    if value is None:
+        raise Invalid("needs a value")
+    if "\n" in value:
+        raise Invalid("must not contain a newline")
+    return _VALIDATORS[kind](value)
+
+
+# --- the linter -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    severity: str  # "error" or "warning", as /init prints them: "b2c: error: ..."
+    option: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.option}: {self.message}"
+
+
+def lint_cmdline(cmdline: str, *, source: str = "cmdline") -> list[Problem]:
+    """What /init would complain about for this command line, without booting.
+
+    ``source="extra"`` checks a b2c.extra_args_url document (options acting before it is
+    fetched are reported as ignored).
+    """
+    problems: list[Problem] = []
+    seen: dict[str, list[str]] = {}
+    for name, value in parse_cmdline(cmdline):
+        option = lookup(name)
+        if option is None:
+            if name.startswith("b2c."):
+                problems.append(Problem("warning", name, "unknown option (ignored)"))
+            continue
+        if option.kind is Kind.unsupported:
+            problems.append(Problem("warning", name, option.meaning))
+            continue
+        if source == "extra" and not option.late_ok:
+            problems.append(Problem("warning", name, "comes too late in the extra command line"))
+            continue
+        try:
+            warnings = validate(option.kind, value)
+        except Invalid as exc:
+            problems.append(Problem("error", name, str(exc)))
+            continue
+        problems.extend(Problem("warning", name, w) for w in warnings)
+        values = seen.setdefault(option.name, [])
+        if option.repeatable:
+            values.append(value or "")
+        else:
+            values[:] = [value or ""]
+    problems.extend(_cross_check(seen))
+    return problems
+
+
+def _cross_check(seen: dict[str, list[str]]) -> list[Problem]:
+    """Problems that only show once the whole line is known (reported by /init at use)."""
+    problems: list[Problem] = []
+    filesystems = {spec.split(",")[0] for spec in seen.get("b2c.filesystem", [])}
+    cache = seen.get("b2c.cache_device", ["none"])[-1]
+    named = not cache.startswith("/") and cache not in ("none", "auto", "reset")
+    if named and cache not in filesystems:
+        problems.append(
+            Problem("error", "b2c.cache_device", f"no b2c.filesystem is named {cache!r}")
+        )
+    for spec in seen.get("b2c.volume", []):
+        for param in spec.split(",")[1:]:
+            key, _, val = param.partition("=")
+            if key == "filesystem" and val not in filesystems:
+                problems.append(
+                    Problem("error", "b2c.volume", f"no b2c.filesystem is named {val!r}")
+                )
+    if seen.get("b2c.swap") and cache == "none":
+        problems.append(Problem("warning", "b2c.swap", "needs a b2c.cache_device (ignored)"))
+    return problems
+
+
+# --- the README reference ---------------------------------------------------------------
+
+README_START = "<!-- options:start -->"
+README_END = "<!-- options:end -->"
+
+
+def _cell(text: str) -> str:
+    return text.replace("\n", " ")
+
+
+def markdown_table() -> str:
+    """The README's option reference, generated from OPTIONS."""
+    lines = [
+        "| Option | Aliases | Value | Repeatable | Default | Meaning |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for opt in OPTIONS:
+        name = f"`{opt.name}`" if opt.kind is Kind.flag else f"`{opt.name}=`"
+        aliases = ", ".join(f"`{a}`" for a in opt.aliases)
+        default = f"`{opt.default}`" if opt.default and opt.kind is not Kind.flag else ""
+        cells = [
+            name,
+            aliases,
+            opt.kind.syntax,
+            "yes" if opt.repeatable else "",
+            default,
+            opt.meaning,
+        ]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(text: str) -> str:
+    """``text`` with the section between the option markers replaced by markdown_table()."""
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README has no {README_START} ... {README_END} section")
+    head = text[: start + len(README_START)]
+    return head + "\n" + markdown_table() + text[end:]
+
+
+def readme_section(text: str) -> str:
+    """The current contents between the option markers (without the markers)."""
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README has no {README_START} ... {README_END} section")
+    return text[start + len(README_START) : end].removeprefix("\n")
+
+
+def write_readme(path: Path) -> bool:
+    """Refresh the option reference in ``path``; True when the file changed."""
+    old = path.read_text()
+    new = update_readme(old)
+    if new != old:
+        path.write_text(new)
+    return new != old
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m b2c_builder.options", description=__doc__)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write-readme", action="store_true", help="refresh README.md")
+    group.add_argument("--lint", metavar="CMDLINE", help="check a kernel command line")
+    parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    args = parser.parse_args(argv)
+    if args.write_readme:
+        changed = write_readme(args.readme)
+        print(f"{args.readme}: {'updated' if changed else 'up to date'}")
+        return 0
+    problems = lint_cmdline(args.lint)
+    for problem in problems:
+        print(problem)
+    return 1 if any(p.severity == "error" for p in problems) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Render /init and its udhcpc script from templates/ and init/ into the rootfs manifest.
+
+The init/*.sh libraries are plain shell (never jinja2-rendered, so shell text such as
+podman's Go templates passes through untouched); templates/init.sh.j2 inlines them, in
+INIT_LIBRARIES order, after the option dispatch it generates from b2c_builder.options.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from b2c_builder import __version__
+from b2c_builder.errors import ConfigError, ManifestError
+from b2c_builder.options import OPTIONS, lint_cmdline
+from b2c_builder.rootfs import Manifest
+
+# Sourcing order of init/*.sh in the rendered /init (each only defines functions).
+INIT_LIBRARIES = (
+    "common.sh",
+    "cmdline.sh",
+    "modules.sh",
+    "network.sh",
+    "time.sh",
+    "storage.sh",
+    "pipeline.sh",
+    "shutdown.sh",
+    "main.sh",
+)
+INIT_TEMPLATE = "init.sh.j2"
+UDHCPC_SCRIPT = "udhcpc.script"
+INIT_PATH = "init"
+UDHCPC_PATH = "etc/udhcpc/default.script"
+
+_MODULE_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def data_dir(name: str) -> Path:
+    """templates/ or init/: from an installed wheel (b2c_builder/_data/NAME, see the
+    pyproject force-include) or from a checkout (NAME at the repository's root)."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "_data" / name, package.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise ManifestError(
+        f"cannot find the {name}/ directory of b2c-builder",
+        hint="reinstall b2c-builder (pip install .) or run it from a full checkout",
+    )
+
+
+@dataclass(frozen=True)
+class InitSettings:
+    """Build-time values rendered into /init."""
+
+    version: str = __version__
+    default_cmdline: str = ""
+    modules: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        errors = [p for p in lint_cmdline(self.default_cmdline) if p.severity == "error"]
+        if errors:
+            raise ConfigError(
+                "--default-cmdline is invalid: " + "; ".join(str(p) for p in errors),
+                hint="e.g. --default-cmdline 'b2c.container=\"docker://IMAGE\" b2c.pipefail'",
+            )
+        bad = [m for m in self.modules if not _MODULE_RE.fullmatch(m)]
+        if bad:
+            raise ConfigError(
+                f"invalid kernel module names: {', '.join(map(repr, bad))}",
+                hint="give module names such as virtio_net, without .ko",
+            )
+
+
+@dataclass(frozen=True)
+class _Library:
+    name: str
+    text: str
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(data_dir("templates")),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["shquote"] = lambda value: shlex.quote(str(value))
+    return env
+
+
+def _libraries() -> list[_Library]:
+    init = data_dir("init")
+    libs = []
+    for name in INIT_LIBRARIES:
+        text = _strip_directive((init / name).read_text())
+        libs.append(_Library(name, text.strip("\n") + "\n"))
+    return libs
+
+
+def _strip_directive(text: str) -> str:
+    """Drop a library's leading shellcheck directive and its "# (...)" explanation: they
+    concern the file alone; /init has its own directive and is checked without exceptions."""
+    lines = text.splitlines(keepends=True)
+    if lines and lines[0].startswith("# shellcheck "):
+        lines = lines[1:]
+        if lines and lines[0].startswith("# ("):
+            lines = lines[1:]
+    return "".join(lines)
+
+
+def render_init(settings: InitSettings) -> bytes:
+    """The /init script for ``settings``: one self-contained busybox sh file."""
+    template = _environment().get_template(INIT_TEMPLATE)
+    text = template.render(
+        version=settings.version,
+        default_cmdline=settings.default_cmdline,
+        modules=settings.modules,
+        options=OPTIONS,
+        libraries=_libraries(),
+    )
+    return text.encode()
+
+
+def udhcpc_script() -> bytes:
+    return (data_dir("init") / UDHCPC_SCRIPT).read_bytes()
+
+
+def add_init(manifest: Manifest, settings: InitSettings) -> None:
+    """Add /init (0755) and the udhcpc event script to ``manifest``."""
+    manifest.add_file(INIT_PATH, render_init(settings), 0o755)
+    manifest.add_file(UDHCPC_PATH, udhcpc_script(), 0o755)

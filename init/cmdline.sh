@@ -1,0 +1,399 @@
+# shellcheck shell=dash disable=SC2034,SC2153
+# (SC2034/SC2153: globals shared by the init/ libraries; /init is checked whole.)
+# cmdline.sh: the kernel's command-line splitting rules, option values, argument splitting.
+#
+# Nothing here evaluates command-line content as shell: values are only ever compared
+# with patterns, stored in variables and passed as single arguments to commands.
+
+# b2c_next_arg: take the next parameter off $B2C_REST, as the kernel's next_arg() does.
+# Sets B2C_PARAM, B2C_HASVAL (0: no '=') and B2C_VAL. Returns 1 when nothing is left.
+b2c_next_arg() {
+    local quoted=0 in_quote=0 token='' seg head stripped=0
+    B2C_REST=${B2C_REST#"${B2C_REST%%[!"$B2C_WS"]*}"}
+    [ -n "$B2C_REST" ] || return 1
+    case $B2C_REST in
+        \"*)
+            quoted=1 in_quote=1
+            B2C_REST=${B2C_REST#?}
+            ;;
+    esac
+    while :; do
+        seg=${B2C_REST%%[\""$B2C_WS"]*}
+        token=$token$seg
+        B2C_REST=${B2C_REST#"$seg"}
+        case $B2C_REST in
+            '') break ;;
+            \"*)
+                in_quote=$((1 - in_quote))
+                token=$token\"
+                B2C_REST=${B2C_REST#?}
+                ;;
+            *)
+                # White space: part of the token inside quotes, its end outside.
+                if [ "$in_quote" = 1 ]; then
+                    token=$token${B2C_REST%"${B2C_REST#?}"}
+                    B2C_REST=${B2C_REST#?}
+                else
+                    B2C_REST=${B2C_REST#?}
+                    break
+                fi
+                ;;
+        esac
+    done
+    # The first '=' after the first character separates the name from the value.
+    head=${token#?}
+    case $head in
+        *=*)
+            B2C_PARAM=${token%"$head"}${head%%=*}
+            B2C_VAL=${head#*=}
+            B2C_HASVAL=1
+            ;;
+        *)
+            B2C_PARAM=$token B2C_VAL='' B2C_HASVAL=0
+            ;;
+    esac
+    # Quotes around the value, then around the whole parameter, are removed.
+    if [ "$B2C_HASVAL" = 1 ]; then
+        case $B2C_VAL in
+            \"*)
+                B2C_VAL=${B2C_VAL#?}
+                case $token in *\") stripped=1 B2C_VAL=${B2C_VAL%\"} ;; esac
+                ;;
+        esac
+    fi
+    if [ "$quoted" = 1 ] && [ "$stripped" = 0 ]; then
+        case $token in
+            *\")
+                if [ "$B2C_HASVAL" = 1 ]; then
+                    B2C_VAL=${B2C_VAL%\"}
+                else
+                    B2C_PARAM=${B2C_PARAM%\"}
+                fi
+                ;;
+        esac
+    fi
+    return 0
+}
+
+# b2c_parse_cmdline TEXT SOURCE: apply every parameter of TEXT (SOURCE: default, cmdline or
+# extra). Returns 1 if any value was malformed (each one gets a "b2c: error:" line).
+b2c_parse_cmdline() {
+    local status=0
+    B2C_REST=$1
+    while b2c_next_arg; do
+        b2c_apply_option "$B2C_PARAM" "$B2C_HASVAL" "$B2C_VAL" "$2" || status=1
+    done
+    return $status
+}
+
+# b2c_too_late NAME SOURCE: options acting before b2c.extra_args_url is fetched.
+b2c_too_late() {
+    [ "$2" = extra ] || return 1
+    b2c_warn "$1 in the extra command line comes too late to take effect (ignored)"
+    return 0
+}
+
+# b2c_with_words STRING [CMD ARG...]: run CMD ARG... followed by the words of STRING.
+# Words are split on white space; '...' and "..." group (quotes removed, adjacent parts
+# joined); nothing is expanded and there are no escapes. Returns 2 on an unbalanced quote
+# (B2C_SPLIT_ERROR says which), without running anything.
+b2c_with_words() {
+    local text=$1 rest=$1 word='' have=0 seg
+    shift
+    while :; do
+        seg=${rest%%[\"\'\""$B2C_WS"]*}
+        if [ -n "$seg" ]; then
+            word=$word$seg have=1
+            rest=${rest#"$seg"}
+        fi
+        case $rest in
+            \'*)
+                rest=${rest#?}
+                case $rest in *\'*) ;; *)
+                    B2C_SPLIT_ERROR="unbalanced ' quote in: $text"
+                    return 2
+                    ;;
+                esac
+                word=$word${rest%%\'*} have=1
+                rest=${rest#*\'}
+                ;;
+            \"*)
+                rest=${rest#?}
+                case $rest in *\"*) ;; *)
+                    B2C_SPLIT_ERROR="unbalanced \" quote in: $text"
+                    return 2
+                    ;;
+                esac
+                word=$word${rest%%\"*} have=1
+                rest=${rest#*\"}
+                ;;
+            '')
+                [ "$have" = 1 ] && set -- "$@" "$word"
+                break
+                ;;
+            *)
+                [ "$have" = 1 ] && set -- "$@" "$word"
+                word='' have=0
+                rest=${rest#?}
+                ;;
+        esac
+    done
+    "$@"
+}
+
+b2c_count_words() {
+    B2C_NWORDS=$#
+}
+
+# --- values -------------------------------------------------------------------------------
+# b2c_check KIND NAME HASVAL VALUE: validate a value; B2C_NORM = the value to store.
+b2c_check() {
+    B2C_NORM=$4
+    if [ "$1" = flag ]; then
+        b2c_valid_flag "$2" "$3" "$4"
+        return
+    fi
+    if [ "$3" != 1 ]; then
+        [ "$1" = kernel_ip ] && B2C_NORM= && return 0
+        b2c_error "$2: needs a value"
+        return 1
+    fi
+    case $4 in *"$B2C_NL"*)
+        b2c_error "$2: must not contain a newline"
+        return 1
+        ;;
+    esac
+    "b2c_valid_$1" "$2" "$4"
+}
+
+b2c_bad() {
+    b2c_error "$1: $2"
+    return 1
+}
+
+b2c_valid_flag() {
+    [ "$2" = 1 ] || { B2C_NORM=1 && return 0; }
+    case $3 in
+        1 | yes | true | on) B2C_NORM=1 ;;
+        0 | no | false | off) B2C_NORM=0 ;;
+        *) b2c_bad "$1" "takes no value (or one of 1/0, yes/no, true/false, on/off), not '$3'" ;;
+    esac
+}
+
+b2c_valid_seconds() {
+    case $2 in
+        '' | *[!0-9]*) ;;
+        *) [ "${#2}" -le 9 ] && return 0 ;;
+    esac
+    b2c_bad "$1" "must be a whole number of seconds, not '$2'"
+}
+
+b2c_valid_size() {
+    local num suffix mult=1
+    num=${2%%[!0-9]*}
+    suffix=${2#"$num"}
+    case $suffix in
+        '') ;;
+        [Kk] | [Kk]B | [Kk]iB) mult=1024 ;;
+        [Mm] | [Mm]B | [Mm]iB) mult=1048576 ;;
+        [Gg] | [Gg]B | [Gg]iB) mult=1073741824 ;;
+        [Tt] | [Tt]B | [Tt]iB) mult=1099511627776 ;;
+        *) num= ;;
+    esac
+    # At most 1 PiB (B2C_MAX_SIZE), which keeps the shell's 64-bit arithmetic exact.
+    if [ -n "$num" ] && [ "${#num}" -le 16 ] && [ "$num" -le $((B2C_MAX_SIZE / mult)) ]; then
+        B2C_NORM=$((num * mult))
+        return 0
+    fi
+    b2c_bad "$1" "must be a size such as 4G, 512M or 1048576 (at most 1P), not '$2'"
+}
+
+b2c_valid_url() {
+    local host
+    case $2 in
+        *[$B2C_WS]*) host= ;;
+        http://*) host=${2#http://} ;;
+        https://*) host=${2#https://} ;;
+        *) host= ;;
+    esac
+    case $host in
+        '' | /*) b2c_bad "$1" "must be an http:// or https:// URL, not '$2'" ;;
+    esac
+}
+
+b2c_valid_hostname() {
+    case $2 in
+        [A-Za-z0-9]*) case $2 in *[!A-Za-z0-9.-]*) ;; *) [ "${#2}" -le 64 ] && return 0 ;; esac ;;
+    esac
+    b2c_bad "$1" "must be a host name (letters, digits, '.', '-'), not '$2'"
+}
+
+b2c_valid_ntp_peer() {
+    case $2 in
+        '' | *[!A-Za-z0-9.:-]*) b2c_bad "$1" "must be none, auto or a host name or address, not '$2'" ;;
+    esac
+}
+
+b2c_is_name() {
+    case $1 in '' | *[!A-Za-z0-9_-]*) return 1 ;; esac
+    return 0
+}
+
+b2c_valid_modules() {
+    local rest=$2, module
+    while [ -n "$rest" ]; do
+        module=${rest%%,*}
+        rest=${rest#*,}
+        b2c_is_name "$module" || {
+            b2c_bad "$1" "must be a comma-separated list of module names, not '$2'"
+            return
+        }
+    done
+}
+
+b2c_valid_podman_args() {
+    b2c_with_words "$2" b2c_count_words || {
+        b2c_bad "$1" "$B2C_SPLIT_ERROR"
+        return
+    }
+    [ "$B2C_NWORDS" -gt 0 ] || b2c_bad "$1" "is empty"
+}
+
+b2c_valid_command() {
+    b2c_valid_podman_args "$@"
+}
+
+b2c_valid_cache_device() {
+    case $2 in
+        none | auto | reset) return 0 ;;
+        /dev/?*)
+            case /${2#/dev/}/ in
+                */../* | *[!A-Za-z0-9/_.:+@-]*) ;;
+                *) return 0 ;;
+            esac
+            ;;
+        *) b2c_is_name "$2" && return 0 ;;
+    esac
+    b2c_bad "$1" "must be none, auto, reset, /dev/NODE or a b2c.filesystem name, not '$2'"
+}
+
+# b2c_is_ipv4 ADDR [cidr]
+b2c_is_ipv4() {
+    local rest=$1 octet count=0
+    if [ "${2:-}" = cidr ]; then
+        case $1 in */?*) ;; *) return 1 ;; esac
+        octet=${1##*/}
+        case $octet in *[!0-9]* | ???*) return 1 ;; esac
+        [ "$octet" -le 32 ] || return 1
+        rest=${1%/*}
+    fi
+    case $rest in '' | *[!0-9.]* | .* | *. | *..*) return 1 ;; esac
+    rest=$rest.
+    while [ -n "$rest" ]; do
+        octet=${rest%%.*}
+        rest=${rest#*.}
+        count=$((count + 1))
+        case $octet in ????* | 0?*) return 1 ;; esac
+        [ "$octet" -le 255 ] || return 1
+    done
+    [ "$count" = 4 ]
+}
+
+# The structured values: NAME,key=value,...
+b2c_valid_filesystem() {
+    local rest=$2, name param key src=0
+    name=${rest%%,*}
+    rest=${rest#*,}
+    b2c_is_name "$name" || {
+        b2c_bad "$1" "needs a name (letters, digits, '_', '-') first, not '$name'"
+        return
+    }
+    while [ -n "$rest" ]; do
+        param=${rest%%,*}
+        rest=${rest#*,}
+        key=${param%%=*}
+        case $param in
+            src=?*) src=1 ;;
+            type=?*) case ${param#type=} in *[!A-Za-z0-9._-]*) key= ;; esac ;;
+            opts=?*) ;;
+            *) key= ;;
+        esac
+        [ -n "$key" ] || {
+            b2c_bad "$1" "$name: unknown or malformed parameter '$param'"
+            return
+        }
+    done
+    [ "$src" = 1 ] || b2c_bad "$1" "$name: the parameter src= is mandatory"
+}
+
+b2c_valid_volume() {
+    local rest=$2, name param ok
+    name=${rest%%,*}
+    rest=${rest#*,}
+    case $name in
+        [A-Za-z0-9]*) case $name in *[!A-Za-z0-9_.-]*) name= ;; esac ;;
+        *) name= ;;
+    esac
+    [ -n "$name" ] || {
+        b2c_bad "$1" "needs a volume name first, not '${2%%,*}'"
+        return
+    }
+    while [ -n "$rest" ]; do
+        param=${rest%%,*}
+        rest=${rest#*,}
+        ok=1
+        case $param in
+            filesystem=*) b2c_is_name "${param#filesystem=}" || ok=0 ;;
+            expiration=never | expiration=pipeline_end) ;;
+            mirror | mirror=* | pull_from | pull_from=* | push_to | push_to=* | pull_on | pull_on=* | \
+                push_on | push_on=* | overwrite | overwrite=* | remove | remove=* | exclude | \
+                exclude=* | encrypt_key | encrypt_key=* | preserve | preserve=* | fscrypt_key | \
+                fscrypt_key=* | fscrypt_reset_key | fscrypt_reset_key=*)
+                b2c_warn "$1: $name: ${param%%=*} (S3 mirroring) is not supported, ignored"
+                ;;
+            *) ok=0 ;;
+        esac
+        [ "$ok" = 1 ] || {
+            b2c_bad "$1" "$name: unknown or malformed parameter '$param'"
+            return
+        }
+    done
+}
+
+b2c_valid_iface() {
+    local rest=$2, name param ok
+    name=${rest%%,*}
+    rest=${rest#*,}
+    case $name in
+        '' | *[!A-Za-z0-9_.:-]*) name= ;;
+        *) [ "${#name}" -le 15 ] || name= ;;
+    esac
+    [ -n "$name" ] || {
+        b2c_bad "$1" "needs an interface name first, not '${2%%,*}'"
+        return
+    }
+    while [ -n "$rest" ]; do
+        param=${rest%%,*}
+        rest=${rest#*,}
+        ok=0
+        case $param in
+            auto | dhcp | forward) ok=1 ;;
+            address=*) b2c_is_ipv4 "${param#*=}" cidr && ok=1 ;;
+            gateway=* | nameserver=*) b2c_is_ipv4 "${param#*=}" && ok=1 ;;
+            route=*:*) b2c_is_route "${param#route=}" && ok=1 ;;
+        esac
+        [ "$ok" = 1 ] || {
+            b2c_bad "$1" "$name: unknown or malformed parameter '$param'"
+            return
+        }
+    done
+}
+
+b2c_is_route() {
+    local net=${1%%:*} gateway=${1#*:}
+    { b2c_is_ipv4 "$net" cidr || b2c_is_ipv4 "$net"; } && b2c_is_ipv4 "$gateway"
+}
+
+b2c_valid_kernel_ip() {
+    return 0
+}

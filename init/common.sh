@@ -1,0 +1,147 @@
+# shellcheck shell=dash disable=SC2034,SC2153
+# (SC2034/SC2153: globals shared by the init/ libraries; /init is checked whole.)
+# common.sh: fixed paths, console logging, GitLab sections, small helpers.
+#
+# Every function of init/ can be sourced and run on a host under busybox sh: all file
+# paths go through $B2C_ROOT (empty in the image), real binaries that busybox applets would
+# shadow are called through B2C_* path variables, and tests reassign both after sourcing.
+
+# No pathname expansion anywhere: command-line values are never globbed.
+set -f
+
+B2C_NL='
+'
+# The kernel's isspace(): ASCII white space plus Latin-1's non-breaking space.
+B2C_WS=$(printf ' \t\n\v\f\r\240')
+# The largest b2c.swap accepted: 1 PiB.
+B2C_MAX_SIZE=1125899906842624
+
+# Fixed settings. They are set here, never taken from the environment: the kernel turns
+# unknown "name=value" parameters into environment variables of /init.
+b2c_defaults() {
+    B2C_ROOT=
+    B2C_STATE=/run/b2c
+    # Debian's rdate (SNTP with -n), not busybox's applet of the same name.
+    B2C_RDATE=/usr/sbin/rdate
+    [ -x "$B2C_RDATE" ] || B2C_RDATE=/usr/bin/rdate
+    B2C_MKFS_EXT4=/usr/sbin/mkfs.ext4
+    B2C_SFDISK=/usr/sbin/sfdisk
+    B2C_UDHCPC_SCRIPT=/etc/udhcpc/default.script
+    B2C_CACHE_LABEL=B2C_CACHE
+    B2C_CACHE_MNT=/storage
+    B2C_NTP_POOL=pool.ntp.org
+    B2C_WAIT_SECS=10
+    B2C_PULL_ATTEMPTS=3
+    B2C_HALT_LOOP=1
+    B2C_SECTION=
+}
+
+# Seconds since boot, in hundredths (integer arithmetic only).
+b2c_uptime_cs() {
+    local up int frac
+    up=0
+    { read -r up _ <"$B2C_ROOT/proc/uptime"; } 2>/dev/null
+    int=${up%%.*}
+    frac=${up#"$int"}
+    frac=${frac#.}00
+    frac=${frac%"${frac#??}"}
+    frac=${frac#0}
+    case $int$frac in '' | *[!0-9]*) int=0 frac=0 ;; esac
+    B2C_UPTIME_CS=$((int * 100 + frac))
+}
+
+b2c_stamp() {
+    local up=0
+    { read -r up _ <"$B2C_ROOT/proc/uptime"; } 2>/dev/null
+    B2C_STAMP=$up
+}
+
+b2c_log() {
+    b2c_stamp
+    printf '[%s]: %s\n' "$B2C_STAMP" "$*"
+}
+
+# Errors and warnings are not stamped: CI log parsers match lines starting with these
+# prefixes. An error closes the current (collapsed) section so that it stays visible.
+b2c_warn() {
+    printf 'b2c: warning: %s\n' "$*"
+}
+
+b2c_error() {
+    b2c_section_end
+    printf 'b2c: error: %s\n' "$*"
+}
+
+b2c_epoch() {
+    B2C_EPOCH=$(date +%s 2>/dev/null) || B2C_EPOCH=0
+}
+
+# b2c_section NAME TITLE [open]: start a GitLab collapsible section (collapsed unless "open").
+b2c_section() {
+    local flags='[collapsed=true]'
+    b2c_section_end
+    [ "${3:-}" = open ] && flags=
+    b2c_epoch
+    B2C_SECTION=$1
+    # Recorded so that PID 1 can close it if the subshell running b2c_main dies in it.
+    b2c_state_set section "$1" 2>/dev/null
+    printf '\033[0Ksection_start:%s:%s%s\r\033[0K%s\n' "$B2C_EPOCH" "$1" "$flags" "$2"
+}
+
+b2c_section_end() {
+    [ -n "$B2C_SECTION" ] || return 0
+    b2c_epoch
+    printf '\033[0Ksection_end:%s:%s\r\033[0K\n' "$B2C_EPOCH" "$B2C_SECTION"
+    B2C_SECTION=
+    b2c_state_set section "" 2>/dev/null
+}
+
+# b2c_read_file FILE: B2C_TEXT = the exact contents (trailing newlines included).
+b2c_read_file() {
+    B2C_TEXT=$(cat "$1" && echo .) || return 1
+    B2C_TEXT=${B2C_TEXT%.}
+}
+
+# b2c_wait_for PATH [SECONDS]: wait for PATH to exist, polling every half second.
+b2c_wait_for() {
+    local deadline
+    [ -e "$1" ] && return 0
+    b2c_uptime_cs
+    deadline=$((B2C_UPTIME_CS + ${2:-$B2C_WAIT_SECS} * 100))
+    while [ ! -e "$1" ]; do
+        b2c_uptime_cs
+        [ "$B2C_UPTIME_CS" -lt "$deadline" ] || return 1
+        sleep 0.5
+    done
+    return 0
+}
+
+# b2c_state_set NAME VALUE / b2c_state_get NAME DEFAULT (-> B2C_VALUE): small files in
+# $B2C_STATE that survive the subshell running the main flow.
+b2c_state_set() {
+    mkdir -p "$B2C_ROOT$B2C_STATE" && printf '%s\n' "$2" >"$B2C_ROOT$B2C_STATE/$1"
+}
+
+b2c_state_get() {
+    B2C_VALUE=$2
+    [ -f "$B2C_ROOT$B2C_STATE/$1" ] || return 1
+    { read -r B2C_VALUE <"$B2C_ROOT$B2C_STATE/$1"; } 2>/dev/null || B2C_VALUE=$2
+}
+
+# b2c_state_add NAME LINE: append a line (mount points to undo, ...).
+b2c_state_add() {
+    mkdir -p "$B2C_ROOT$B2C_STATE" && printf '%s\n' "$2" >>"$B2C_ROOT$B2C_STATE/$1"
+}
+
+# b2c_list_dir DIR: B2C_LIST = the names in DIR, sorted, space-separated.
+b2c_list_dir() {
+    local path
+    B2C_LIST=
+    set +f
+    for path in "$1"/*; do
+        [ -e "$path" ] || [ -L "$path" ] || continue
+        B2C_LIST="$B2C_LIST ${path##*/}"
+    done
+    set -f
+    B2C_LIST=${B2C_LIST# }
+}

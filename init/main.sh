@@ -1,0 +1,169 @@
+# shellcheck shell=dash disable=SC2034,SC2153
+# (SC2034/SC2153: globals shared by the init/ libraries; /init is checked whole.)
+# main.sh: the boot sequence. b2c_init runs as PID 1: it mounts the API filesystems,
+# parses the command line, runs b2c_main in a subshell (whatever goes wrong in there,
+# PID 1 goes on), then prints the pipeline status and shuts down.
+
+b2c_mount_early() {
+    local dir
+    for dir in proc sys dev run tmp; do
+        mkdir -p "$B2C_ROOT/$dir"
+    done
+    mount -t proc proc "$B2C_ROOT/proc" || echo "b2c: error: could not mount /proc"
+    mount -t sysfs sysfs "$B2C_ROOT/sys" || echo "b2c: error: could not mount /sys"
+    mount -t devtmpfs devtmpfs "$B2C_ROOT/dev" 2>/dev/null ||
+        grep -q " /dev devtmpfs " "$B2C_ROOT/proc/mounts" 2>/dev/null ||
+        echo "b2c: error: could not mount /dev"
+    mkdir -p "$B2C_ROOT/dev/pts" "$B2C_ROOT/dev/shm" "$B2C_ROOT/sys/fs/cgroup"
+    mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts "$B2C_ROOT/dev/pts" ||
+        echo "b2c: error: could not mount /dev/pts"
+    mount -t tmpfs -o mode=1777 tmpfs "$B2C_ROOT/dev/shm" || echo "b2c: error: could not mount /dev/shm"
+    mount -t tmpfs -o mode=0755 tmpfs "$B2C_ROOT/run" || echo "b2c: error: could not mount /run"
+    mount -t tmpfs -o mode=1777 tmpfs "$B2C_ROOT/tmp" || echo "b2c: error: could not mount /tmp"
+    mount -t cgroup2 cgroup2 "$B2C_ROOT/sys/fs/cgroup" || echo "b2c: error: could not mount /sys/fs/cgroup"
+    b2c_cgroup_controllers
+    mkdir -p "$B2C_ROOT/var/tmp" "$B2C_ROOT/var/lib/containers" "$B2C_ROOT/root" "$B2C_ROOT$B2C_STATE"
+    chmod 1777 "$B2C_ROOT/var/tmp"
+    [ -e "$B2C_ROOT/etc/mtab" ] || ln -s /proc/self/mounts "$B2C_ROOT/etc/mtab"
+    [ -e "$B2C_ROOT/etc/resolv.conf" ] || : >"$B2C_ROOT/etc/resolv.conf"
+}
+
+# Delegate every available controller to child cgroups (podman's cgroupfs manager).
+b2c_cgroup_controllers() {
+    local controller controllers=''
+    { read -r controllers <"$B2C_ROOT/sys/fs/cgroup/cgroup.controllers"; } 2>/dev/null
+    for controller in $controllers; do
+        echo "+$controller" >"$B2C_ROOT/sys/fs/cgroup/cgroup.subtree_control" 2>/dev/null || :
+    done
+}
+
+b2c_console_setup() {
+    # podman's progress bars need a width on a serial console.
+    stty -F "$B2C_ROOT/dev/console" cols 120 rows 40 2>/dev/null || :
+}
+
+b2c_banner() {
+    local kernel='' arch
+    { read -r kernel <"$B2C_ROOT/proc/sys/kernel/osrelease"; } 2>/dev/null
+    arch=$(uname -m 2>/dev/null)
+    b2c_log "b2c-builder's boot2container $B2C_VERSION, Linux $kernel, $arch"
+}
+
+# b2c_parse_all: the build's default command line, then /proc/cmdline (the boot loader
+# wins). Returns 1 if a value was malformed.
+b2c_parse_all() {
+    local status=0
+    b2c_option_defaults
+    b2c_parse_cmdline "$B2C_DEFAULT_CMDLINE" default || status=1
+    if b2c_read_file "$B2C_ROOT/proc/cmdline"; then
+        b2c_parse_cmdline "${B2C_TEXT%"$B2C_NL"}" cmdline || status=1
+    else
+        b2c_error "could not read /proc/cmdline"
+        status=1
+    fi
+    return $status
+}
+
+# b2c_extra_args: b2c.extra_args_url, parsed as if appended to the command line.
+b2c_extra_args() {
+    local file=$B2C_ROOT$B2C_STATE/extra_args
+    [ -n "$B2C_EXTRA_ARGS_URL" ] || return 0
+    b2c_section extra_args "Download and parse the extra command line"
+    rm -f "$file"
+    # Bounded by timeout(1): busybox 1.35's wget -T crashes.
+    if ! timeout 60 wget -q -O "$file" "$B2C_EXTRA_ARGS_URL" </dev/null || ! b2c_read_file "$file"; then
+        b2c_error "could not download the extra command line from $B2C_EXTRA_ARGS_URL"
+        return 1
+    fi
+    b2c_parse_cmdline "$B2C_TEXT" extra || {
+        b2c_error "the extra command line from $B2C_EXTRA_ARGS_URL is invalid"
+        return 2
+    }
+    b2c_log "Parsed the extra command line from $B2C_EXTRA_ARGS_URL"
+}
+
+b2c_set_hostname() {
+    printf '%s\n' "$B2C_HOSTNAME" >"$B2C_ROOT/etc/hostname"
+    hostname "$B2C_HOSTNAME" || b2c_warn "could not set the host name $B2C_HOSTNAME"
+    if [ ! -s "$B2C_ROOT/etc/hosts" ]; then
+        printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost\n' \
+            "$B2C_HOSTNAME" >"$B2C_ROOT/etc/hosts"
+    fi
+}
+
+# b2c_main: everything between parsing and shutting down. Runs in a subshell; its results
+# go through b2c_save_status.
+b2c_main() {
+    local status
+    b2c_section modules "Load the kernel modules"
+    b2c_load_modules
+    b2c_section network "Connect to the network"
+    b2c_connect || {
+        b2c_fail 1 "network"
+        return
+    }
+    b2c_apply_proxy
+    b2c_section clock "Set the clock"
+    b2c_set_clock
+    b2c_extra_args || {
+        status=$?
+        b2c_fail "$status" "b2c.extra_args_url"
+        return
+    }
+    b2c_apply_proxy
+    b2c_section cache "Set up the cache"
+    b2c_setup_cache || {
+        b2c_fail 1 "b2c.cache_device"
+        return
+    }
+    b2c_setup_swap
+    b2c_set_hostname
+    b2c_run_pipeline
+    b2c_section_end
+    b2c_save_status
+}
+
+# b2c_init: PID 1.
+b2c_init() {
+    local status mode
+    b2c_mount_early
+    b2c_console_setup
+    b2c_section setup "Set up boot2container"
+    b2c_banner
+    B2C_PIPELINE_STATUS=0 B2C_PIPELINE_FAILED_BY='' B2C_PIPELINE_SHUTDOWN_MODE=default
+    if b2c_parse_all; then
+        b2c_section_end
+        # Until b2c_main says otherwise, assume it died.
+        b2c_state_set status 1
+        b2c_state_set failed_by "the init runtime"
+        b2c_state_set shutdown_mode default
+        (b2c_main)
+        b2c_state_get section ""
+        B2C_SECTION=$B2C_VALUE
+        b2c_section_end
+        b2c_state_get status 1
+        status=$B2C_VALUE
+        b2c_state_get shutdown_mode default
+        mode=$B2C_VALUE
+        b2c_state_get failed_by ""
+        case $status in '' | *[!0-9]*) status=1 ;; esac
+        [ "$status" = 0 ] || b2c_log "The pipeline failed because of: $B2C_VALUE"
+    else
+        b2c_error "the kernel command line is invalid: nothing was run"
+        status=2 mode=default
+    fi
+    b2c_shutdown "$status" "$mode"
+}
+
+# The entry point of /init: a fresh, known environment, then b2c_init.
+b2c_entry() {
+    IFS=$(printf ' \t\n.')
+    IFS=${IFS%.}
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
+    HOME=/root
+    export PATH HOME
+    unset CDPATH ENV
+    umask 022
+    cd / || :
+    b2c_init
+}

@@ -1,0 +1,170 @@
+# shellcheck shell=dash disable=SC2034,SC2153
+# (SC2034/SC2153: globals shared by the init/ libraries; /init is checked whole.)
+# pipeline.sh: services, the b2c.container pipeline, post containers, cleanup.
+#
+# Each container is created with podman create (pulling; retried a bounded number of
+# times, so that a transient registry failure does not fail the job), then run attached
+# with podman start: a failure to pull is thus never mistaken for the container's status.
+
+# b2c_save_status: make the status visible to the shutdown path (see main.sh).
+b2c_save_status() {
+    b2c_state_set status "$B2C_PIPELINE_STATUS"
+    b2c_state_set failed_by "$B2C_PIPELINE_FAILED_BY"
+    b2c_state_set shutdown_mode "$B2C_PIPELINE_SHUTDOWN_MODE"
+}
+
+# b2c_fail STATUS WHAT: record the first failure of the boot.
+b2c_fail() {
+    if [ "$B2C_PIPELINE_STATUS" = 0 ]; then
+        B2C_PIPELINE_STATUS=$1
+        B2C_PIPELINE_FAILED_BY=$2
+    fi
+    b2c_save_status
+}
+
+# b2c_container_create ARGS: podman create with the pipeline's defaults, then ARGS (split
+# with quotes, never evaluated). Sets B2C_CID; returns podman's status on a final failure.
+b2c_container_create() {
+    local attempt=1 status out
+    while :; do
+        out=$(b2c_with_words "$1" podman create --rm --privileged --network=host --pull=always \
+            -e "B2C_PIPELINE_STATUS=$B2C_PIPELINE_STATUS" \
+            -e "B2C_PIPELINE_FAILED_BY=$B2C_PIPELINE_FAILED_BY" \
+            -e "B2C_PIPELINE_PREV_CONTAINER=$B2C_PIPELINE_PREV_CONTAINER" \
+            -e "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE=$B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE" \
+            -e "B2C_PIPELINE_SHUTDOWN_MODE=$B2C_PIPELINE_SHUTDOWN_MODE" </dev/null)
+        status=$?
+        B2C_CID=${out##*"$B2C_NL"}
+        [ "$status" = 0 ] && [ -n "$B2C_CID" ] && return 0
+        [ "$status" != 0 ] || status=125
+        if [ "$attempt" -ge "$B2C_PULL_ATTEMPTS" ]; then
+            b2c_error "could not pull or create the container (podman exit status $status, $attempt attempts): $1"
+            return "$status"
+        fi
+        b2c_warn "could not pull or create the container (podman exit status $status), retrying in $((attempt * 2))s ($attempt/$B2C_PULL_ATTEMPTS)"
+        sleep $((attempt * 2))
+        attempt=$((attempt + 1))
+    done
+}
+
+# b2c_container_run KIND N ARGS: create then run one container attached. Returns its
+# exit status (or podman's, if it could not be created).
+b2c_container_run() {
+    local status=0 interactive
+    b2c_section "pull_$1_$2" "Pull and create $1 $2: $3"
+    b2c_container_create "$3" || return
+    b2c_section "$1_$2" "Run $1 $2: $3" open
+    interactive=$(podman container inspect --format '{{.Config.OpenStdin}}' "$B2C_CID" 2>/dev/null)
+    if [ "$interactive" = true ]; then
+        podman start --attach --interactive "$B2C_CID" || status=$?
+    else
+        podman start --attach "$B2C_CID" </dev/null || status=$?
+    fi
+    b2c_section_end
+    b2c_log "The $1 $2 exited with status $status"
+    B2C_PIPELINE_PREV_CONTAINER=$3
+    B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE=$status
+    # A container calling reboot(2) kills its PID 1 with SIGHUP (129), poweroff with
+    # SIGINT (130): honour the request as the final action.
+    case $status in
+        129) B2C_PIPELINE_SHUTDOWN_MODE=reboot ;;
+        130) B2C_PIPELINE_SHUTDOWN_MODE=poweroff ;;
+    esac
+    return "$status"
+}
+
+b2c_start_services() {
+    local spec n=0 status old_ifs=$IFS
+    B2C_SERVICE_IDS=
+    IFS=$B2C_NL
+    for spec in $B2C_SERVICE; do
+        IFS=$old_ifs
+        n=$((n + 1))
+        b2c_section "service_$n" "Start service $n: $spec"
+        b2c_container_create "$spec" || {
+            status=$?
+            b2c_fail "$status" "service: $spec"
+            return 1
+        }
+        podman start "$B2C_CID" >/dev/null || {
+            status=$?
+            b2c_error "could not start the service $n: $spec"
+            b2c_fail "$status" "service: $spec"
+            return 1
+        }
+        B2C_SERVICE_IDS="$B2C_SERVICE_IDS $B2C_CID"
+        b2c_log "Started the service $n"
+    done
+    IFS=$old_ifs
+    return 0
+}
+
+b2c_stop_services() {
+    local cid
+    for cid in $B2C_SERVICE_IDS; do
+        podman stop --time 10 "$cid" >/dev/null 2>&1 || b2c_warn "could not stop the service $cid"
+    done
+    B2C_SERVICE_IDS=
+}
+
+b2c_run_containers() {
+    local spec n=0 status old_ifs=$IFS
+    IFS=$B2C_NL
+    for spec in $B2C_CONTAINER; do
+        IFS=$old_ifs
+        n=$((n + 1))
+        status=0
+        b2c_container_run container "$n" "$spec" || status=$?
+        if [ "$status" != 0 ]; then
+            b2c_fail "$status" "$spec"
+            if [ "$B2C_PIPEFAIL" = 1 ]; then
+                b2c_log "The container $n failed with status $status: stopping the pipeline (b2c.pipefail)"
+                break
+            fi
+            b2c_log "The container $n failed with status $status: going on"
+        fi
+        b2c_save_status
+    done
+    IFS=$old_ifs
+}
+
+b2c_run_post_containers() {
+    local spec n=0 old_ifs=$IFS
+    IFS=$B2C_NL
+    for spec in $B2C_POST_CONTAINER; do
+        IFS=$old_ifs
+        n=$((n + 1))
+        b2c_container_run post_container "$n" "$spec" || :
+        b2c_save_status
+    done
+    IFS=$old_ifs
+}
+
+b2c_cleanup_containers() {
+    podman container stop --all --time 5 >/dev/null 2>&1 || :
+    timeout 30 podman container rm --all --force >/dev/null 2>&1 || :
+    timeout 30 podman image prune --force >/dev/null 2>&1 || :
+}
+
+# b2c_run_pipeline: volumes, services, the pipeline, post containers, then clean up.
+b2c_run_pipeline() {
+    B2C_PIPELINE_FAILED_BY='' B2C_PIPELINE_PREV_CONTAINER='' B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE=''
+    B2C_SERVICE_IDS=
+    if [ -z "$B2C_CONTAINER$B2C_POST_CONTAINER$B2C_SERVICE" ]; then
+        b2c_warn "no b2c.container was given: nothing to run"
+        return 0
+    fi
+    if b2c_setup_volumes; then
+        if b2c_start_services; then
+            b2c_run_containers
+        fi
+        b2c_run_post_containers
+        b2c_stop_services
+    else
+        b2c_fail 1 "volume setup"
+    fi
+    b2c_section cleanup "Clean up the containers and volumes"
+    b2c_cleanup_containers
+    b2c_release_volumes
+    b2c_save_status
+}

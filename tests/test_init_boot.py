@@ -1,0 +1,268 @@
+"""Whole boots of /init under stubs: the console contract, failures, the final action."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import re
+import socketserver
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.shell import PODMAN, Result, Shell, real_world_lines
+
+SECTION = re.compile(
+    r"\x1b\[0Ksection_(start|end):(\d+):([a-z0-9_]+)(\[collapsed=true\])?\r\x1b\[0K"
+)
+
+
+def boot(sh: Shell, cmdline: str, *, net: bool = True) -> Result:
+    sh.stub("podman", PODMAN)
+    if net:
+        sh.write("sys/class/net/eth0/operstate", "up\n")
+    sh.write("proc/cmdline", cmdline.encode("latin-1") + b"\n")
+    return sh.run("b2c_init")
+
+
+def log_lines(result: Result) -> list[str]:
+    return [re.sub(r"^\[[0-9.]+\]: ", "", line) for line in result.lines if line.startswith("[")]
+
+
+def assert_console_contract(result: Result, status: int, action: list[str]) -> None:
+    logs = log_lines(result)
+    assert logs.count(f"Execution is over, pipeline status: {status}") == 1
+    assert sum("Execution is over" in line for line in result.lines) == 1
+    assert "It's now safe to turn off your computer" in logs
+    # The storage is released before the final action, which follows the last line.
+    names = [call[0] for call in result.calls]
+    assert action[0] in names
+    last_umount = max((i for i, n in enumerate(names) if n == "umount"), default=-1)
+    assert last_umount < names.index(action[0])
+    assert result.calls[names.index(action[0])][1:] == action[1:]
+    safe = result.lines.index(
+        next(
+            line
+            for line in result.lines
+            if line.endswith("It's now safe to turn off your computer")
+        )
+    )
+    assert all(not line.startswith("[") for line in result.lines[safe + 1 :])
+    # GitLab sections are balanced and never nested.
+    open_section = None
+    for kind, _, name, _ in SECTION.findall(result.out):
+        if kind == "start":
+            assert open_section is None, name
+            open_section = name
+        else:
+            assert open_section == name
+            open_section = None
+    assert open_section is None
+
+
+def test_successful_boot(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    result = boot(
+        sh, 'console=ttyS0 b2c.container="docker://a 0" b2c.hostname=dut-01 b2c.ntp_peer=10.0.0.1'
+    )
+    assert result.status == 0
+    assert_console_contract(result, 0, ["poweroff", "-f"])
+    mounts = [
+        (c[1], c[-1].replace(str(sh.root), "")) for c in result.called("mount") if c[0] == "-t"
+    ]
+    assert mounts[:8] == [
+        ("proc", "/proc"),
+        ("sysfs", "/sys"),
+        ("devtmpfs", "/dev"),
+        ("devpts", "/dev/pts"),
+        ("tmpfs", "/dev/shm"),
+        ("tmpfs", "/run"),
+        ("tmpfs", "/tmp"),
+        ("cgroup2", "/sys/fs/cgroup"),
+    ]
+    assert result.called("stty")[0][-4:] == ["cols", "120", "rows", "40"]
+    assert (sh.root / "var/tmp").is_dir()
+    assert (sh.root / "etc/mtab").readlink() == Path("/proc/self/mounts")
+    assert (sh.root / "etc/hostname").read_text() == "dut-01\n"
+    assert "127.0.1.1\tdut-01" in (sh.root / "etc/hosts").read_text()
+    names = [c[0] for c in result.calls]
+    assert names.index("udhcpc") < names.index("rdate") < names.index("podman")
+    assert result.errors() == [
+        "b2c: error: b2c.shutdown_cmd (poweroff -f) returned: forcing a power off"
+    ]
+    assert (sh.root / "proc/sysrq-trigger").read_text() == "o\n"
+
+
+def test_failing_container_status(tmp_path: Path) -> None:
+    result = boot(Shell(tmp_path), 'b2c.container="docker://a 3" b2c.container="docker://b 0"')
+    assert_console_contract(result, 3, ["poweroff", "-f"])
+    assert "The pipeline failed because of: docker://a 3" in log_lines(result)
+
+
+def test_malformed_command_line_runs_nothing(tmp_path: Path) -> None:
+    result = boot(Shell(tmp_path), 'b2c.container="docker://a 0" b2c.poweroff_delay=abc')
+    assert_console_contract(result, 2, ["poweroff", "-f"])
+    assert result.called("podman") == [] and result.called("udhcpc") == []
+    assert result.errors()[:2] == [
+        "b2c: error: b2c.poweroff_delay: must be a whole number of seconds, not 'abc'",
+        "b2c: error: the kernel command line is invalid: nothing was run",
+    ]
+
+
+@pytest.mark.parametrize(("code", "action"), [(129, ["reboot", "-f"]), (130, ["poweroff", "-f"])])
+def test_container_asking_for_reboot_or_poweroff(
+    tmp_path: Path, code: int, action: list[str]
+) -> None:
+    result = boot(Shell(tmp_path), f'b2c.container="docker://a {code}" b2c.poweroff_delay=0')
+    assert_console_contract(result, code, action)
+    assert ("Rebooting the computer" in log_lines(result)) == (code == 129)
+
+
+def test_poweroff_delay_and_custom_commands(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.stub("my_off", "return 0")
+    result = boot(
+        sh,
+        'b2c.container="docker://a 0" b2c.poweroff_delay=5 b2c.shutdown_cmd="my_off --now \'a b\'"',
+    )
+    assert_console_contract(result, 0, ["my_off", "--now", "a b"])
+    names = [c[0] for c in result.calls]
+    assert result.calls[names.index("my_off") - 1] == ["sleep", "5"]
+    result = boot(
+        Shell(tmp_path / "r"), 'b2c.container="docker://a 129" b2c.reboot_cmd="my_reboot x"'
+    )
+    assert ["my_reboot", "x"] not in result.calls  # not a command: the shell says so, then...
+    assert ["reboot", "-f"] in result.calls  # ... the forced fallback
+    assert (tmp_path / "r/root/proc/sysrq-trigger").read_text() == "b\n"
+
+
+def test_network_failure_ends_the_boot(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.stub("udhcpc", "return 1")
+    result = boot(sh, 'b2c.container="docker://a 0"')
+    assert_console_contract(result, 1, ["poweroff", "-f"])
+    assert not [c for c in result.called("podman") if c[0] == "create"]
+
+
+def test_extra_args_url(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.stub("wget", 'printf \'b2c.container="docker://extra 4"\\nb2c.iface=eth9\\n\' >"$3"')
+    result = boot(sh, 'b2c.container="docker://a 0" b2c.extra_args_url=http://10.0.2.2:8000/extra')
+    assert_console_contract(result, 4, ["poweroff", "-f"])
+    assert result.called("wget")[0][-1] == "http://10.0.2.2:8000/extra"
+    assert [c[-1] for c in result.called("podman") if c[:2] == ["start", "--attach"]] == [
+        "id-0",
+        "id-4",
+    ]
+    assert result.warnings() == [
+        "b2c: warning: b2c.iface in the extra command line comes too late to take effect (ignored)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("wget", "status", "message"),
+    [
+        ("return 1", 1, "b2c: error: could not download the extra command line from http://x/e"),
+        (
+            'echo b2c.swap=lots >"$3"',
+            2,
+            "b2c: error: the extra command line from http://x/e is invalid",
+        ),
+    ],
+)
+def test_extra_args_failures(tmp_path: Path, wget: str, status: int, message: str) -> None:
+    sh = Shell(tmp_path)
+    sh.stub("wget", wget)
+    result = boot(sh, 'b2c.container="docker://a 0" b2c.extra_args_url=http://x/e')
+    assert_console_contract(result, status, ["poweroff", "-f"])
+    assert message in result.errors()
+    assert not [c for c in result.called("podman") if c[0] == "create"]
+
+
+def test_cache_is_released_before_the_end(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.write("sys/block/vda/removable", "0\n")
+    sh.write("sys/block/vda/size", "100\n")
+    sh.write("sys/block/vda/device/type", "0\n")
+    sh.write("dev/vda", b"\0" * 2048)
+    sh.stub(
+        "sfdisk",
+        'cat >/dev/null; : >"$B2C_ROOT/dev/vda1"; mkdir -p "$B2C_ROOT/sys/class/block/vda1"\n'
+        ': >"$B2C_ROOT/sys/class/block/vda1/partition"',
+    )
+    result = boot(sh, 'b2c.cache_device=auto b2c.container="docker://a 0"')
+    assert_console_contract(result, 0, ["poweroff", "-f"])
+    umounts = [c[0].replace(str(sh.root), "") for c in result.called("umount")]
+    assert umounts == ["/var/tmp", "/var/lib/containers", "/storage"]
+    logs = log_lines(result)
+    assert logs.index("Unmounted /storage") < logs.index("It's now safe to turn off your computer")
+
+
+def test_a_crash_in_the_main_flow_still_shuts_down(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.stub("hostname", "exit 9")  # kills the subshell running b2c_main
+    result = boot(sh, 'b2c.container="docker://a 0"')
+    assert_console_contract(result, 1, ["poweroff", "-f"])
+    assert "The pipeline failed because of: the init runtime" in log_lines(result)
+
+
+def test_nothing_to_run(tmp_path: Path) -> None:
+    result = boot(Shell(tmp_path), "console=ttyS0")
+    assert_console_contract(result, 0, ["poweroff", "-f"])
+    assert "b2c: warning: no b2c.container was given: nothing to run" in result.warnings()
+
+
+@pytest.mark.parametrize("line", real_world_lines("hostile.txt"))
+def test_hostile_lines_execute_nothing(tmp_path: Path, line: str) -> None:
+    sh = Shell(tmp_path)
+    canary = tmp_path / "canary"
+    result = boot(sh, line.replace("CANARY", str(canary)))
+    assert not canary.exists()
+    assert result.errors() == [] or all("returned: forcing" in e for e in result.errors())
+    assert "Execution is over, pipeline status: 0" in log_lines(result)
+    creates = [c for c in result.called("podman") if c[0] == "create"]
+    assert all(
+        "$(touch" in " ".join(c) or "`touch" in " ".join(c) or "'touch" in " ".join(c)
+        for c in creates
+    )
+
+
+def test_hostile_container_reaches_podman_literally(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    canary = tmp_path / "canary"
+    result = boot(
+        sh, f'b2c.container="$(touch {canary}) docker://x `touch {canary}` ; touch {canary}"'
+    )
+    assert not canary.exists()
+    create = next(c for c in result.called("podman") if c[0] == "create")
+    assert create[-8:] == [
+        "$(touch",
+        f"{canary})",
+        "docker://x",
+        "`touch",
+        f"{canary}`",
+        ";",
+        "touch",
+        str(canary),
+    ]
+
+
+def test_extra_args_over_real_http(tmp_path: Path) -> None:
+    """The real busybox wget and timeout fetch the extra command line from 127.0.0.1."""
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "extra").write_text('b2c.container="docker://served 5"\n')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    with socketserver.TCPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            sh = Shell(tmp_path)
+            del sh.stubs["wget"], sh.stubs["timeout"]
+            url = f"http://127.0.0.1:{server.server_address[1]}/extra"
+            result = boot(sh, f'b2c.container="docker://a 0" b2c.extra_args_url={url}')
+        finally:
+            server.shutdown()
+    assert_console_contract(result, 5, ["poweroff", "-f"])
+    assert f"Parsed the extra command line from {url}" in log_lines(result)

@@ -1,0 +1,282 @@
+"""Network (b2c.iface, ip=, DHCP fallback, the udhcpc script), clock, proxy, modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from b2c_builder.render import data_dir
+from tests.shell import Result, Shell
+
+
+def connect(sh: Shell, cmdline: str) -> Result:
+    sh.write("line", cmdline)
+    return sh.run(
+        'b2c_read_file "$B2C_ROOT/line"; b2c_parse_cmdline "$B2C_TEXT" cmdline || exit 99\n'
+        'b2c_connect; echo "rc=$?"; b2c_uptime_cs; echo "uptime=$B2C_UPTIME_CS"'
+    )
+
+
+def ifaces(sh: Shell, *names: str) -> None:
+    for name in names:
+        sh.write(f"sys/class/net/{name}/operstate", "down\n")
+
+
+def test_static_interface(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    ifaces(sh, "eth0", "eth1")
+    sh.write("etc/resolv.conf", "nameserver 9.9.9.9\n")
+    result = connect(
+        sh,
+        "b2c.iface=eth1,address=10.0.0.2/24,gateway=10.0.0.1,nameserver=10.0.0.53,"
+        "nameserver=10.0.0.54,route=10.1.0.0/16:10.0.0.254,forward",
+    )
+    assert result.lines[-2] == "rc=0"
+    assert result.called("ip") == [
+        ["link", "set", "lo", "up"],
+        ["link", "set", "eth1", "up"],
+        ["address", "add", "10.0.0.2/24", "dev", "eth1"],
+        ["route", "replace", "default", "via", "10.0.0.1", "dev", "eth1"],
+        ["route", "replace", "10.1.0.0/16", "via", "10.0.0.254", "dev", "eth1"],
+    ]
+    assert result.called("udhcpc") == []
+    assert (sh.root / "etc/resolv.conf").read_text() == (
+        "nameserver 10.0.0.53\nnameserver 10.0.0.54\nnameserver 9.9.9.9\n"
+    )
+    assert (sh.root / "proc/sys/net/ipv4/ip_forward").read_text() == "1\n"
+
+
+def test_interface_with_dhcp_and_several_ifaces(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    ifaces(sh, "eth0", "eth1")
+    result = connect(sh, "b2c.iface=eth0,dhcp b2c.iface=eth1,address=192.168.0.2/24")
+    assert result.lines[-2] == "rc=0"
+    assert [c[:2] for c in result.called("udhcpc")] == [["-i", "eth0"]]
+    assert ["address", "add", "192.168.0.2/24", "dev", "eth1"] in result.called("ip")
+
+
+def test_missing_interface_fails_after_ten_seconds(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    result = connect(sh, "b2c.iface=eth7,dhcp")
+    assert result.lines[-2] == "rc=1"
+    assert result.errors() == [
+        "b2c: error: b2c.iface: the network interface eth7 did not appear within 10s"
+    ]
+    assert 1000 <= int(result.lines[-1].split("=")[1]) - 100 <= 1050
+
+
+def test_kernel_ip_skips_dhcp_and_uses_pnp_dns(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    ifaces(sh, "eth0")
+    sh.write("proc/net/pnp", "#PROTO: DHCP\ndomain lab\nnameserver 10.0.2.3\nbootserver 10.0.2.2\n")
+    result = connect(sh, "ip=dhcp")
+    assert result.lines[-2] == "rc=0"
+    assert result.called("udhcpc") == []
+    assert (sh.root / "etc/resolv.conf").read_text() == "domain lab\nnameserver 10.0.2.3\n"
+
+
+def test_iface_takes_precedence_over_kernel_ip(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    ifaces(sh, "eth0")
+    sh.write("proc/net/pnp", "nameserver 10.0.2.3\n")
+    result = connect(sh, "ip=dhcp b2c.iface=eth0,dhcp")
+    assert [c[:2] for c in result.called("udhcpc")] == [["-i", "eth0"]]
+    assert "10.0.2.3" not in (sh.root / "etc/resolv.conf").read_text()
+
+
+@pytest.mark.parametrize("ip", ["", "ip=off", "ip=none"])
+def test_dhcp_fallback_on_eth_and_en_interfaces(tmp_path: Path, ip: str) -> None:
+    sh = Shell(tmp_path)
+    ifaces(sh, "lo", "wlan0", "eth0", "enp0s3", "docker0")
+    sh.stub("udhcpc", '[ "$2" = enp0s3 ]')  # only enp0s3 gets a lease
+    result = connect(sh, ip)
+    assert result.lines[-2] == "rc=0"
+    assert result.called("udhcpc") == [
+        [
+            "-i",
+            "enp0s3",
+            "-s",
+            "/etc/udhcpc/default.script",
+            "-O",
+            "ntpsrv",
+            "-t",
+            "2",
+            "-T",
+            "1",
+            "-n",
+        ]
+    ]
+    assert ["link", "set", "wlan0", "up"] not in result.called("ip")
+
+
+def test_dhcp_gives_up_after_ten_seconds(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    ifaces(sh, "eth0", "eth1")
+    sh.stub("udhcpc", "return 1")
+    result = connect(sh, "")
+    assert result.lines[-2] == "rc=1"
+    assert result.errors() == [
+        "b2c: error: could not get an address by DHCP on any eth*/en* interface within 10s"
+    ]
+    assert 1000 <= int(result.lines[-1].split("=")[1]) - 100 <= 1050
+    assert len(result.called("udhcpc")) == 2 * (len(result.called("sleep")) + 1)
+
+
+def test_dhcp_waits_for_an_interface_to_appear(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.stub("sleep", sh.stubs["sleep"] + '\nmkdir -p "$B2C_ROOT/sys/class/net/eth0"')
+    result = connect(sh, "")
+    assert result.lines[-2] == "rc=0"
+    assert [c[1] for c in result.called("udhcpc")] == ["eth0"]
+
+
+def test_no_network_interface_at_all(tmp_path: Path) -> None:
+    result = connect(Shell(tmp_path), "")
+    assert result.lines[-2] == "rc=1" and result.called("udhcpc") == []
+
+
+# --- the udhcpc script --------------------------------------------------------------------
+
+
+def udhcpc_event(sh: Shell, event: str, env: str) -> Result:
+    script = data_dir("init") / "udhcpc.script"
+    return sh.run(f"{env}\nset -- {event}\n. '{script}'")
+
+
+def test_udhcpc_bound(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    result = udhcpc_event(
+        sh,
+        "bound",
+        "interface=eth0 ip=10.0.2.15 mask=24 broadcast=10.0.2.255 router='10.0.2.2 10.0.2.1' "
+        "dns='10.0.2.3 10.0.2.4' domain=lab ntpsrv='10.0.2.2 10.0.2.5'",
+    )
+    assert result.status == 0
+    assert result.called("ip") == [
+        ["-4", "address", "flush", "dev", "eth0"],
+        ["address", "add", "10.0.2.15/24", "broadcast", "10.0.2.255", "dev", "eth0"],
+        ["route", "del", "default", "dev", "eth0"],
+        ["route", "add", "default", "via", "10.0.2.2", "dev", "eth0"],
+    ]
+    assert (sh.root / "etc/resolv.conf").read_text() == (
+        "search lab\nnameserver 10.0.2.3\nnameserver 10.0.2.4\n"
+    )
+    assert (sh.root / "run/b2c/ntpsrv").read_text() == "10.0.2.2 10.0.2.5\n"
+    assert result.lines == [
+        "udhcpc: eth0 got 10.0.2.15/24 via 10.0.2.2 10.0.2.1, DNS 10.0.2.3 10.0.2.4"
+    ]
+
+
+def test_udhcpc_prefix_from_subnet_and_renew(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    result = udhcpc_event(sh, "bound", "interface=eth0 ip=10.1.2.3 subnet=255.255.240.0")
+    assert ["address", "add", "10.1.2.3/20", "dev", "eth0"] in result.called("ip")
+    assert not (sh.root / "run/b2c/ntpsrv").exists()
+    sh.stub(
+        "ip",
+        'case "$*" in "-4 address show dev eth0") echo "    inet 10.1.2.3/20 scope global" ;; esac',
+    )
+    result = udhcpc_event(sh, "renew", "interface=eth0 ip=10.1.2.3 mask=20")
+    assert result.called("ip") == [["-4", "address", "show", "dev", "eth0"]]
+
+
+def test_udhcpc_deconfig(tmp_path: Path) -> None:
+    result = udhcpc_event(Shell(tmp_path), "deconfig", "interface=eth0")
+    assert result.called("ip") == [
+        ["-4", "address", "flush", "dev", "eth0"],
+        ["link", "set", "dev", "eth0", "up"],
+    ]
+
+
+# --- clock --------------------------------------------------------------------------------
+
+
+def set_clock(sh: Shell, cmdline: str) -> Result:
+    return sh.run(f"b2c_parse_cmdline '{cmdline}' cmdline || exit 99\nb2c_set_clock")
+
+
+def test_ntp_none_does_nothing(tmp_path: Path) -> None:
+    result = set_clock(Shell(tmp_path), "")
+    assert result.called("rdate") == [] and result.warnings() == []
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "ntpsrv", "server"),
+    [
+        ("b2c.ntp_peer=10.42.0.1", None, "10.42.0.1"),
+        ("b2c.ntp_peer=auto", "10.0.2.2 10.0.2.5", "10.0.2.2"),
+        ("b2c.ntp_peer=auto", None, "pool.ntp.org"),
+    ],
+)
+def test_ntp_peer(tmp_path: Path, cmdline: str, ntpsrv: str | None, server: str) -> None:
+    sh = Shell(tmp_path)
+    if ntpsrv:
+        sh.write("run/b2c/ntpsrv", ntpsrv + "\n")
+    result = set_clock(sh, cmdline)
+    assert result.called("timeout") == [["10", "rdate", "-n", server]]
+    assert result.called("rdate") == [["-n", server]]
+    assert result.lines == [f"[1.00]: Set the clock from the NTP server {server}"]
+
+
+def test_ntp_from_kernel_ip(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.write("proc/net/ipconfig/ntp_servers", "10.0.2.9\n")
+    result = set_clock(sh, "b2c.ntp_peer=auto")
+    assert result.called("rdate") == [["-n", "10.0.2.9"]]
+
+
+def test_ntp_failure_is_bounded_and_not_fatal(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.stub("rdate", "return 1")
+    result = set_clock(sh, "b2c.ntp_peer=10.42.0.1")
+    assert len(result.called("rdate")) == 3
+    assert result.warnings() == [
+        "b2c: warning: could not set the clock from the NTP server 10.42.0.1"
+    ]
+    assert result.status == 0
+
+
+# --- proxy and modules --------------------------------------------------------------------
+
+
+def test_proxy_is_exported(tmp_path: Path) -> None:
+    result = Shell(tmp_path).run(
+        "b2c_parse_cmdline b2c.proxy=http://10.0.0.1:3128 cmdline; b2c_apply_proxy >/dev/null\n"
+        "env | grep -i _proxy= | sort"
+    )
+    assert result.lines == [
+        "HTTPS_PROXY=http://10.0.0.1:3128",
+        "HTTP_PROXY=http://10.0.0.1:3128",
+        "NO_PROXY=localhost,127.0.0.1,::1",
+        "http_proxy=http://10.0.0.1:3128",
+        "https_proxy=http://10.0.0.1:3128",
+        "no_proxy=localhost,127.0.0.1,::1",
+    ]
+
+
+def test_modules_from_the_archive_list_the_build_and_the_command_line(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.write("lib/modules/6.1.0-test/modules.dep", "")
+    sh.write("lib/modules/6.1.0-test/b2c.modules", "virtio_net\n# comment\n\nmissing_mod\next4\n")
+    sh.stub("modprobe", '[ "$1" != missing_mod ]')
+    result = sh.run(
+        "B2C_BUILTIN_MODULES=overlay\n"
+        "b2c_parse_cmdline 'b2c.insmods=e1000e,igb b2c.modules=r8169' cmdline || exit 99\n"
+        "b2c_load_modules"
+    )
+    assert result.called("modprobe") == [
+        ["virtio_net"],
+        ["missing_mod"],
+        ["ext4"],
+        ["overlay"],
+        ["e1000e"],
+        ["igb"],
+        ["r8169"],
+    ]
+    assert result.warnings() == ["b2c: warning: could not load the kernel module missing_mod"]
+
+
+def test_no_modules_directory_is_fine(tmp_path: Path) -> None:
+    result = Shell(tmp_path).run("b2c_load_modules")
+    assert result.called("modprobe") == [] and result.warnings() == [] and result.status == 0

@@ -1,0 +1,167 @@
+"""The container pipeline: order, status, pipefail, post containers, services, 129/130."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.shell import PODMAN, Result, Shell
+
+
+def pipeline(tmp_path: Path, cmdline: str) -> Result:
+    sh = Shell(tmp_path)
+    sh.stub("podman", PODMAN)
+    sh.write("line", cmdline)
+    return sh.run(
+        'b2c_read_file "$B2C_ROOT/line"; b2c_parse_cmdline "$B2C_TEXT" cmdline || exit 99\n'
+        "B2C_PIPELINE_STATUS=0 B2C_PIPELINE_SHUTDOWN_MODE=default\n"
+        "b2c_run_pipeline\n"
+        'echo "status=$B2C_PIPELINE_STATUS mode=$B2C_PIPELINE_SHUTDOWN_MODE '
+        'by=$B2C_PIPELINE_FAILED_BY"'
+    )
+
+
+def started(result: Result) -> list[str]:
+    """The containers run attached, in order (the id names the last argument)."""
+    return [
+        call[-1].removeprefix("id-")
+        for call in result.called("podman")
+        if call[:2] == ["start", "--attach"]
+    ]
+
+
+def env_of(result: Result, n: int) -> dict[str, str]:
+    """The B2C_PIPELINE_* environment given to the n-th podman create."""
+    create = [c for c in result.called("podman") if c[0] == "create"][n]
+    pairs = [create[i + 1] for i, arg in enumerate(create) if arg == "-e"]
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def test_containers_run_in_order_with_the_defaults(tmp_path: Path) -> None:
+    result = pipeline(tmp_path, 'b2c.container="-v a:/b docker://one 0" b2c.run=docker://two')
+    assert result.lines[-1] == "status=0 mode=default by="
+    creates = [c for c in result.called("podman") if c[0] == "create"]
+    assert creates[0][:5] == ["create", "--rm", "--privileged", "--network=host", "--pull=always"]
+    assert creates[0][-4:] == ["-v", "a:/b", "docker://one", "0"]
+    assert started(result) == ["0", "docker://two"]
+    assert env_of(result, 0) == {
+        "B2C_PIPELINE_STATUS": "0",
+        "B2C_PIPELINE_FAILED_BY": "",
+        "B2C_PIPELINE_PREV_CONTAINER": "",
+        "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE": "",
+        "B2C_PIPELINE_SHUTDOWN_MODE": "default",
+    }
+    assert env_of(result, 1)["B2C_PIPELINE_PREV_CONTAINER"] == "-v a:/b docker://one 0"
+    assert env_of(result, 1)["B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE"] == "0"
+    assert result.errors() == []
+
+
+def test_without_pipefail_the_pipeline_goes_on_and_the_first_failure_counts(tmp_path: Path) -> None:
+    result = pipeline(
+        tmp_path,
+        'b2c.container="docker://a 3" b2c.container="docker://b 0" b2c.container="docker://c 4"',
+    )
+    assert started(result) == ["3", "0", "4"]
+    assert result.lines[-1] == "status=3 mode=default by=docker://a 3"
+    assert env_of(result, 1) | {} == {
+        "B2C_PIPELINE_STATUS": "3",
+        "B2C_PIPELINE_FAILED_BY": "docker://a 3",
+        "B2C_PIPELINE_PREV_CONTAINER": "docker://a 3",
+        "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE": "3",
+        "B2C_PIPELINE_SHUTDOWN_MODE": "default",
+    }
+    assert env_of(result, 2)["B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE"] == "0"
+
+
+def test_pipefail_stops_at_the_first_failure_but_post_containers_run(tmp_path: Path) -> None:
+    result = pipeline(
+        tmp_path,
+        'b2c.pipefail b2c.container="docker://a 0" b2c.container="docker://b 2" '
+        'b2c.container="docker://c 0" b2c.post_container="docker://post 7" '
+        'b2c.run_post="docker://post2 0"',
+    )
+    assert started(result) == ["0", "2", "7", "0"]
+    assert result.lines[-1] == "status=2 mode=default by=docker://b 2"
+    assert env_of(result, 2)["B2C_PIPELINE_STATUS"] == "2"  # the post container sees it
+
+
+def test_post_container_failures_do_not_change_the_status(tmp_path: Path) -> None:
+    result = pipeline(tmp_path, 'b2c.container="docker://a 0" b2c.post_container="docker://post 5"')
+    assert started(result) == ["0", "5"]
+    assert result.lines[-1] == "status=0 mode=default by="
+
+
+def test_exit_129_selects_reboot_and_130_poweroff(tmp_path: Path) -> None:
+    result = pipeline(tmp_path, 'b2c.container="docker://a 129" b2c.container="docker://b 0"')
+    assert result.lines[-1] == "status=129 mode=reboot by=docker://a 129"
+    assert env_of(result, 1)["B2C_PIPELINE_SHUTDOWN_MODE"] == "reboot"
+    result = pipeline(tmp_path / "2", 'b2c.container="docker://a 130"')
+    assert result.lines[-1] == "status=130 mode=poweroff by=docker://a 130"
+
+
+def test_pull_failures_are_retried_a_bounded_number_of_times(tmp_path: Path) -> None:
+    result = pipeline(tmp_path, "b2c.container=docker://unreachable b2c.container=docker://b")
+    creates = [c for c in result.called("podman") if c[0] == "create"]
+    assert len(creates) == 3 + 1  # three attempts for the first, one for the second
+    assert result.called("sleep") == [["2"], ["4"]]
+    assert result.lines[-1] == "status=125 mode=default by=docker://unreachable"
+    assert len(result.warnings()) == 2
+    assert result.errors() == [
+        "b2c: error: could not pull or create the container (podman exit status 125, 3 attempts): docker://unreachable"
+    ]
+    assert started(result) == ["docker://b"]
+
+
+def test_services_start_before_and_stop_after_the_pipeline(tmp_path: Path) -> None:
+    result = pipeline(
+        tmp_path,
+        'b2c.service="--name web docker://web" b2c.run_service=docker://db '
+        'b2c.container="docker://a 0" b2c.post_container="docker://post 0"',
+    )
+    calls = [c[:2] + c[-1:] for c in result.called("podman") if c[0] in ("start", "stop")]
+    assert calls == [
+        ["start", "id-docker://web", "id-docker://web"],
+        ["start", "id-docker://db", "id-docker://db"],
+        ["start", "--attach", "id-0"],
+        ["start", "--attach", "id-0"],
+        ["stop", "--time", "id-docker://web"],
+        ["stop", "--time", "id-docker://db"],
+    ]
+    assert result.lines[-1] == "status=0 mode=default by="
+
+
+def test_a_service_that_cannot_start_skips_the_pipeline(tmp_path: Path) -> None:
+    result = pipeline(
+        tmp_path,
+        'b2c.service=docker://unreachable b2c.container="docker://a 0" '
+        'b2c.post_container="docker://p 0"',
+    )
+    assert started(result) == ["0"]  # only the post container
+    assert result.lines[-1] == "status=125 mode=default by=service: docker://unreachable"
+
+
+def test_interactive_containers_get_stdin(tmp_path: Path) -> None:
+    result = pipeline(tmp_path, 'b2c.container="-ti docker://tty"')
+    assert ["start", "--attach", "--interactive", "id-docker://tty"] in result.called("podman")
+
+
+def test_nothing_to_run_is_a_warning(tmp_path: Path) -> None:
+    result = pipeline(tmp_path, "console=ttyS0")
+    assert result.warnings() == ["b2c: warning: no b2c.container was given: nothing to run"]
+    assert result.lines[-1] == "status=0 mode=default by="
+    assert result.called("podman") == []
+
+
+def test_containers_are_cleaned_up_and_sections_printed(tmp_path: Path) -> None:
+    result = pipeline(tmp_path, 'b2c.container="docker://a 0"')
+    podman = result.called("podman")
+    assert ["container", "rm", "--all", "--force"] in podman
+    assert ["image", "prune", "--force"] in podman
+    assert (
+        "\x1b[0Ksection_start:1700000000:container_1\r\x1b[0KRun container 1: docker://a 0"
+        in result.lines
+    )
+    assert (
+        "\x1b[0Ksection_start:1700000000:pull_container_1[collapsed=true]\r\x1b[0K"
+        "Pull and create container 1: docker://a 0" in result.lines
+    )
+    assert "\x1b[0Ksection_end:1700000000:container_1\r\x1b[0K" in result.lines
