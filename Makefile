@@ -55,7 +55,7 @@ fmt: deps-test
 	$(BIN)/ruff check --fix $(PYSRC)
 
 bench: deps-test
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf releases/*.zst releases/*.xz releases/*.gz releases/*.cpio releases/*.sha256 \

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,11 +104,22 @@ def build(cfg: BuildConfig) -> BuildResult:
 
 
 def stage_packages(
-    session: requests.Session, archive: index.Archive, cfg: BuildConfig, names: list[str]
+    session: requests.Session,
+    archive: index.Archive,
+    cfg: BuildConfig,
+    names: list[str],
+    *,
+    keep: Callable[[index.Package], bool] | None = None,
 ) -> Manifest:
-    """Resolve ``names``' Depends closure, download and verify every .deb, extract in memory."""
+    """Resolve ``names``' Depends closure, download and verify every .deb, extract in memory.
+
+    ``keep`` narrows the closure (e.g. a kernel metapackage's closure to the linux-image
+    packages: initramfs-tools and friends hold nothing we take).
+    """
     with step("Resolving dependencies"):
         packages = resolve.closure(archive, names)
+        if keep is not None:
+            packages = [p for p in packages if keep(p) or p.name in names]
         log.info("%d packages in the search space", len(packages))
     with step("Fetching packages"):
         debs = [
@@ -165,8 +176,14 @@ def build_kernel_parts(
     """The modules archive (and the kernel itself when it comes from a Debian package)."""
     with step("Preparing kernel modules"):
         if cfg.kernel_package:
-            staging = stage_packages(session, archive, cfg, [cfg.kernel_package])
-            tree = kmod.ModuleTree.from_manifest(staging)
+            staging = stage_packages(
+                session,
+                archive,
+                cfg,
+                [cfg.kernel_package],
+                keep=lambda p: p.name.startswith("linux-image-"),
+            )
+            tree = kmod.ModuleTree.from_manifest(staging, arch=cfg.arch)
         else:
             assert cfg.modules_dir is not None
             tree = kmod.ModuleTree.from_directory(cfg.modules_dir)

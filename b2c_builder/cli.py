@@ -204,6 +204,24 @@ def run(
     raise typer.Exit(code)
 
 
+@app.command("check-cmdline")
+def check_cmdline(
+    cmdline: Annotated[str, typer.Argument(help="A kernel command line, as in a boot entry.")],
+) -> None:
+    """Report what /init would reject or warn about in CMDLINE, without booting.
+
+    Exit code 0: clean (warnings allowed); 2: at least one error (the boot would end with a
+    non-zero pipeline status before running any container).
+    """
+    from b2c_builder.options import lint_cmdline
+
+    problems = lint_cmdline(cmdline)
+    for problem in problems:
+        print(problem)
+    if any(p.severity == "error" for p in problems):
+        raise typer.Exit(2)
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
