@@ -81,10 +81,17 @@ class Entry:
 
 def normalize(path: str) -> str:
     """Canonical manifest spelling of ``path``: no leading slash, no '.', no '..' escape."""
-    norm = posixpath.normpath("/" + path.lstrip("/"))
-    if "/../" in norm + "/" or norm.startswith("/.."):
-        raise ManifestError(f"path {path!r} escapes the image root")
-    return norm.lstrip("/")
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise ManifestError(f"path {path!r} escapes the image root")
+            parts.pop()
+            continue
+        parts.append(part)
+    return "/".join(parts)
 
 
 @dataclass

@@ -1,0 +1,84 @@
+"""The rootfs manifest: normalisation, conflicts, parents, symlink resolution, hardlinks."""
+
+from __future__ import annotations
+
+import pytest
+
+from b2c_builder.errors import ManifestError
+from b2c_builder.rootfs import Kind, Manifest, normalize
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("/usr/bin/x", "usr/bin/x"), ("a/./b/../c", "a/c"), ("..data", "..data"), ("/", "")],
+)
+def test_normalize(path: str, expected: str) -> None:
+    assert normalize(path) == expected
+
+
+@pytest.mark.parametrize("path", ["../etc", "/a/../../etc", "a/b/../../../x"])
+def test_normalize_refuses_escapes(path: str) -> None:
+    with pytest.raises(ManifestError, match="escapes"):
+        normalize(path)
+
+
+def test_parents_are_filled_and_iteration_is_sorted_parents_first() -> None:
+    m = Manifest()
+    m.add_file("usr/lib/x/libz.so", b"z")
+    m.add_file("usr/bin/a", b"a", 0o755)
+    m.add_file("usr-other/f", b"f")
+    paths = [e.path for e in m]
+    assert paths == [
+        "usr",
+        "usr/bin",
+        "usr/bin/a",
+        "usr/lib",
+        "usr/lib/x",
+        "usr/lib/x/libz.so",
+        "usr-other",
+        "usr-other/f",
+    ]
+    assert m["usr/lib"].kind is Kind.DIR
+
+
+def test_conflicts_are_errors_but_identical_entries_are_not() -> None:
+    m = Manifest()
+    m.add_file("etc/x", b"1")
+    m.add_file("etc/x", b"1")
+    with pytest.raises(ManifestError, match="conflicting entries for /etc/x"):
+        m.add_file("etc/x", b"2")
+    with pytest.raises(ManifestError, match="needs it to be a directory"):
+        m.add_file("etc/x/y", b"")
+    m.add_file("etc/x", b"2", replace=True)
+    assert m.read("etc/x") == b"2"
+
+
+def test_resolve_follows_relative_and_absolute_links() -> None:
+    m = Manifest()
+    m.add_symlink("lib", "usr/lib")
+    m.add_symlink("lib64", "/usr/lib64")
+    m.add_file("usr/lib/a/libc.so.6", b"c")
+    m.add_symlink("usr/lib64/ld.so", "/lib/a/libc.so.6")
+    m.add_symlink("loop", "loop")
+    assert m.resolve("/lib64/ld.so") == "usr/lib/a/libc.so.6"
+    assert m.resolve("lib/a/missing") is None
+    assert m.resolve("lib/a/missing/deeper", strict=False) == "usr/lib/a/missing/deeper"
+    assert m.resolve("loop") is None
+
+
+def test_hardlinks_share_a_group() -> None:
+    m = Manifest()
+    m.add_file("bin/a", b"data", 0o755)
+    m.add_hardlink("bin/b", "bin/a")
+    assert m["bin/a"].link_group == m["bin/b"].link_group == "bin/a"
+    assert m.read("bin/b") == b"data"
+    m.add_symlink("bin/s", "a")
+    with pytest.raises(ManifestError, match="cannot hard-link"):
+        m.add_hardlink("bin/c", "bin/s")
+
+
+def test_device_nodes_must_be_char_or_block() -> None:
+    m = Manifest()
+    assert m.add_device("dev/null", Kind.CHAR, 1, 3, 0o666).rdev == (1, 3)
+    with pytest.raises(ManifestError):
+        m.add_device("dev/x", Kind.FILE, 1, 1)
