@@ -17,7 +17,7 @@ from b2c_builder import elf
 from b2c_builder.config import Arch
 from b2c_builder.errors import ManifestError, ResolveError
 from b2c_builder.resources import data_path
-from b2c_builder.rootfs import BUILDER, Entry, Kind, Manifest, Origin, normalize
+from b2c_builder.rootfs import BUILDER, Entry, Kind, Manifest, Origin, link_target, normalize
 
 # Top-level usr-merge symlinks, identical in the staging tree and in the image.
 USRMERGE = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
@@ -127,9 +127,7 @@ def _copy_links(staging: Manifest, image: Manifest, path: str) -> None:
             continue
         if image.get(current) is None:
             image.add(Entry(current, Kind.SYMLINK, 0o777, target=entry.target, origin=entry.origin))
-        base = "" if entry.target.startswith("/") else "/".join(done)
-        resolved = normalize(posixpath.join("/" + base, entry.target))
-        parts = resolved.split("/") + parts
+        parts = link_target("/".join(done), entry.target).split("/") + parts
         done = []
         del hops
     raise ManifestError(f"too many symlinks while resolving /{path}")

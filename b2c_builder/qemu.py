@@ -107,7 +107,7 @@ class RunConfig:
         for what, path in [("--kernel", self.kernel)] + [("--initrd", p) for p in self.initrds]:
             if not path.is_file():
                 raise ConfigError(f"{what} {path} is not a file", hint="check the path")
-        if not _MEMORY_RE.match(self.memory):
+        if not _MEMORY_RE.match(self.memory) or float(re.sub(r"[^\d.]", "", self.memory)) <= 0:
             raise ConfigError(
                 f"--memory {self.memory!r} is not a QEMU memory size", hint="e.g. 2G or 512M"
             )

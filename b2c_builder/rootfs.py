@@ -79,19 +79,30 @@ class Entry:
         return hashlib.sha256(self.data).hexdigest()
 
 
-def normalize(path: str) -> str:
-    """Canonical manifest spelling of ``path``: no leading slash, no '.', no '..' escape."""
+def normalize(path: str, *, clamp: bool = False) -> str:
+    """Canonical manifest spelling of ``path``: no leading slash, no '.', no '..' escape.
+
+    A '..' above the root is an error, unless ``clamp`` (symlink targets): then it stays at
+    the root, as the kernel resolves paths inside a chroot.
+    """
     parts: list[str] = []
     for part in path.split("/"):
         if part in ("", "."):
             continue
         if part == "..":
-            if not parts:
+            if parts:
+                parts.pop()
+            elif not clamp:
                 raise ManifestError(f"path {path!r} escapes the image root")
-            parts.pop()
             continue
         parts.append(part)
     return "/".join(parts)
+
+
+def link_target(link_dir: str, target: str) -> str:
+    """Where a symlink in ``link_dir`` pointing at ``target`` leads, inside the image."""
+    base = "" if target.startswith("/") else link_dir
+    return normalize(f"{base}/{target}", clamp=True)
 
 
 @dataclass
@@ -219,8 +230,7 @@ class Manifest:
                 links += 1
                 if links > max_links:
                     return None
-                base = "" if entry.target.startswith("/") else "/".join(done)
-                target = normalize(posixpath.join("/" + base, entry.target))
+                target = link_target("/".join(done), entry.target)
                 parts = (target.split("/") if target else []) + parts
                 done = []
                 continue
