@@ -5,7 +5,6 @@ config -> resolve -> fetch -> extract -> select -> render -> assemble -> archive
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -45,6 +44,8 @@ class BuildResult:
 
 def build(cfg: BuildConfig) -> BuildResult:
     """Build the release described by ``cfg``; nothing reaches cfg.output unless all succeed."""
+    # Checked before any download: a bad --default-cmdline must not cost a fetch.
+    init_settings = render.InitSettings(version=__version__, default_cmdline=cfg.default_cmdline)
     session = download.make_session()
     mirror = cfg.mirror or sources.default_mirror()
     with step(f"Reading the Debian archive index ({cfg.suite}/{cfg.arch})"):
@@ -72,10 +73,7 @@ def build(cfg: BuildConfig) -> BuildResult:
         for name in cfg.extra_packages:
             image.add_package_binaries(staging, rootfs, name, cfg.arch)
     with step("Rendering /init"):
-        render.add_init(
-            rootfs,
-            render.InitSettings(version=__version__, default_cmdline=cfg.default_cmdline),
-        )
+        render.add_init(rootfs, init_settings)
 
     with staging_output(cfg.output) as tmp:
         with step("Writing the image"):
@@ -220,20 +218,12 @@ def staging_output(output: Path) -> Iterator[Path]:
 
 
 def _write_checksum(path: Path) -> None:
-    digest = _sha256(path)
+    digest = download.file_sha256(path)
     path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _artifact(path: Path) -> Artifact:
-    return Artifact(path, path.stat().st_size, _sha256(path))
+    return Artifact(path, path.stat().st_size, download.file_sha256(path))
 
 
 def _moved(art: Artifact, output: Path) -> Artifact:

@@ -107,7 +107,7 @@ def cache_path(cache_dir: Path, sha256: str) -> Path:
     return cache_dir / "by-sha256" / sha256[:2] / sha256
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -122,7 +122,7 @@ def cached(cache_dir: Path, sha256: str, size: int) -> Path | None:
         actual_size = path.stat().st_size
     except FileNotFoundError:
         return None
-    if actual_size == size and _file_sha256(path) == sha256:
+    if actual_size == size and file_sha256(path) == sha256:
         return path
     log.warning("cache entry %s is damaged (truncated or corrupted); fetching it again", path)
     path.unlink(missing_ok=True)
