@@ -64,12 +64,16 @@ def build_release(output: Path, cache: Path, *extra: str) -> Release:
         *extra,
     )
     assert proc.returncode == 0, proc.stderr
-    (image,) = output.glob("initramfs.linux_amd64.cpio*[!6]")
-    (modules,) = output.glob("modules-*.linux_amd64.cpio*[!6]")
-    (kernel,) = (p for p in output.glob("linux-*.linux_amd64") if p.suffix != ".sha256")
+    (image,) = _outputs(output, "initramfs.linux_amd64.cpio*")
+    (modules,) = _outputs(output, "modules-*.linux_amd64.cpio*")
+    (kernel,) = _outputs(output, "linux-*.linux_amd64")
     return Release(
         output, image, modules, kernel, output / "initramfs.linux_amd64.manifest.json", cache
     )
+
+
+def _outputs(output: Path, pattern: str) -> list[Path]:
+    return [p for p in output.glob(pattern) if p.suffix != ".sha256"]
 
 
 def shared_cache() -> Path:
