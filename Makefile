@@ -6,10 +6,11 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARCH ?= amd64
 # Host packages: the build needs gpgv + the archive keyring (and zstd for .deb members in zstd);
-# the tests add QEMU, the registry, skopeo, GNU cpio, bsdtar, kmod, shellcheck, busybox.
+# the tests add QEMU, the registry, skopeo, GNU cpio, bsdtar, kmod, shellcheck, busybox, and
+# chrony (an NTP server on 127.0.0.1 for b2c.ntp_peer; it replaces systemd-timesyncd).
 BUILD_DEBS := gpgv debian-archive-keyring zstd xz-utils python3-venv
 TEST_DEBS := $(BUILD_DEBS) qemu-system-x86 qemu-utils cpio libarchive-tools skopeo \
-	docker-registry shellcheck busybox-static kmod gpg dpkg-dev e2fsprogs gcc binutils
+	docker-registry shellcheck busybox-static kmod gpg dpkg-dev e2fsprogs gcc binutils chrony
 PYSRC := b2c_builder tests
 
 .PHONY: all release build test lint fmt bench clean deps-build deps-test
@@ -48,7 +49,7 @@ lint: deps-test
 	$(BIN)/ruff check $(PYSRC)
 	$(BIN)/ruff format --check $(PYSRC)
 	$(BIN)/mypy
-	shellcheck -s sh init/*
+	shellcheck init/*
 
 fmt: deps-test
 	$(BIN)/ruff format $(PYSRC)

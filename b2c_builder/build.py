@@ -5,6 +5,7 @@ config -> resolve -> fetch -> extract -> select -> render -> assemble -> archive
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from b2c_builder.compress import open_compressed
 from b2c_builder.config import BuildConfig
 from b2c_builder.cpio import write_cpio
 from b2c_builder.debian import deb, download, index, resolve, sources
-from b2c_builder.errors import SizeError
+from b2c_builder.errors import B2CError, SizeError
 from b2c_builder.log import log, step
 from b2c_builder.rootfs import Kind, Manifest, Origin
 
@@ -213,8 +214,19 @@ def staging_output(output: Path) -> Iterator[Path]:
         output.mkdir(parents=True, exist_ok=True)
         for item in sorted(tmp.iterdir()):
             os.replace(item, output / item.name)
+    except OSError as exc:
+        if exc.errno not in _FULL_OR_READ_ONLY:
+            raise
+        raise B2CError(
+            f"cannot write the release into {output}: {exc.strerror}",
+            hint=f"free some space in {parent}, or pass another --output",
+        ) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# Write errors that are about the output's file system, whichever file was being written.
+_FULL_OR_READ_ONLY = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
 def _write_checksum(path: Path) -> None:

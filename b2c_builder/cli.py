@@ -124,6 +124,8 @@ def _guard(action: Callable[[], None]) -> None:
         action()
     except B2CError as exc:
         _die(exc)
+    except OSError as exc:  # a full disk, a folder that became read-only...
+        _die(B2CError(str(exc), hint="check the free space and permissions of that path"))
     except KeyboardInterrupt:
         log.log.error("interrupted")
         raise typer.Exit(130) from None
@@ -152,9 +154,7 @@ def run(
         Accel, typer.Option(help="auto probes /dev/kvm for real and falls back to tcg.")
     ] = Accel.auto,
     memory: Annotated[str, typer.Option(help="Guest memory, as QEMU's -m.")] = "2G",
-    cpus: Annotated[
-        int, typer.Option(help="Guest CPUs (more than 1 is unstable under TCG).")
-    ] = 1,
+    cpus: Annotated[int, typer.Option(help="Guest CPUs (more than 1 is unstable under TCG).")] = 1,
     disk: Annotated[
         list[Path] | None, typer.Option(help="A disk image (raw or qcow2), repeatable.")
     ] = None,

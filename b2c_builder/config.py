@@ -89,13 +89,38 @@ def source_date_epoch_from_env() -> int | None:
     return parse_epoch(value, "SOURCE_DATE_EPOCH")
 
 
+MAX_EPOCH = 0xFFFFFFFF  # cpio newc stores mtimes in 32 bits
+
+
 def parse_epoch(value: str, what: str) -> int:
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise ConfigError(
             f"{what} must be a number of seconds since 1970, not {value!r}",
             hint="e.g. SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)",
         )
+    if int(value) > MAX_EPOCH:
+        raise ConfigError(
+            f"{what} {value} is after 2106: cpio archives store times in 32 bits",
+            hint=f"use a date up to {MAX_EPOCH}",
+        )
     return int(value)
+
+
+def _check_folder(path: Path, option: str) -> None:
+    """``path`` is a writable folder, or can become one: checked before any download."""
+    existing = path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"{option} {path}: {existing} exists and is not a directory",
+            hint=f"pass a directory to {option}",
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{option} {path}: cannot write in {existing}",
+            hint=f"pass a directory you can write to {option}",
+        )
 
 
 @dataclass(frozen=True)
@@ -136,6 +161,9 @@ class BuildConfig:
                 f"--modules-dir {self.modules_dir} is not a directory",
                 hint="point it at a lib/modules/<version> tree",
             )
+        _check_folder(self.output, "--output")
+        _check_folder(self.output.absolute().parent, "--output")  # the staging folder goes there
+        _check_folder(self.cache_dir, "--cache-dir")
         if self.verify_signature and not self.keyring.is_file():
             raise ConfigError(
                 f"keyring {self.keyring} not found",

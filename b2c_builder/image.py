@@ -104,9 +104,18 @@ def copy_from(staging: Manifest, image: Manifest, path: str, *, dest: str | None
     source = staging.entries[canonical]
     target = normalize(dest) if dest is not None else canonical
     if source.kind is Kind.FILE:
-        image.add(Entry(target, Kind.FILE, source.mode, data=source.data, origin=source.origin))
+        image.add(
+            Entry(
+                target,
+                Kind.FILE,
+                source.mode,
+                data=source.data,
+                origin=source.origin,
+                mtime=source.mtime,  # clamped to SOURCE_DATE_EPOCH by the cpio writer
+            )
+        )
     else:
-        image.add(Entry(target, source.kind, source.mode, origin=source.origin))
+        image.add(Entry(target, source.kind, source.mode, origin=source.origin, mtime=source.mtime))
     return canonical
 
 

@@ -6,7 +6,7 @@ from tests.conftest import b2c
 
 
 def test_clean_line_exits_zero() -> None:
-    proc = b2c("check-cmdline", 'b2c.container="docker://r/img:1 sh -c \'exit 0\'" b2c.pipefail')
+    proc = b2c("check-cmdline", "b2c.container=\"docker://r/img:1 sh -c 'exit 0'\" b2c.pipefail")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout == ""
 

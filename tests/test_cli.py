@@ -1,0 +1,372 @@
+"""The command line as a user meets it: bad input gets one clear error, never a traceback.
+
+Every `build` case here points --mirror at a closed port on 127.0.0.1: the option must be
+refused before anything is downloaded, so a message about the mirror means it was not.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from b2c_builder import __version__
+from tests.conftest import ROOT, b2c
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m b2c_builder ARGS`` with extra environment variables."""
+    return subprocess.run(
+        [sys.executable, "-m", "b2c_builder", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture(scope="module")
+def dead_mirror() -> str:
+    return f"http://127.0.0.1:{closed_port()}/debian"
+
+
+def assert_clear_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
+    """Non-zero exit, no traceback, one error message naming ``words``; returns it."""
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    errors = [
+        line.removeprefix("ERROR: ")
+        for line in proc.stderr.splitlines()
+        if line.startswith("ERROR: ") and not line.startswith("ERROR: hint:")
+    ]
+    assert len(errors) == 1, proc.stderr
+    for word in words:
+        assert word in errors[0], proc.stderr
+    assert any(line.startswith("ERROR: hint: ") for line in proc.stderr.splitlines()), (
+        "an actionable hint follows the error: " + proc.stderr
+    )
+    return errors[0]
+
+
+BUILD_CASES: dict[str, tuple[list[str], dict[str, str], tuple[str, ...]]] = {
+    # case: (arguments, environment, words the message must contain)
+    "suite": (["--suite", "Bad Suite"], {}, ("--suite", "'Bad Suite'", "codename")),
+    "max-size-word": (["--max-size", "abc"], {}, ("'abc'", "size")),
+    "max-size-zero": (["--max-size", "0"], {}, ("--max-size",)),
+    "max-size-negative": (["--max-size", "-5MiB"], {}, ("'-5MiB'",)),
+    "epoch-word": (["--source-date-epoch", "xyz"], {}, ("--source-date-epoch", "'xyz'")),
+    "epoch-negative": (["--source-date-epoch", "-1"], {}, ("--source-date-epoch", "'-1'")),
+    "epoch-unicode-digits": (["--source-date-epoch", "١٢٣"], {}, ("--source-date-epoch",)),
+    "epoch-beyond-cpio": (["--source-date-epoch", str(2**32)], {}, ("32 bits",)),
+    "epoch-env": ([], {"SOURCE_DATE_EPOCH": "xyz"}, ("SOURCE_DATE_EPOCH", "'xyz'")),
+    "keyring": (["--keyring", "/nonexistent"], {}, ("/nonexistent",)),
+    "modules-dir": (["--modules-dir", "/nonexistent"], {}, ("--modules-dir", "/nonexistent")),
+    "kernel-and-modules": (
+        ["--kernel-package", "linux-image-amd64", "--modules-dir", "/"],
+        {},
+        ("exclusive",),
+    ),
+    "default-cmdline": (
+        ["--default-cmdline", "b2c.pipefail=maybe"],
+        {},
+        ("--default-cmdline", "b2c.pipefail"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BUILD_CASES))
+def test_build_refuses_bad_input_before_downloading(dead_mirror: str, case: str) -> None:
+    args, env, words = BUILD_CASES[case]
+    proc = cli("build", "--mirror", dead_mirror, *args, env=env)
+    message = assert_clear_error(proc, *words)
+    assert "127.0.0.1" not in proc.stderr, "refused only after trying the mirror: " + message
+    assert proc.returncode == 2, "a ConfigError exits with 2"
+
+
+@pytest.mark.parametrize("option", ["--output", "--cache-dir"])
+def test_build_refuses_a_file_where_a_folder_goes(
+    dead_mirror: str, tmp_path: Path, option: str
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder\n")
+    for path in (a_file, a_file / "below"):
+        proc = cli("build", "--mirror", dead_mirror, option, str(path))
+        assert_clear_error(proc, option, str(a_file), "not a directory")
+        assert "127.0.0.1" not in proc.stderr
+    assert a_file.read_text() == "not a folder\n"
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Path]:
+    """A folder nobody may write in, not even root (chattr +i), emptied of nothing."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    (folder / "old-release").mkdir()
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+            pytest.skip("this file system has no immutable attribute (chattr +i)")
+        try:
+            yield folder
+        finally:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("option", "below"),
+    [("--output", "releases"), ("--output", "old-release"), ("--cache-dir", "cache")],
+    ids=["output-in-it", "output-beside-it", "cache-dir"],
+)
+def test_build_refuses_a_folder_it_cannot_write(
+    dead_mirror: str, read_only: Path, option: str, below: str
+) -> None:
+    """--output old-release is writable itself, but the staging folder goes beside it."""
+    proc = cli("build", "--mirror", dead_mirror, option, str(read_only / below))
+    assert_clear_error(proc, option, "cannot write in", str(read_only))
+    assert "127.0.0.1" not in proc.stderr
+    assert sorted(p.name for p in read_only.iterdir()) == ["old-release"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--compression", "lz4"), ("--arch", "i386")], ids=["lz4", "i386"]
+)
+def test_build_refuses_unknown_choices(dead_mirror: str, option: str, value: str) -> None:
+    proc = cli("build", "--mirror", dead_mirror, option, value)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert option in proc.stderr and repr(value) in proc.stderr, proc.stderr
+    assert "127.0.0.1" not in proc.stderr
+
+
+def test_debug_shows_the_traceback(dead_mirror: str) -> None:
+    proc = cli("--debug", "build", "--mirror", dead_mirror, "--suite", "Bad Suite")
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr and "ConfigError" in proc.stderr, proc.stderr
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> Path:
+    """A file standing for a kernel (the dry run never boots it)."""
+    path = tmp_path / "vmlinuz"
+    path.write_bytes(b"MZ not really a kernel")
+    return path
+
+
+RUN_CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
+    "kernel": (["--kernel", "/nonexistent"], ("--kernel", "/nonexistent")),
+    "initrd": (["--initrd", "/nonexistent"], ("--initrd", "/nonexistent")),
+    "disk": (["--disk", "/nonexistent"], ("--disk", "/nonexistent")),
+    "memory-word": (["--memory", "lots"], ("--memory", "'lots'")),
+    "memory-zero": (["--memory", "0"], ("--memory", "'0'")),
+    "cpus": (["--cpus", "0"], ("--cpus",)),
+    "timeout": (["--timeout", "0"], ("--timeout",)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RUN_CASES))
+def test_run_refuses_bad_input(kernel: Path, case: str) -> None:
+    args, words = RUN_CASES[case]
+    if "--kernel" not in args:
+        args = ["--kernel", str(kernel), *args]
+    proc = cli("run", "--accel", "tcg", "--dry-run", *args)
+    assert_clear_error(proc, *words)
+    assert proc.returncode == 2
+    assert "qemu-system" not in proc.stdout, "refused before building a QEMU command"
+
+
+def option_value(cmd: list[str], option: str) -> str:
+    assert cmd.count(option) == 1, cmd
+    return cmd[cmd.index(option) + 1]
+
+
+def test_run_dry_run_prints_the_qemu_command(kernel: Path, tmp_path: Path) -> None:
+    initrd = tmp_path / "initramfs with space.cpio.zst"
+    initrd.write_bytes(b"\x28\xb5\x2f\xfd")
+    append = 'b2c.container="docker://registry:5000/x:latest echo hi" b2c.pipefail'
+    proc = cli(
+        "run",
+        "--kernel",
+        str(kernel),
+        "--initrd",
+        str(initrd),
+        "--accel",
+        "tcg",
+        "--append",
+        append,
+        "--dry-run",
+    )
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stdout.splitlines()
+    cmd = shlex.split(line)
+    assert cmd[0] == "qemu-system-x86_64"
+    assert option_value(cmd, "-kernel") == str(kernel)
+    assert option_value(cmd, "-initrd") == str(initrd)
+    assert option_value(cmd, "-accel") == "tcg"
+    kernel_args = option_value(cmd, "-append")
+    assert kernel_args.split()[:2] == ["console=ttyS0", "panic=-1"]
+    assert kernel_args.endswith(append)
+    assert "-no-reboot" in cmd
+
+
+def test_run_dry_run_with_two_initrds_names_both(kernel: Path, tmp_path: Path) -> None:
+    parts = [tmp_path / "image.cpio.zst", tmp_path / "modules.cpio.zst"]
+    for part in parts:
+        part.write_bytes(b"\x28\xb5\x2f\xfd")
+    proc = cli(
+        "run",
+        "--kernel",
+        str(kernel),
+        *(arg for part in parts for arg in ("--initrd", str(part))),
+        "--accel",
+        "tcg",
+        "--dry-run",
+    )
+    assert proc.returncode == 0, proc.stderr
+    comment, line = proc.stdout.splitlines()
+    assert comment.startswith("#") and all(str(p) in comment for p in parts)
+    cmd = shlex.split(line)
+    assert option_value(cmd, "-initrd") not in {str(p) for p in parts}
+    assert option_value(cmd, "-initrd") in comment
+
+
+ISSUE_OPTIONS = {
+    "build": (
+        *("--suite", "--arch", "--compression", "--output", "--mirror", "--keyring"),
+        *("--no-verify-signature", "--cache-dir", "--extra-package", "--max-size"),
+        *("--source-date-epoch", "--kernel-package", "--modules-dir", "--module"),
+    ),
+    "run": (
+        *("--kernel", "--initrd", "--append", "--accel", "--memory", "--disk", "--timeout"),
+        *("--serial-log", "--dry-run"),
+    ),
+}
+
+
+def test_help_lists_every_option() -> None:
+    wide = {"COLUMNS": "200"}  # rich wraps the help table at the terminal width
+    proc = cli("--help", env=wide)
+    assert proc.returncode == 0, proc.stderr
+    for command in ("build", "run", "version"):
+        assert command in proc.stdout
+    for command, options in ISSUE_OPTIONS.items():
+        proc = cli(command, "--help", env=wide)
+        assert proc.returncode == 0, proc.stderr
+        missing = [o for o in options if o not in proc.stdout]
+        assert not missing, proc.stdout
+
+
+def test_version() -> None:
+    proc = b2c("version")
+    assert (proc.returncode, proc.stdout) == (0, f"{__version__}\n")
+
+
+# --- the wheel ---------------------------------------------------------------------------
+
+WHEEL_DATA = (
+    "b2c_builder/_data/templates/init.sh.j2",
+    "b2c_builder/_data/templates/rootfs/containers.conf.j2",
+    "b2c_builder/_data/init/crun-no-pivot",
+    "b2c_builder/_data/init/netavark-stub",
+    "b2c_builder/_data/init/udhcpc.script",
+)
+
+INSTALLED_CHECK = """
+import sys
+from pathlib import Path
+import b2c_builder
+from b2c_builder import render, resources
+home = Path(sys.argv[1]).resolve()
+assert Path(b2c_builder.__file__).resolve().is_relative_to(home), b2c_builder.__file__
+init = render.render_init(render.InitSettings())
+assert init.startswith(b"#!"), init[:40]
+assert b"pipeline status" in init
+for name in ("templates", "init"):
+    assert render.data_dir(name).resolve().is_relative_to(home), render.data_dir(name)
+wrapper = resources.data_path("init/crun-no-pivot").resolve()
+assert wrapper.is_relative_to(home) and "_data" in wrapper.parts, wrapper
+print("installed copy OK")
+"""
+
+
+@pytest.mark.network  # pip fetches hatchling from PyPI to build the wheel
+def test_wheel_ships_templates_and_init(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
+        check=True,
+        timeout=600,
+        capture_output=True,
+    )
+    (wheel,) = dist.glob("b2c_builder-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        for name in WHEEL_DATA:
+            assert name in names, sorted(n for n in names if "_data" in n)
+        shipped = {n.removeprefix("b2c_builder/_data/") for n in names if "/_data/" in n}
+        in_tree = {
+            str(p.relative_to(ROOT))
+            for folder in ("templates", "init")
+            for p in (ROOT / folder).rglob("*")
+            if p.is_file()
+        }
+        assert in_tree <= shipped, in_tree - shipped
+        assert (
+            archive.read("b2c_builder/_data/init/crun-no-pivot")
+            == (ROOT / "init/crun-no-pivot").read_bytes()
+        )
+
+    # The installed copy works from anywhere, without the checkout.
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+        check=True,
+        timeout=300,
+    )
+    subprocess.run(
+        [str(venv / "bin/pip"), "install", "-q", "--no-deps", str(wheel)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [str(venv / "bin/python"), "-c", INSTALLED_CHECK, str(venv)],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "installed copy OK" in proc.stdout
+    proc = subprocess.run(
+        [str(venv / "bin/b2c-builder"), "version"],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        env=env,
+        timeout=120,
+    )
+    assert (proc.returncode, proc.stdout) == (0, f"{__version__}\n"), proc.stderr
