@@ -10,7 +10,8 @@ ARCH ?= amd64
 # chrony (an NTP server on 127.0.0.1 for b2c.ntp_peer; it replaces systemd-timesyncd).
 BUILD_DEBS := gpgv debian-archive-keyring zstd xz-utils python3-venv
 TEST_DEBS := $(BUILD_DEBS) qemu-system-x86 qemu-utils cpio libarchive-tools skopeo \
-	docker-registry shellcheck busybox-static kmod gpg dpkg-dev e2fsprogs gcc binutils chrony
+	docker-registry shellcheck busybox-static kmod gpg dpkg-dev e2fsprogs gcc binutils chrony \
+	qemu-system-arm
 PYSRC := b2c_builder tests
 
 .PHONY: all release build test lint fmt bench clean deps-build deps-test

@@ -52,23 +52,25 @@ class Release:
     cache: Path
 
 
-def build_release(output: Path, cache: Path, *extra: str) -> Release:
+def build_release(output: Path, cache: Path, *extra: str, arch: str = "amd64") -> Release:
     proc = b2c(
         "build",
+        "--arch",
+        arch,
         "--output",
         str(output),
         "--cache-dir",
         str(cache),
         "--kernel-package",
-        "linux-image-amd64",
+        f"linux-image-{arch}",
         *extra,
     )
     assert proc.returncode == 0, proc.stderr
-    (image,) = _outputs(output, "initramfs.linux_amd64.cpio*")
-    (modules,) = _outputs(output, "modules-*.linux_amd64.cpio*")
-    (kernel,) = _outputs(output, "linux-*.linux_amd64")
+    (image,) = _outputs(output, f"initramfs.linux_{arch}.cpio*")
+    (modules,) = _outputs(output, f"modules-*.linux_{arch}.cpio*")
+    (kernel,) = _outputs(output, f"linux-*.linux_{arch}")
     return Release(
-        output, image, modules, kernel, output / "initramfs.linux_amd64.manifest.json", cache
+        output, image, modules, kernel, output / f"initramfs.linux_{arch}.manifest.json", cache
     )
 
 

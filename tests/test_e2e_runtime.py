@@ -10,10 +10,13 @@ is a module fixture and each case a test reading it.
 
 from __future__ import annotations
 
+import http.client
 import http.server
 import json
+import lzma
 import os
 import re
+import secrets
 import socket
 import struct
 import subprocess
@@ -24,9 +27,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from b2c_builder.cpio import read_initrd
 from tests.conftest import REQUIRE_ALL, ROOT, Release, require_tool
 from tests.oci import busybox_layer, make_layout
 from tests.registry import Registry
@@ -35,9 +40,12 @@ pytestmark = [pytest.mark.qemu, pytest.mark.network]
 
 TLS = "--tls-verify=false"
 MEMORY = "1G"
+# x86's COMMAND_LINE_SIZE is 2048, with room for the console= and panic= that run prepends.
+CMDLINE_MAX = 1950
 BOOT_TIMEOUT = 300  # seconds per boot; a healthy one takes 40-90 s under TCG
 PULL_ERROR = "b2c: error: could not pull or create the container"
 STATUS_RE = re.compile(r"Execution is over, pipeline status: (\d+)")
+STAMPED_RE = re.compile(r"\[(\d+\.\d+)\]: (.*)")
 
 
 def require(condition: bool, message: str) -> None:
@@ -95,14 +103,16 @@ class Boot:
 
     def logged(self, message: str) -> list[str]:
         """The init's stamped log lines (``[12.34]: message...``) starting with ``message``."""
-        out = []
+        return [body for _, body in self._stamped() if body.startswith(message)]
+
+    def uptime_of(self, message: str) -> float | None:
+        """The guest's own uptime stamp of its first log line starting with ``message``."""
+        return next((t for t, body in self._stamped() if body.startswith(message)), None)
+
+    def _stamped(self) -> Iterator[tuple[float, str]]:
         for _, raw in self.lines:
-            text = _clean(raw)
-            if text.startswith("[") and "]: " in text:
-                body = text.split("]: ", 1)[1]
-                if body.startswith(message):
-                    out.append(body)
-        return out
+            if m := STAMPED_RE.fullmatch(_clean(raw)):
+                yield float(m[1]), m[2]
 
 
 def boot(
@@ -112,16 +122,21 @@ def boot(
     name: str,
     logs: Path,
     disk: Path | None = None,
+    initrds: tuple[Path, ...] = (),
     qemu_args: tuple[str, ...] = (),
     timeout: int = BOOT_TIMEOUT,
 ) -> Boot:
-    """Boot the release with ``append`` and record its output line by line, with times."""
+    """Boot the release with ``append`` and record its output line by line, with times.
+
+    ``initrds`` are unpacked after the release's image and modules archive."""
     require_tool("qemu-system-x86_64")
+    assert len(append) < CMDLINE_MAX, f"{len(append)} bytes: the kernel would truncate it"
     cmd = [
         sys.executable, "-m", "b2c_builder", "run",
         "--kernel", str(release.kernel),
         "--initrd", str(release.image),
         "--initrd", str(release.modules),
+        *(arg for initrd in initrds for arg in ("--initrd", str(initrd))),
         "--accel", "tcg",
         "--memory", MEMORY,
         "--timeout", str(timeout),
@@ -250,6 +265,74 @@ def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer
         thread.join(timeout=5)
 
 
+PROXIED_HOST = "b2c-proxied.invalid"  # resolves nowhere: only the proxy can answer for it
+HOP_HEADERS = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer",
+     "transfer-encoding", "upgrade", "content-length"}
+)  # fmt: skip
+
+
+@dataclass
+class Proxy:
+    port: int
+    requests: list[str]
+
+    @property
+    def guest_url(self) -> str:
+        return f"http://10.0.2.2:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def proxy(http_server: HttpServer) -> Iterator[Proxy]:
+    """A plain-HTTP forward proxy: the guest's 10.0.2.2 is forwarded to 127.0.0.1, and
+    PROXIED_HOST to the HTTP server. CONNECT (HTTPS) is refused (501)."""
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            requests.append(self.requestline)
+
+        def do_GET(self) -> None:
+            self._forward()
+
+        def do_HEAD(self) -> None:
+            self._forward()
+
+        def _forward(self) -> None:
+            url = urlsplit(self.path)
+            if url.scheme != "http" or url.hostname not in ("10.0.2.2", PROXIED_HOST):
+                self.send_error(502, "not a request this proxy forwards")
+                return
+            port = http_server.port if url.hostname == PROXIED_HOST else url.port or 80
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            try:
+                path = url.path + (f"?{url.query}" if url.query else "")
+                conn.request(self.command, path or "/", headers=headers)
+                response = conn.getresponse()
+                body = response.read()
+                self.send_response(response.status, response.reason)
+                for key, value in response.getheaders():
+                    if key.lower() not in HOP_HEADERS:
+                        self.send_header(key, value)
+                length = response.getheader("Content-Length")
+                self.send_header("Content-Length", str(len(body)) if body else length or "0")
+                self.end_headers()
+                self.wfile.write(body)
+            finally:
+                conn.close()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Proxy(int(server.server_address[1]), requests)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 (NTP) to 1970-01-01 (Unix)
 
 
@@ -312,11 +395,91 @@ def ntp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             proc.wait()
 
 
-# --- boot 1: a service and a three-container pipeline without b2c.pipefail, a post container
+# --- a kernel module that the modules archive lacks, for b2c.insmods ---------------------------
+
+EXTRA_MODULE = "dummy"  # no dependencies; loading it creates the interface dummy0
+EXTRA_MODULE_PATH = "kernel/drivers/net/dummy.ko"
+
+
+def kernel_version(release: Release) -> str:
+    return release.kernel.name.removeprefix("linux-").removesuffix(".linux_amd64")
+
+
+def kernel_deb(release: Release, version: str) -> Path:
+    """The release's linux-image package, from the build's download cache."""
+    require_tool("dpkg-deb")
+    for blob in sorted((release.cache / "by-sha256").glob("*/*")):
+        if blob.stat().st_size < 10 << 20 or blob.read_bytes()[:8] != b"!<arch>\n":
+            continue
+        fields = subprocess.run(
+            ["dpkg-deb", "--field", str(blob), "Package"], capture_output=True, text=True
+        )
+        if fields.stdout.strip() == f"linux-image-{version}":
+            return blob
+    raise AssertionError(f"linux-image-{version} is not in the build cache {release.cache}")
+
+
+def deb_member(deb: Path, pattern: str) -> bytes:
+    """The contents of the one member of ``deb``'s data matching the tar ``pattern``."""
+    tar = require_tool("tar")
+    dpkg = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+    try:
+        out = subprocess.run(
+            [tar, "-xO", "--wildcards", pattern], stdin=dpkg.stdout, capture_output=True
+        )
+    finally:
+        assert dpkg.stdout is not None
+        dpkg.stdout.close()
+        dpkg.wait()
+    assert out.returncode == 0 and out.stdout, out.stderr.decode(errors="replace")
+    return out.stdout
 
 
 @pytest.fixture(scope="module")
-def pipeline_boot(release: Release, test_image: str, logs: Path) -> Boot:
+def module_initrd(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cpio adding dummy.ko and its modules.dep line over the release's modules archive.
+
+    Every module of the archive is loaded at boot (b2c.modules), so b2c.insmods needs one
+    from elsewhere: the same kernel package's, as the build would have shipped it.
+    """
+    cpio = require_tool("cpio")
+    version = kernel_version(release)
+    moddir = f"usr/lib/modules/{version}"
+    (dep,) = (
+        e for e in read_initrd(release.modules.read_bytes()) if e.name == f"{moddir}/modules.dep"
+    )
+    assert EXTRA_MODULE_PATH not in dep.data.decode(), "the archive already has the module"
+    packed = deb_member(kernel_deb(release, version), f"*/modules/{version}/{EXTRA_MODULE_PATH}*")
+    module = lzma.decompress(packed) if packed.startswith(b"\xfd7zXZ") else packed
+    assert module.startswith(b"\x7fELF"), packed[:8]
+    root = tmp_path_factory.mktemp("module-initrd")
+    files = {f"{moddir}/modules.dep": dep.data + f"{EXTRA_MODULE_PATH}:\n".encode(),
+             f"{moddir}/{EXTRA_MODULE_PATH}": module}  # fmt: skip
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    archive = root / "extra-module.cpio"
+    with archive.open("wb") as out:
+        subprocess.run(
+            [cpio, "--quiet", "-o", "-H", "newc", "-R", "0:0"],
+            input="\n".join(files).encode() + b"\n",
+            stdout=out,
+            cwd=root,
+            check=True,
+        )
+    return archive
+
+
+# --- boot 1: a service and a three-container pipeline without b2c.pipefail, a post container;
+# b2c.hostname, b2c.insmods (and its alias), b2c.poweroff_delay, b2c.shutdown_cmd.
+
+
+HOSTNAME = "b2c-e2e-host"
+NO_SUCH_MODULE = "b2c_no_such_module"
+
+
+@pytest.fixture(scope="module")
+def pipeline_boot(release: Release, test_image: str, module_initrd: Path, logs: Path) -> Boot:
     # The service serves "SVC-42" (computed, so it is not on the command line) over HTTP on
     # the guest's loopback; a TERM trap lets `podman stop` end it at once.
     service = container(
@@ -331,8 +494,20 @@ def pipeline_boot(release: Release, test_image: str, logs: Path) -> Boot:
     )
     append = " ".join(
         [
+            f"b2c.hostname={HOSTNAME}",
+            f"b2c.insmods={EXTRA_MODULE}",
+            f"b2c.modules={NO_SUCH_MODULE}",
+            "b2c.poweroff_delay=1",
+            "b2c.shutdown_cmd=\"sh -c 'echo SHUTDOWN-CMD-$((6*7)); poweroff -f'\"",
             service,
-            container(test_image, "sh -c 'echo PIPE-A'"),
+            # --uts=host: the init's host name, not the one podman gives a container.
+            container(
+                test_image,
+                "sh -c 'echo PIPE-A; echo HOSTNAME-$(hostname); "
+                f"grep -q ^{EXTRA_MODULE} /proc/modules && ip link show {EXTRA_MODULE}0 "
+                "&& echo MODULE-LOADED'",
+                "--uts=host",
+            ),
             container(test_image, "sh -c 'echo PIPE-B; exit 5'"),
             container(test_image, f"sh -c 'echo PIPE-C; {fetch}'"),
             container(
@@ -342,7 +517,7 @@ def pipeline_boot(release: Release, test_image: str, logs: Path) -> Boot:
             ),
         ]
     )
-    return boot(release, append, name="pipeline", logs=logs)
+    return boot(release, append, name="pipeline", logs=logs, initrds=(module_initrd,))
 
 
 def test_without_pipefail_every_container_runs_and_the_first_failure_is_the_status(
@@ -372,6 +547,32 @@ def test_a_service_is_reachable_from_a_pipeline_container(pipeline_boot: Boot) -
     assert b.has("GOT-SVC-42"), b.tail()
     # Its TERM trap makes `podman stop` quick: the run did not wait for the 10 s kill.
     assert not b.starting("b2c: warning: could not stop the service"), b.tail()
+
+
+def test_hostname_names_the_machine(pipeline_boot: Boot) -> None:
+    b = pipeline_boot
+    assert b.has(f"HOSTNAME-{HOSTNAME}"), b.tail()
+
+
+def test_insmods_and_its_alias_load_modules_with_modprobe(pipeline_boot: Boot) -> None:
+    b = pipeline_boot
+    assert b.logged(f"Loaded the kernel module {EXTRA_MODULE}"), b.tail()
+    assert b.has("MODULE-LOADED"), b.tail()  # in /proc/modules, its interface exists
+    # b2c.modules adds to the list; a module that does not exist is a warning, not an end.
+    assert b.has(f"b2c: warning: could not load the kernel module {NO_SUCH_MODULE}"), b.tail()
+    assert b.has("PIPE-C"), b.tail()
+
+
+def test_poweroff_delay_waits_then_shutdown_cmd_powers_off(pipeline_boot: Boot) -> None:
+    b = pipeline_boot
+    waiting = b.uptime_of("Waiting 1s before powering off (b2c.poweroff_delay)")
+    safe = b.uptime_of("It's now safe to turn off your computer")
+    assert waiting is not None and safe is not None, b.tail()
+    assert safe - waiting >= 1.0, (waiting, safe)
+    # The command ran (it printed), and powered off: /init did not fall back to its own.
+    assert b.has("SHUTDOWN-CMD-42"), b.tail()
+    assert not b.starting("b2c: error: b2c.shutdown_cmd"), b.tail()
+    assert_status(b, 5)
 
 
 # --- boot 2: b2c.pipefail, and hostile values in post containers ------------------------------
@@ -433,7 +634,8 @@ def test_a_hostile_command_line_reaches_podman_literally(pipefail_boot: Boot) ->
 
 
 # --- boots 3 and 4: b2c.cache_device=auto on a blank disk, then a boot that pulls nothing;
-# the second boot's containers also call poweroff(2) and reboot(2).
+# the second boot's containers also call poweroff(2) and reboot(2). The first boot has
+# b2c.swap; both have a lasting b2c.volume and one that expires at the pipeline's end.
 
 
 @dataclass(frozen=True)
@@ -454,6 +656,9 @@ class CacheBoots:
 
 
 CACHE_MARKER = "CACHE-MARKER-42"
+VOLUMES = "b2c.volume=b2c-keep b2c.volume=b2c-scratch,expiration=pipeline_end"
+VOLUME_MOUNTS = ("-v b2c-keep:/keep", "-v b2c-scratch:/scratch")
+SWAP_RE = re.compile(r"SWAP-file-(\d+)")  # a /proc/swaps line: type and size in KiB
 
 
 @pytest.fixture(scope="module")
@@ -479,23 +684,37 @@ def cache_boots(
     def fetches_since(before: tuple[int, int, int]) -> Fetches:
         return Fetches(*(now - then for now, then in zip(counts(), before, strict=True)))
 
-    marker = container(image, "sh -c 'echo CACHE-MARKER-$((6*7))'")
+    writer = container(
+        image,
+        "sh -c 'echo CACHE-MARKER-$((6*7)); echo KEEP-$((6*7)) >/keep/f; "
+        "echo SCRATCH-$((6*7)) >/scratch/f; "
+        "while read name type size rest; do echo SWAP-$type-$size; done </proc/swaps'",
+        *VOLUME_MOUNTS,
+    )
     before = counts()
     # A post container failing after a successful pipeline must leave its status at 0.
     failing_post = container(image, "sh -c 'exit 7'", key="b2c.post_container")
     first = boot(
         release,
-        f"b2c.cache_device=auto {marker} {failing_post}",
+        f"b2c.cache_device=auto b2c.swap=64M {VOLUMES} {writer} {failing_post}",
         name="cache-1",
         logs=logs,
         disk=disk,
     )
     first_fetches = fetches_since(before)
     before = counts()
+    reader = container(
+        image,
+        "sh -c 'echo CACHE-MARKER-$((6*7)); echo KEPT-$(cat /keep/f); "
+        "echo SCRATCH-HELD-$(cat /scratch/f 2>/dev/null)'",
+        *VOLUME_MOUNTS,
+    )
     append = " ".join(
         [
             "b2c.cache_device=auto",
-            marker,
+            VOLUMES,
+            "b2c.reboot_cmd=\"sh -c 'echo REBOOT-CMD-$((6*7)); reboot -f'\"",
+            reader,
             # poweroff(2) in a container's PID namespace kills its init with SIGINT: 130.
             container(image, "poweroff -f"),
             container(image, "sh -c 'echo MODE-$B2C_PIPELINE_SHUTDOWN_MODE; reboot -f'"),
@@ -563,6 +782,34 @@ def test_poweroff_and_reboot_from_containers_select_the_final_action(
     assert b.logged("Rebooting the computer"), b.tail()
     assert b.logged("It's now safe to turn off your computer"), b.tail()
     assert_status(b, 130)  # the first failure
+
+
+def test_reboot_cmd_reboots(cache_boots: CacheBoots) -> None:
+    b = cache_boots.second
+    assert b.has("REBOOT-CMD-42"), b.tail()
+    assert not b.starting("b2c: error: b2c.reboot_cmd"), b.tail()
+
+
+def test_swap_is_a_file_on_the_cache_and_is_released(cache_boots: CacheBoots) -> None:
+    first, second = cache_boots.first, cache_boots.second
+    assert first.logged(f"Using a swap file of {64 << 20} bytes"), first.tail()
+    sizes = [int(m[1]) for line in first.starting("SWAP-") if (m := SWAP_RE.fullmatch(line))]
+    # 64 MiB less the header page, in KiB; nothing else swaps.
+    assert len(sizes) == 1 and 60 << 10 < sizes[0] <= 64 << 10, first.starting("SWAP-")
+    assert not first.starting("b2c: warning: could not stop swapping"), first.tail()
+    assert not second.logged("Using a swap file"), second.tail()
+
+
+def test_volumes_last_across_boots_unless_they_expire_at_the_pipeline_end(
+    cache_boots: CacheBoots,
+) -> None:
+    first, second = cache_boots.first, cache_boots.second
+    for b in (first, second):
+        assert b.logged("Set up the volume b2c-keep"), b.tail()
+        assert b.logged("Set up the volume b2c-scratch"), b.tail()
+    assert first.has(CACHE_MARKER), first.tail()  # it wrote into both volumes
+    assert second.has("KEPT-KEEP-42"), second.tail()
+    assert second.has("SCRATCH-HELD-"), second.tail()  # empty: a new volume
 
 
 # --- boot 5: b2c.ntp_peer, b2c.extra_args_url, an unreachable registry -----------------------
@@ -642,3 +889,85 @@ def test_a_malformed_value_is_an_error_and_nothing_runs(
     assert "Kernel panic" not in b.text, b.tail()
     assert_status(b, 2)
     assert b.duration < 120, b.tail()
+
+
+# --- boot 7: b2c.iface with a static address, a 9p b2c.filesystem as a b2c.volume, b2c.proxy
+
+
+STATIC_ADDRESS = "10.0.2.42"  # not the 10.0.2.15 that QEMU's DHCP server would give
+
+
+@dataclass(frozen=True)
+class ShareBoot:
+    boot: Boot
+    share: Path  # the host directory the guest mounted over 9p
+    token: str  # what the test wrote there
+
+
+@pytest.fixture(scope="module")
+def share_boot(
+    release: Release,
+    test_image: str,
+    http_server: HttpServer,
+    proxy: Proxy,
+    logs: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> ShareBoot:
+    share = tmp_path_factory.mktemp("share")
+    token = f"HOST-FILE-{secrets.token_hex(8)}"
+    (share / "from-host").write_text(token + "\n")
+    (http_server.root / "proxied.cmdline").write_text(
+        container(test_image, "sh -c 'echo PROXIED-ARGS-$((6*7))'") + "\n"
+    )
+    probe = (
+        "ip -4 -o address show dev eth0 | while read n i f address rest; do echo ADDR-$address; "
+        "done; ip route show default | while read d v gateway rest; do echo GW-$gateway; done; "
+        "grep ^nameserver /etc/resolv.conf | while read k server; do echo DNS-$server; done; "
+        "echo READ-$(cat /data/from-host); echo GUEST-$((6*7)) >/data/from-guest"
+    )
+    append = " ".join(
+        [
+            f"b2c.iface=eth0,address={STATIC_ADDRESS}/24,gateway=10.0.2.2,nameserver=10.0.2.3",
+            "b2c.filesystem=share,src=share,type=9p,opts=trans=virtio|version=9p2000.L",
+            "b2c.volume=hostdir,filesystem=share",
+            f"b2c.proxy={proxy.guest_url}",
+            f"b2c.extra_args_url=http://{PROXIED_HOST}/proxied.cmdline",
+            container(test_image, f"sh -c '{probe}'", "-v hostdir:/data"),
+        ]
+    )
+    virtfs = f"local,path={share},mount_tag=share,security_model=none"
+    b = boot(release, append, name="share", logs=logs, qemu_args=("-virtfs", virtfs))
+    return ShareBoot(b, share, token)
+
+
+def test_iface_sets_a_static_address_without_dhcp(share_boot: ShareBoot) -> None:
+    b = share_boot.boot
+    assert b.logged("Set up the network interface eth0"), b.tail()
+    assert not b.logged("Got an address by DHCP"), b.tail()
+    assert b.starting("ADDR-") == [f"ADDR-{STATIC_ADDRESS}/24"], b.tail()
+    assert b.starting("GW-") == ["GW-10.0.2.2"], b.tail()
+    assert "DNS-10.0.2.3" in b.starting("DNS-"), b.tail()
+    assert_status(b, 0)
+
+
+def test_a_9p_filesystem_backs_a_volume(share_boot: ShareBoot) -> None:
+    b = share_boot.boot
+    assert b.logged("Set up the volume hostdir"), b.tail()
+    assert b.has(f"READ-{share_boot.token}"), b.tail()
+    assert (share_boot.share / "from-guest").read_text() == "GUEST-42\n"
+    assert not b.starting("b2c: warning: could not unmount"), b.tail()
+    assert_status(b, 0)
+
+
+def test_proxy_carries_the_extra_args_and_the_pulls(
+    share_boot: ShareBoot, proxy: Proxy, registry: Registry
+) -> None:
+    b = share_boot.boot
+    assert b.logged(f"Using the HTTP(S) proxy {proxy.guest_url}"), b.tail()
+    # The host name resolves nowhere: only the proxy could fetch it.
+    assert b.logged(f"Parsed the extra command line from http://{PROXIED_HOST}/"), b.tail()
+    assert b.has("PROXIED-ARGS-42"), b.tail()
+    assert f"GET http://{PROXIED_HOST}/proxied.cmdline HTTP/1.1" in proxy.requests
+    manifests = f"http://{registry.guest_host}/v2/b2c-test/manifests/"
+    assert any(manifests in line for line in proxy.requests), proxy.requests
+    assert_status(b, 0)
