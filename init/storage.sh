@@ -303,10 +303,16 @@ b2c_setup_volumes() {
 
 # b2c_release_volumes: unmount the volumes' filesystems, drop pipeline_end volumes.
 b2c_release_volumes() {
-    local mountpoint
+    local mountpoint mounts=$B2C_ROOT$B2C_STATE/mounts
     if [ -f "$B2C_ROOT$B2C_STATE/volume_mounts" ]; then
         for mountpoint in $(tac "$B2C_ROOT$B2C_STATE/volume_mounts"); do
-            umount "$mountpoint" || b2c_warn "could not unmount $mountpoint"
+            if umount "$mountpoint"; then
+                # b2c_mount recorded it too: b2c_release_storage must not unmount it again.
+                grep -vxF -e "$mountpoint" "$mounts" >"$mounts.new"
+                mv "$mounts.new" "$mounts"
+            else
+                b2c_warn "could not unmount $mountpoint"
+            fi
         done
         rm -f "$B2C_ROOT$B2C_STATE/volume_mounts"
     fi

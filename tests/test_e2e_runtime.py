@@ -304,11 +304,17 @@ def proxy(http_server: HttpServer) -> Iterator[Proxy]:
                 self.send_error(502, "not a request this proxy forwards")
                 return
             port = http_server.port if url.hostname == PROXIED_HOST else url.port or 80
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             try:
                 path = url.path + (f"?{url.query}" if url.query else "")
-                conn.request(self.command, path or "/", headers=headers)
+                conn.putrequest(
+                    self.command, path or "/", skip_host=True, skip_accept_encoding=True
+                )
+                # Header by header: a registry client sends several Accept headers.
+                for key, value in self.headers.items():
+                    if key.lower() not in HOP_HEADERS:
+                        conn.putheader(key, value)
+                conn.endheaders()
                 response = conn.getresponse()
                 body = response.read()
                 self.send_response(response.status, response.reason)
@@ -921,7 +927,8 @@ def share_boot(
     )
     probe = (
         "ip -4 -o address show dev eth0 | while read n i f address rest; do echo ADDR-$address; "
-        "done; ip route show default | while read d v gateway rest; do echo GW-$gateway; done; "
+        "done; ip route | while read d v gateway rest; do "
+        "test $d = default && echo GW-$v-$gateway; done; "
         "grep ^nameserver /etc/resolv.conf | while read k server; do echo DNS-$server; done; "
         "echo READ-$(cat /data/from-host); echo GUEST-$((6*7)) >/data/from-guest"
     )
@@ -945,7 +952,7 @@ def test_iface_sets_a_static_address_without_dhcp(share_boot: ShareBoot) -> None
     assert b.logged("Set up the network interface eth0"), b.tail()
     assert not b.logged("Got an address by DHCP"), b.tail()
     assert b.starting("ADDR-") == [f"ADDR-{STATIC_ADDRESS}/24"], b.tail()
-    assert b.starting("GW-") == ["GW-10.0.2.2"], b.tail()
+    assert b.starting("GW-") == ["GW-via-10.0.2.2"], b.tail()
     assert "DNS-10.0.2.3" in b.starting("DNS-"), b.tail()
     assert_status(b, 0)
 
