@@ -132,6 +132,13 @@ def build_plain(output: Path, cache: Path, *extra: str) -> Path:
     return output / "initramfs.linux_amd64.cpio"
 
 
+def error_lines(stderr: str) -> list[str]:
+    """The CLI's error lines, without the hint that follows each."""
+    return [
+        line for line in stderr.splitlines() if line.startswith("ERROR: ") and "hint:" not in line
+    ]
+
+
 def without_mtimes(entries: Iterable[CpioEntry]) -> list[tuple[Any, ...]]:
     return [(e.name, e.mode, e.uid, e.gid, e.nlink, e.ino, e.rdev, e.data) for e in entries]
 
@@ -528,11 +535,7 @@ def test_max_size_fails_and_leaves_the_output_untouched(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
-    errors = [
-        line
-        for line in proc.stderr.splitlines()
-        if line.startswith("ERROR: ") and "hint:" not in line
-    ]
+    errors = error_lines(proc.stderr)
     assert len(errors) == 1, proc.stderr
     assert "above the limit of 1.00 MiB" in errors[0], proc.stderr
     assert "--max-size" in proc.stderr
@@ -563,11 +566,7 @@ def test_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
-    errors = [
-        line
-        for line in proc.stderr.splitlines()
-        if line.startswith("ERROR: ") and "hint:" not in line
-    ]
+    errors = error_lines(proc.stderr)
     assert len(errors) == 1, proc.stderr
     assert f"cannot write the release into {disk}/releases: No space left on device" in errors[0]
     assert proc.stdout == "", "nothing left on the full disk, no staging folder"
