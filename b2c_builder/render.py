@@ -10,13 +10,13 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
 
 import jinja2
 
 from b2c_builder import __version__
-from b2c_builder.errors import ConfigError, ManifestError
+from b2c_builder.errors import ConfigError
 from b2c_builder.options import OPTIONS, lint_cmdline
+from b2c_builder.resources import data_path
 from b2c_builder.rootfs import Manifest
 
 # Sourcing order of init/*.sh in the rendered /init (each only defines functions).
@@ -37,19 +37,6 @@ INIT_PATH = "init"
 UDHCPC_PATH = "etc/udhcpc/default.script"
 
 _MODULE_RE = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def data_dir(name: str) -> Path:
-    """templates/ or init/: from an installed wheel (b2c_builder/_data/NAME, see the
-    pyproject force-include) or from a checkout (NAME at the repository's root)."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "_data" / name, package.parent / name):
-        if candidate.is_dir():
-            return candidate
-    raise ManifestError(
-        f"cannot find the {name}/ directory of b2c-builder",
-        hint="reinstall b2c-builder (pip install .) or run it from a full checkout",
-    )
 
 
 @dataclass(frozen=True)
@@ -83,7 +70,7 @@ class _Library:
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(data_dir("templates")),
+        loader=jinja2.FileSystemLoader(data_path("templates")),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -95,7 +82,7 @@ def _environment() -> jinja2.Environment:
 
 
 def _libraries() -> list[_Library]:
-    init = data_dir("init")
+    init = data_path("init")
     libs = []
     for name in INIT_LIBRARIES:
         text = _strip_directive((init / name).read_text())
@@ -128,7 +115,7 @@ def render_init(settings: InitSettings) -> bytes:
 
 
 def udhcpc_script() -> bytes:
-    return (data_dir("init") / UDHCPC_SCRIPT).read_bytes()
+    return (data_path("init") / UDHCPC_SCRIPT).read_bytes()
 
 
 def add_init(manifest: Manifest, settings: InitSettings) -> None:

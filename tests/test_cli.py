@@ -301,7 +301,7 @@ init = render.render_init(render.InitSettings())
 assert init.startswith(b"#!"), init[:40]
 assert b"pipeline status" in init
 for name in ("templates", "init"):
-    assert render.data_dir(name).resolve().is_relative_to(home), render.data_dir(name)
+    assert resources.data_path(name).resolve().is_relative_to(home), resources.data_path(name)
 wrapper = resources.data_path("init/crun-no-pivot").resolve()
 assert wrapper.is_relative_to(home) and "_data" in wrapper.parts, wrapper
 print("installed copy OK")

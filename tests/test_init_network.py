@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder.render import data_dir
+from b2c_builder.resources import data_path
 from tests.shell import Result, Shell
 
 
@@ -140,7 +140,7 @@ def test_no_network_interface_at_all(tmp_path: Path) -> None:
 
 
 def udhcpc_event(sh: Shell, event: str, env: str) -> Result:
-    script = data_dir("init") / "udhcpc.script"
+    script = data_path("init") / "udhcpc.script"
     return sh.run(f"{env}\nset -- {event}\n. '{script}'")
 
 

@@ -21,7 +21,7 @@ from b2c_builder.options import (
     update_readme,
     validate,
 )
-from b2c_builder.render import data_dir
+from b2c_builder.resources import data_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,7 +65,7 @@ def test_issue_option_set_is_complete() -> None:
 
 
 def test_every_kind_has_a_shell_validator() -> None:
-    text = (data_dir("init") / "cmdline.sh").read_text()
+    text = (data_path("init") / "cmdline.sh").read_text()
     for kind in Kind:
         if kind is not Kind.unsupported:
             assert f"\nb2c_valid_{kind}() {{" in text, kind

@@ -14,10 +14,10 @@ from b2c_builder.render import (
     InitSettings,
     _environment,
     add_init,
-    data_dir,
     render_init,
     udhcpc_script,
 )
+from b2c_builder.resources import data_path
 from b2c_builder.rootfs import Kind as EntryKind
 from b2c_builder.rootfs import Manifest
 from b2c_builder.run import run
@@ -26,8 +26,8 @@ HOSTILE = 'b2c.container="$(touch /tmp/pwned) `id` ; docker://x" foo=it\'s'
 
 
 def test_data_dir_finds_the_checkout() -> None:
-    assert (data_dir("templates") / "init.sh.j2").is_file()
-    init = data_dir("init")
+    assert (data_path("templates") / "init.sh.j2").is_file()
+    init = data_path("init")
     for name in INIT_LIBRARIES:
         assert (init / name).is_file()
 
@@ -101,19 +101,19 @@ def test_shellcheck_rendered_init(tmp_path: Path) -> None:
 
 
 def test_shellcheck_init_libraries() -> None:
-    init = data_dir("init")
+    init = data_path("init")
     _shellcheck(*sorted(init.glob("*.sh")), init / "udhcpc.script")
 
 
 def test_data_dir_prefers_the_installed_copy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from b2c_builder import render
+    from b2c_builder import resources
     from b2c_builder.errors import ManifestError
 
     package = tmp_path / "site-packages" / "b2c_builder"
     (package / "_data" / "templates").mkdir(parents=True)
-    monkeypatch.setattr(render, "__file__", str(package / "render.py"))
-    assert data_dir("templates") == package / "_data" / "templates"
-    with pytest.raises(ManifestError, match="init/"):
-        data_dir("init")
+    monkeypatch.setattr(resources, "_PACKAGE", package)
+    assert data_path("templates") == package / "_data" / "templates"
+    with pytest.raises(ManifestError, match="'init'"):
+        data_path("init")
