@@ -7,6 +7,7 @@ here, never whole packages.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from b2c_builder import elf
 from b2c_builder.config import Arch
 from b2c_builder.errors import ManifestError, ResolveError
 from b2c_builder.resources import data_path
-from b2c_builder.rootfs import BUILDER, Entry, Kind, Manifest, Origin, link_target, normalize
+from b2c_builder.rootfs import BUILDER, Entry, Kind, Manifest, Origin, normalize
 
 # Top-level usr-merge symlinks, identical in the staging tree and in the image.
 USRMERGE = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
@@ -96,50 +97,19 @@ def copy_from(staging: Manifest, image: Manifest, path: str, *, dest: str | None
     Returns the canonical path of the file that was copied. With ``dest`` the file is added
     under another name (no symlinks copied).
     """
-    canonical = staging.resolve(path)
+
+    def copy_link(link: Entry) -> None:
+        if dest is None and image.get(link.path) is None:
+            image.add(Entry(link.path, Kind.SYMLINK, 0o777, target=link.target, origin=link.origin))
+
+    canonical = staging.resolve(path, on_link=copy_link)
     if canonical is None:
         raise ManifestError(f"/{normalize(path)} is not in the extracted packages")
-    if dest is None:
-        _copy_links(staging, image, normalize(path))
     source = staging.entries[canonical]
+    # mtimes are kept: the cpio writer clamps them to SOURCE_DATE_EPOCH.
     target = normalize(dest) if dest is not None else canonical
-    if source.kind is Kind.FILE:
-        image.add(
-            Entry(
-                target,
-                Kind.FILE,
-                source.mode,
-                data=source.data,
-                origin=source.origin,
-                mtime=source.mtime,  # clamped to SOURCE_DATE_EPOCH by the cpio writer
-            )
-        )
-    else:
-        image.add(Entry(target, source.kind, source.mode, origin=source.origin, mtime=source.mtime))
+    image.add(dataclasses.replace(source, path=target, link_group=None))
     return canonical
-
-
-def _copy_links(staging: Manifest, image: Manifest, path: str) -> None:
-    """Reproduce in the image every symlink that resolving ``path`` goes through."""
-    parts = path.split("/")
-    done: list[str] = []
-    for hops in range(40):
-        if not parts:
-            return
-        part = parts.pop(0)
-        current = "/".join([*done, part])
-        entry = staging.entries.get(current)
-        if entry is None:
-            return
-        if entry.kind is not Kind.SYMLINK:
-            done.append(part)
-            continue
-        if image.get(current) is None:
-            image.add(Entry(current, Kind.SYMLINK, 0o777, target=entry.target, origin=entry.origin))
-        parts = link_target("/".join(done), entry.target).split("/") + parts
-        done = []
-        del hops
-    raise ManifestError(f"too many symlinks while resolving /{path}")
 
 
 def new_image(arch: Arch) -> Manifest:

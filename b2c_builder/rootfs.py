@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import posixpath
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -209,11 +209,19 @@ class Manifest:
             raise ManifestError(f"/{normalize(path)} is not a regular file in the image")
         return entry.data
 
-    def resolve(self, path: str, *, strict: bool = True, max_links: int = 40) -> str | None:
+    def resolve(
+        self,
+        path: str,
+        *,
+        strict: bool = True,
+        max_links: int = 40,
+        on_link: Callable[[Entry], None] | None = None,
+    ) -> str | None:
         """Follow symlinks inside the image (absolute targets are image-rooted).
 
         With ``strict`` a missing component gives None; without it the missing rest of the
         path is kept as spelled, which gives the canonical place to add a new entry.
+        ``on_link`` is called with every symlink the resolution goes through.
         """
         parts = normalize(path).split("/") if normalize(path) else []
         done: list[str] = []
@@ -230,6 +238,8 @@ class Manifest:
                 links += 1
                 if links > max_links:
                     return None
+                if on_link is not None:
+                    on_link(entry)
                 target = link_target("/".join(done), entry.target)
                 parts = (target.split("/") if target else []) + parts
                 done = []
