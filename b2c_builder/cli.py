@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,7 @@ from b2c_builder.config import (
     source_date_epoch_from_env,
 )
 from b2c_builder.errors import B2CError
+from b2c_builder.options import OPTIONS, Kind, Option
 from b2c_builder.qemu import Accel
 
 app = typer.Typer(
@@ -141,14 +144,103 @@ def _die(exc: B2CError) -> NoReturn:
     raise typer.Exit(exc.exit_code)
 
 
-@app.command()
+def _b2c_flags() -> list[tuple[str, Option]]:
+    """(parameter name, option) for every b2c option of /init that ``run`` offers as a flag."""
+    return [
+        ("b2c_" + opt.name.removeprefix("b2c."), opt)
+        for opt in OPTIONS
+        if opt.name.startswith("b2c.") and opt.kind is not Kind.unsupported
+    ]
+
+
+def _with_b2c_flags(func: Callable[..., None]) -> Callable[..., None]:
+    """Give ``func`` one CLI flag per b2c option of the option table (b2c_builder/options.py):
+    ``--container SPEC`` for ``b2c.container``, ``--pipefail`` for a flag... ``func`` receives
+    them as ``b2c={option name: value}``."""
+    signature = inspect.signature(func, eval_str=True)
+    flags = _b2c_flags()
+    extra = []
+    for name, opt in flags:
+        flag = "--" + opt.name.removeprefix("b2c.").replace("_", "-")
+        helptext = f"{opt.name}: {opt.meaning}"
+        panel = "b2c options (one per option of /init, see the README)"
+        annotation: object
+        default: object
+        if opt.kind is Kind.flag:
+            annotation = Annotated[
+                bool, typer.Option(flag, help=helptext, rich_help_panel=panel, show_default=False)
+            ]
+            default = False
+        elif opt.repeatable:
+            annotation = Annotated[
+                list[str] | None,
+                typer.Option(flag, help=helptext + " (repeatable)", rich_help_panel=panel),
+            ]
+            default = None
+        else:
+            annotation = Annotated[
+                str | None, typer.Option(flag, help=helptext, rich_help_panel=panel)
+            ]
+            default = None
+        extra.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+            )
+        )
+    params = [p for p in signature.parameters.values() if p.name != "b2c"]
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: object) -> None:
+        values = {opt.name: kwargs.pop(name) for name, opt in flags}
+        func(b2c=values, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*params, *extra]}
+    del wrapper.__wrapped__  # typer must read the new signature, not func's
+    return wrapper
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+@_with_b2c_flags
 def run(
-    kernel: Annotated[Path, typer.Option(help="The kernel image (bzImage / Image).")],
+    kernel: Annotated[
+        Path | None,
+        typer.Option(help="The kernel image (bzImage / Image). Default: the newest in releases/."),
+    ] = None,
     initrd: Annotated[
         list[Path] | None,
-        typer.Option(help="An initramfs; repeat it to concatenate several (image, modules)."),
+        typer.Option(
+            help="An initramfs; repeat it to concatenate several (image, modules). Default: "
+            "the release image + the modules archive matching the kernel."
+        ),
     ] = None,
-    append: Annotated[str, typer.Option(help="Kernel command line (b2c.* options).")] = "",
+    modules_dir: Annotated[
+        Path | None,
+        typer.Option(help="Modules from this lib/modules/<release> tree (cached archive)."),
+    ] = None,
+    image: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A container image, one pipeline container each, in order: docker://REF, "
+            "oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE, "
+            "containers-storage:NAME (repeatable)."
+        ),
+    ] = None,
+    share: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="HOST_DIR[:GUEST_DIR] shared read-write (9p) with the guest and the image "
+            "containers; the first one is their working directory (repeatable)."
+        ),
+    ] = None,
+    junit: Annotated[
+        Path | None,
+        typer.Option(help="Write a JUnit XML report (KTAP/TAP results become testcases)."),
+    ] = None,
+    releases: Annotated[
+        Path, typer.Option(help="Where the default kernel and initrds are looked for.")
+    ] = Path("releases"),
+    append: Annotated[str, typer.Option(help="Raw kernel command-line parameters.")] = "",
     arch: Annotated[Arch, typer.Option(help="Guest architecture.")] = Arch.amd64,
     accel: Annotated[
         Accel, typer.Option(help="auto probes /dev/kvm for real and falls back to tcg.")
@@ -165,40 +257,52 @@ def run(
     qemu_arg: Annotated[
         list[str] | None, typer.Option(help="An extra QEMU argument, e.g. -rtc (repeatable).")
     ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Cache for --modules-dir archives.")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the QEMU command and exit.")
     ] = False,
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="After --: the command of the last --image, argument by argument, byte for byte."
+        ),
+    ] = None,
+    b2c: dict[str, object] | None = None,
 ) -> None:
     """Boot a kernel + initramfs under QEMU; exit with the pipeline status the guest printed.
 
     Other exit codes: 250 timeout, 251 kernel panic, 252 the guest printed no status,
     253 QEMU failed, 254 the guest broke the console contract (e.g. two statuses).
     """
-    from b2c_builder import qemu
+    from b2c_builder import launch, qemu
 
     code = 0
 
     def action() -> None:
         nonlocal code
-        cfg = qemu.RunConfig(
+        request = launch.RunRequest(
             kernel=kernel,
             initrds=tuple(initrd or ()),
+            modules_dir=modules_dir,
+            images=tuple(image or ()),
+            shares=tuple(share or ()),
+            command=tuple(command or ()),
+            b2c=dict(b2c or {}),  # type: ignore[arg-type]
             append=append,
             arch=arch,
-            accel=accel,
+            releases=releases,
+            cache_dir=cache_dir or default_cache_dir(),
             memory=memory,
+            accel=accel,
             cpus=cpus,
             disks=tuple(qemu.Disk.detect(p) for p in disk or ()),
             timeout=timeout,
             serial_log=serial_log,
             qemu_args=tuple(qemu_arg or ()),
         )
-        if dry_run:
-            print(qemu.dry_run(cfg))
-            return
-        result = qemu.boot(cfg)
-        log.log.info("%s", result.summary())
-        code = int(result.exit_code)
+        code = launch.launch(request, dry_run=dry_run, junit=junit)
 
     _guard(action)
     raise typer.Exit(code)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from b2c_builder.errors import ConfigError
+
 # The kernel's isspace(): ASCII white space plus Latin-1's non-breaking space (lib/ctype.c).
 KERNEL_SPACE = " \t\n\v\f\r\xa0"
 
@@ -41,6 +43,7 @@ class Kind(StrEnum):
     filesystem = "filesystem"
     volume = "volume"
     iface = "iface"
+    network = "network"
     kernel_ip = "kernel_ip"
     unsupported = "unsupported"
 
@@ -64,6 +67,7 @@ class Kind(StrEnum):
                 "NAME[,auto\\|dhcp][,address=CIDR][,gateway=IP][,nameserver=IP]..."
                 "[,route=NET:GW]...[,forward]"
             ),
+            Kind.network: "`auto` or `none`",
             Kind.kernel_ip: "the kernel's ip= syntax",
             Kind.unsupported: "-",
         }[self]
@@ -162,6 +166,13 @@ OPTIONS: tuple[Option, ...] = (
         Kind.iface,
         "configure a network interface; takes precedence over ip= and DHCP",
         repeatable=True,
+        late_ok=False,
+    ),
+    Option(
+        "b2c.network",
+        Kind.network,
+        "`none`: bring up only the loopback interface, no DHCP wait (every image is local)",
+        default="auto",
         late_ok=False,
     ),
     Option(
@@ -467,6 +478,12 @@ def _check_iface(value: str) -> list[str]:
     return []
 
 
+def _check_network(value: str) -> list[str]:
+    if value in ("auto", "none"):
+        return []
+    raise Invalid(f"must be auto or none, not {value!r}")
+
+
 def _route(value: str) -> bool:
     net, sep, gateway = value.partition(":")
     return bool(sep) and (_ipv4(net, cidr=True) or _ipv4(net)) and _ipv4(gateway)
@@ -482,6 +499,7 @@ _VALIDATORS: dict[Kind, Callable[[str], list[str]]] = {
     Kind.url: _check_url,
     Kind.hostname: _check_hostname,
     Kind.ntp_peer: _check_ntp_peer,
+    Kind.network: _check_network,
     Kind.modules: _check_modules,
     Kind.podman_args: _check_words,
     Kind.command: _check_words,
@@ -504,6 +522,36 @@ def validate(kind: Kind, value: str | None) -> list[str]:
     if "\n" in value:
         raise Invalid("must not contain a newline")
     return _VALIDATORS[kind](value)
+
+
+def compose(name: str, value: str | None) -> str:
+    """One kernel command-line parameter for option ``name``: ``name``, ``name=value`` or
+    ``name="value"`` (quoted when the value holds white space or is empty).
+
+    The kernel's splitter (lib/cmdline.c next_arg) has no escape: a value can never hold a
+    ``"``, and /init refuses newlines. Raises ConfigError for those and for any value the
+    option's validator rejects.
+    """
+    opt = lookup(name)
+    if opt is None:
+        raise ConfigError(f"{name} is not a b2c option", hint="see `b2c-builder run --help`")
+    flag = "--" + opt.name.removeprefix("b2c.").replace("_", "-")
+    if value is not None and ('"' in value or "\0" in value):
+        raise ConfigError(
+            f"{flag} {value!r}: the kernel command line cannot carry a double quote",
+            hint="put exact arguments after `--` (they reach the guest in a file), or use '...'",
+        )
+    try:
+        validate(opt.kind, value)
+    except Invalid as exc:
+        raise ConfigError(
+            f"{flag} {value!r}: {exc}", hint=f"see {opt.name} in the README"
+        ) from None
+    if value is None:
+        return opt.name
+    if value == "" or any(c in KERNEL_SPACE for c in value):
+        return f'{opt.name}="{value}"'
+    return f"{opt.name}={value}"
 
 
 # --- the linter -------------------------------------------------------------------------

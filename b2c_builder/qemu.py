@@ -102,6 +102,8 @@ class RunConfig:
     timeout: float = 600.0  # seconds, from QEMU's start
     serial_log: Path | None = None
     qemu_args: tuple[str, ...] = ()  # appended as is, e.g. ("-rtc", "base=2020-01-01")
+    # (host folder, 9p mount tag): shared read-write; files are created as QEMU's user.
+    shares: tuple[tuple[Path, str], ...] = ()
 
     def __post_init__(self) -> None:
         for what, path in [("--kernel", self.kernel)] + [("--initrd", p) for p in self.initrds]:
@@ -174,6 +176,12 @@ def qemu_cmdline(cfg: RunConfig, accel: Accel, initrd: Path | None) -> list[str]
     cmd += ["-device", "virtio-rng-pci"]
     for disk in cfg.disks:
         cmd += ["-drive", f"file={_qemu_path(disk.path)},format={disk.format},if=virtio"]
+    for path, tag in cfg.shares:
+        # security_model=none: QEMU creates files as the invoking user and never chowns them.
+        cmd += [
+            "-virtfs",
+            f"local,path={_qemu_path(path)},mount_tag={tag},security_model=none,id={tag}",
+        ]
     return cmd + list(cfg.qemu_args)
 
 
@@ -420,7 +428,8 @@ class _Watchdog:
         self._done.set()
 
 
-def _echo_stdout(line: str) -> None:
+def echo_stdout(line: str) -> None:
+    """Print one console line on stdout, at once."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
@@ -435,7 +444,7 @@ def _drain_stderr(stream: IO[bytes], tail: deque[str]) -> None:
 def boot(
     cfg: RunConfig,
     *,
-    echo: Callable[[str], None] | None = _echo_stdout,
+    echo: Callable[[str], None] | None = echo_stdout,
     probe: Callable[[Arch], str | None] = kvm_unusable_reason,
 ) -> RunResult:
     """Boot ``cfg`` under QEMU, stream its console to ``echo`` and the serial log, and

@@ -27,6 +27,7 @@ INIT_LIBRARIES = (
     "network.sh",
     "time.sh",
     "storage.sh",
+    "job.sh",
     "pipeline.sh",
     "shutdown.sh",
     "main.sh",

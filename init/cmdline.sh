@@ -234,6 +234,13 @@ b2c_valid_ntp_peer() {
     esac
 }
 
+b2c_valid_network() {
+    case $2 in
+        auto | none) ;;
+        *) b2c_bad "$1" "must be auto or none, not '$2'" ;;
+    esac
+}
+
 b2c_is_name() {
     case $1 in '' | *[!A-Za-z0-9_-]*) return 1 ;; esac
     return 0

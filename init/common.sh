@@ -21,6 +21,8 @@ B2C_MAX_SIZE=1125899906842624
 b2c_defaults() {
     B2C_ROOT=
     B2C_STATE=/run/b2c
+    # The job of `b2c-builder run`, from an extra initrd (see job.sh).
+    B2C_JOB=/etc/b2c/job
     # Debian's rdate (SNTP with -n), not busybox's applet of the same name.
     B2C_RDATE=/usr/sbin/rdate
     [ -x "$B2C_RDATE" ] || B2C_RDATE=/usr/bin/rdate

@@ -61,6 +61,7 @@ b2c_parse_all() {
         b2c_error "could not read /proc/cmdline"
         status=1
     fi
+    b2c_job_parse || status=1
     return $status
 }
 
@@ -97,6 +98,10 @@ b2c_main() {
     local status
     b2c_section modules "Load the kernel modules"
     b2c_load_modules
+    b2c_job_mount_shares || {
+        b2c_fail 1 "shared folders"
+        return
+    }
     b2c_section network "Connect to the network"
     b2c_connect || {
         b2c_fail 1 "network"

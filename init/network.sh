@@ -12,6 +12,10 @@ b2c_connect() {
     ip link set lo up || b2c_warn "could not bring the loopback interface up"
     [ -e "$B2C_ROOT/etc/resolv.conf" ] || : >"$B2C_ROOT/etc/resolv.conf"
 
+    if [ "$B2C_NETWORK" = none ]; then
+        b2c_log "No network (b2c.network=none): only the loopback interface is up"
+        return 0
+    fi
     if [ -n "$B2C_IFACE" ]; then
         IFS=$B2C_NL
         for spec in $B2C_IFACE; do

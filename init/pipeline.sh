@@ -26,8 +26,10 @@ b2c_fail() {
 # with quotes, never evaluated). Sets B2C_CID; returns podman's status on a final failure.
 b2c_container_create() {
     local attempt=1 status out
+    b2c_spec_argv_dir "$1"
     while :; do
-        out=$(b2c_with_words "$1" podman create --rm --privileged --network=host --pull=always \
+        out=$(b2c_with_words "$B2C_SPEC_REST" b2c_with_argv_dir "$B2C_ARGV_DIR" \
+            podman create --rm --privileged --network=host --pull=always \
             -e "B2C_PIPELINE_STATUS=$B2C_PIPELINE_STATUS" \
             -e "B2C_PIPELINE_FAILED_BY=$B2C_PIPELINE_FAILED_BY" \
             -e "B2C_PIPELINE_PREV_CONTAINER=$B2C_PIPELINE_PREV_CONTAINER" \
@@ -38,7 +40,7 @@ b2c_container_create() {
         [ "$status" = 0 ] && [ -n "$B2C_CID" ] && return 0
         [ "$status" != 0 ] || status=125
         if [ "$attempt" -ge "$B2C_PULL_ATTEMPTS" ]; then
-            b2c_error "could not pull or create the container (podman exit status $status, $attempt attempts): $1"
+            b2c_error "could not pull or create the container (podman exit status $status, $attempt attempts): $B2C_SPEC_TITLE"
             return "$status"
         fi
         b2c_warn "could not pull or create the container (podman exit status $status), retrying in $((attempt * 2))s ($attempt/$B2C_PULL_ATTEMPTS)"
@@ -50,10 +52,12 @@ b2c_container_create() {
 # b2c_container_run KIND N ARGS: create then run one container attached. Returns its
 # exit status (or podman's, if it could not be created).
 b2c_container_run() {
-    local status=0 interactive
-    b2c_section "pull_$1_$2" "Pull and create $1 $2: $3"
+    local status=0 interactive title
+    b2c_spec_argv_dir "$3"
+    title=$B2C_SPEC_TITLE
+    b2c_section "pull_$1_$2" "Pull and create $1 $2: $title"
     b2c_container_create "$3" || return
-    b2c_section "$1_$2" "Run $1 $2: $3" open
+    b2c_section "$1_$2" "Run $1 $2: $title" open
     interactive=$(podman container inspect --format '{{.Config.OpenStdin}}' "$B2C_CID" 2>/dev/null)
     if [ "$interactive" = true ]; then
         podman start --attach --interactive "$B2C_CID" || status=$?
@@ -62,7 +66,7 @@ b2c_container_run() {
     fi
     b2c_section_end
     b2c_log "The $1 $2 exited with status $status"
-    B2C_PIPELINE_PREV_CONTAINER=$3
+    B2C_PIPELINE_PREV_CONTAINER=$title
     B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE=$status
     # A container calling reboot(2) kills its PID 1 with SIGHUP (129), poweroff with
     # SIGINT (130): honour the request as the final action.
@@ -80,16 +84,17 @@ b2c_start_services() {
     for spec in $B2C_SERVICE; do
         IFS=$old_ifs
         n=$((n + 1))
-        b2c_section "service_$n" "Start service $n: $spec"
+        b2c_spec_argv_dir "$spec"
+        b2c_section "service_$n" "Start service $n: $B2C_SPEC_TITLE"
         b2c_container_create "$spec" || {
             status=$?
-            b2c_fail "$status" "service: $spec"
+            b2c_fail "$status" "service: $B2C_SPEC_TITLE"
             return 1
         }
         podman start "$B2C_CID" >/dev/null || {
             status=$?
-            b2c_error "could not start the service $n: $spec"
-            b2c_fail "$status" "service: $spec"
+            b2c_error "could not start the service $n: $B2C_SPEC_TITLE"
+            b2c_fail "$status" "service: $B2C_SPEC_TITLE"
             return 1
         }
         B2C_SERVICE_IDS="$B2C_SERVICE_IDS $B2C_CID"
@@ -116,7 +121,7 @@ b2c_run_containers() {
         status=0
         b2c_container_run container "$n" "$spec" || status=$?
         if [ "$status" != 0 ]; then
-            b2c_fail "$status" "$spec"
+            b2c_fail "$status" "$B2C_SPEC_TITLE"
             if [ "$B2C_PIPEFAIL" = 1 ]; then
                 b2c_log "The container $n failed with status $status: stopping the pipeline (b2c.pipefail)"
                 break

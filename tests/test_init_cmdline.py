@@ -282,6 +282,7 @@ VALUES: dict[Kind, list[str]] = {
         "",
         "eth 0",
     ],
+    Kind.network: ["auto", "none", "", "off", "None", "none "],
     Kind.kernel_ip: ["dhcp", "10.0.2.15::10.0.2.2:255.255.255.0::eth0:off", "off", ""],
 }
 

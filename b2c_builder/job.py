@@ -1,0 +1,371 @@
+"""The job of ``b2c-builder run``: local images, exact commands and shared folders, delivered to
+the guest in one extra (uncompressed newc) initrd instead of the kernel command line.
+
+The kernel command line cannot carry a ``"``, a newline, or more than COMMAND_LINE_SIZE bytes;
+the job can. The guest side is init/job.sh, which documents the layout under /etc/b2c/job:
+``cmdline`` (b2c options parsed after /proc/cmdline), ``container/N/<i>`` (one podman create
+argument a file, byte for byte), ``share/N/{tag,path}`` (9p shares) and ``image/N...``
+(OCI layouts and archives, referred to by the containers' arguments with podman's transports).
+
+Image references use podman's transport syntax (containers-transports(5)): ``docker://REF``
+(pulled by the guest), ``oci:DIR[:REF]``, ``oci-archive:FILE[:REF]``, ``docker-archive:FILE``
+and ``containers-storage:NAME`` (exported by the host's skopeo or podman).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tarfile
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import IO
+
+import zstandard
+
+from b2c_builder import options
+from b2c_builder.cpio import write_cpio
+from b2c_builder.errors import ConfigError, ToolError
+from b2c_builder.rootfs import Manifest
+from b2c_builder.run import run
+
+JOB_DIR = "etc/b2c/job"  # in the guest, /etc/b2c/job (B2C_JOB in init/common.sh)
+ARGV_DIR_OPTION = "--b2c-argv-dir="  # init/job.sh b2c_spec_argv_dir
+MiB = 2**20
+
+
+class Transport(StrEnum):
+    """The podman transports ``--image`` accepts (containers-transports(5))."""
+
+    docker = "docker"
+    oci = "oci"
+    oci_archive = "oci-archive"
+    docker_archive = "docker-archive"
+    containers_storage = "containers-storage"
+
+    @property
+    def local(self) -> bool:
+        """True when the image is on this host and reaches the guest in the job."""
+        return self is not Transport.docker
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One ``--image`` value: a transport, a location (path, name or registry reference) and,
+    for oci layouts and archives, the optional reference inside them."""
+
+    transport: Transport
+    location: str
+    reference: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> ImageRef:
+        """Parse ``TRANSPORT:LOCATION[:REF]``; local paths are checked to exist.
+
+        As containers/image does, the path ends at the first ``:`` after the transport.
+        Raises ConfigError naming the accepted transports.
+        """
+        transport_name, sep, rest = text.partition(":")
+        try:
+            transport = Transport(transport_name)
+        except ValueError:
+            transport = None
+        if not sep or transport is None or not rest:
+            accepted = ", ".join(f"{t}:" for t in Transport)
+            raise ConfigError(
+                f"--image {text!r}: expected TRANSPORT:LOCATION with a transport among {accepted}",
+                hint="e.g. --image oci-archive:selftests.tar or --image docker://host:5000/img",
+            )
+        if transport is Transport.docker:
+            if not rest.startswith("//") or len(rest) <= 2:
+                raise ConfigError(
+                    f"--image {text!r}: a registry image is docker://HOST/NAME[:TAG]",
+                    hint="e.g. --image docker://10.0.2.2:5000/test:latest",
+                )
+            return cls(transport, rest[2:])
+        if transport is Transport.containers_storage:
+            return cls(transport, rest)
+        path, _, reference = rest.partition(":")
+        if transport is Transport.docker_archive and reference:
+            raise ConfigError(
+                f"--image {text!r}: docker-archive takes a file only",
+                hint="pick the image inside with skopeo, or use oci-archive:FILE:REF",
+            )
+        expected_dir = transport is Transport.oci
+        ok = Path(path).is_dir() if expected_dir else Path(path).is_file()
+        if not ok:
+            what = "an OCI layout directory" if expected_dir else "an archive file"
+            raise ConfigError(
+                f"--image {text!r}: {path} is not {what}", hint="check the path of the image"
+            )
+        return cls(transport, path, reference)
+
+    def __str__(self) -> str:
+        if self.transport is Transport.docker:
+            return f"docker://{self.location}"
+        ref = f":{self.reference}" if self.reference else ""
+        return f"{self.transport}:{self.location}{ref}"
+
+
+@dataclass(frozen=True)
+class Share:
+    """``--share HOST_DIR[:GUEST_DIR]``: a host folder shared read-write over 9p."""
+
+    host: Path
+    guest: str
+
+    @classmethod
+    def parse(cls, text: str) -> Share:
+        """GUEST_DIR defaults to HOST_DIR's absolute path; it must be absolute and hold no
+        ``:`` or ``,`` (podman's -v syntax). Raises ConfigError."""
+        host_text, guest = text, ""
+        left, sep, right = text.rpartition(":")
+        if sep and left and right.startswith("/"):
+            host_text, guest = left, right
+        host = Path(host_text).resolve()
+        if not host.is_dir():
+            raise ConfigError(f"--share {text!r}: {host} is not a directory", hint="check the path")
+        guest = os.path.normpath(guest or str(host))
+        if not guest.startswith("/") or guest == "/" or any(c in guest for c in ":,\n\0"):
+            raise ConfigError(
+                f"--share {text!r}: the guest folder {guest!r} must be an absolute path "
+                "other than / without ':', ',' or a newline",
+                hint="pass HOST_DIR:/some/guest/dir",
+            )
+        return cls(host, guest)
+
+
+@dataclass(frozen=True)
+class Container:
+    """One pipeline container of the job: its podman create arguments, byte for byte."""
+
+    argv: tuple[str, ...]
+    title: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A local image as the guest sees it: the reference its container uses, and the files."""
+
+    guest_ref: str
+    files: tuple[tuple[str, Path], ...]  # (path under the job's image/N, host file)
+
+    @property
+    def size(self) -> int:
+        """Bytes the image adds to the job (and to the guest's RAM until it is unpacked)."""
+        return sum(path.stat().st_size for _, path in self.files)
+
+
+@dataclass
+class Job:
+    """Everything ``b2c-builder run`` hands to the guest beside the kernel command line."""
+
+    cmdline: list[str] = field(default_factory=list)  # b2c parameters, already quoted
+    containers: list[Container] = field(default_factory=list)
+    shares: list[Share] = field(default_factory=list)
+    images: list[Delivery] = field(default_factory=list)
+
+    def manifest(self) -> Manifest:
+        """The job's files, under etc/b2c/job (see init/job.sh for the layout)."""
+        tree = Manifest()
+        params = list(self.cmdline)
+        for n, container in enumerate(self.containers, 1):
+            base = f"{JOB_DIR}/container/{n}"
+            for i, arg in enumerate(container.argv):
+                tree.add_file(f"{base}/{i}", arg.encode(), 0o644)
+            tree.add_file(f"{base}/title", container.title.encode() + b"\n", 0o644)
+            params.append(options.compose("b2c.container", f"{ARGV_DIR_OPTION}/{base}"))
+        for n, share in enumerate(self.shares, 1):
+            tree.add_file(f"{JOB_DIR}/share/{n}/tag", share_tag(n).encode(), 0o644)
+            tree.add_file(f"{JOB_DIR}/share/{n}/path", share.guest.encode(), 0o644)
+        for n, image in enumerate(self.images, 1):
+            for rel, path in image.files:
+                tree.add_file(f"{JOB_DIR}/image/{n}/{rel}", path.read_bytes(), 0o644)
+        tree.add_file(f"{JOB_DIR}/cmdline", (" ".join(params) + "\n").encode(), 0o644)
+        return tree
+
+    def write(self, path: Path) -> Path:
+        """Write the job as an uncompressed newc archive at ``path`` (the kernel copies it)."""
+        with path.open("wb") as out:
+            write_cpio(self.manifest(), out, source_date_epoch=0)
+        return path
+
+    @property
+    def image_bytes(self) -> int:
+        return sum(image.size for image in self.images)
+
+
+def share_tag(n: int) -> str:
+    """The 9p mount tag of the n-th share (QEMU's -virtfs mount_tag=, 31 bytes at most)."""
+    return f"b2c_share{n}"
+
+
+# --- local images ----------------------------------------------------------------------
+
+
+def _layout_files(root: Path) -> Iterator[tuple[str, Path]]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            if path.is_symlink():
+                raise ConfigError(
+                    f"the OCI layout {root} holds a symbolic link {path}",
+                    hint="copy the image to a plain layout: skopeo copy oci:SRC oci:DEST",
+                )
+            yield path.relative_to(root).as_posix(), path
+
+
+def deliver(ref: ImageRef, n: int, workdir: Path) -> Delivery:
+    """How the local image ``ref`` reaches the guest as the job's image ``n``.
+
+    containers-storage images are exported with the host's skopeo (else podman) into
+    ``workdir`` as an oci-archive. Raises ToolError naming the missing tool.
+    """
+    guest_base = f"/{JOB_DIR}/image/{n}"
+    ref_suffix = f":{ref.reference}" if ref.reference else ""
+    if ref.transport is Transport.oci:
+        files = tuple(_layout_files(Path(ref.location)))
+        if not any(rel == "index.json" for rel, _ in files):
+            raise ConfigError(
+                f"--image {ref}: {ref.location} has no index.json: not an OCI layout",
+                hint="export one with: skopeo copy IMAGE oci:DIR:TAG",
+            )
+        return Delivery(
+            f"oci:{guest_base}/layout{ref_suffix}", tuple((f"layout/{r}", p) for r, p in files)
+        )
+    if ref.transport in (Transport.oci_archive, Transport.docker_archive):
+        return Delivery(
+            f"{ref.transport}:{guest_base}/image.tar{ref_suffix}",
+            (("image.tar", Path(ref.location)),),
+        )
+    if ref.transport is Transport.containers_storage:
+        archive = workdir / f"image-{n}.tar"
+        export_from_storage(ref.location, archive)
+        return Delivery(f"oci-archive:{guest_base}/image.tar", (("image.tar", archive),))
+    raise ValueError(f"{ref} is not a local image")
+
+
+def export_from_storage(name: str, dest: Path) -> None:
+    """Write the host's containers-storage image ``name`` to ``dest`` as an oci-archive."""
+    reason = f"export the containers-storage image {name!r}"
+    try:
+        run(
+            ["skopeo", "copy", "--quiet", f"containers-storage:{name}", f"oci-archive:{dest}"],
+            reason=reason,
+        )
+        return
+    except ToolError as skopeo_error:
+        if "Could not find 'skopeo'" not in skopeo_error.message:
+            raise
+    try:
+        run(
+            ["podman", "save", "--quiet", "--format", "oci-archive", "-o", str(dest), name],
+            reason=reason,
+        )
+    except ToolError as exc:
+        if "Could not find 'podman'" in exc.message:
+            raise ToolError(
+                f"Could not find 'skopeo' or 'podman', which is required to {reason}",
+                hint="install one: apt-get install skopeo",
+            ) from exc
+        raise
+
+
+# --- memory --------------------------------------------------------------------------------
+
+# What the guest needs besides the images: the kernel, the unpacked image and modules, podman's
+# and the init's own use. Measured: the default release boots and runs a busybox container in
+# 512 MiB, not in 384 MiB (b2c-builder run --memory N, TCG).
+BASE_MEMORY = 512 * MiB
+
+
+def parse_memory(text: str) -> int:
+    """QEMU's ``-m`` size in bytes: a number with an optional K/M/G/T suffix (default MiB)."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    suffix = text[-1:].upper()
+    number = text[:-1] if suffix in units else text
+    try:
+        value = float(number)
+    except ValueError:
+        raise ConfigError(f"--memory {text!r} is not a size", hint="e.g. 2G or 512M") from None
+    return int(value * units.get(suffix, MiB))
+
+
+def layers_size(files: Iterable[Path]) -> int:
+    """The bytes of the tar layers inside the image files once decompressed (gzip, zstd, or
+    plain tar members of an archive); an estimate of what podman's storage unpacks."""
+    total = 0
+    for path in files:
+        if path.name.endswith(".tar") and tarfile.is_tarfile(path):
+            with tarfile.open(path) as archive:
+                for member in archive:
+                    if member.isfile():
+                        extracted = archive.extractfile(member)
+                        assert extracted is not None
+                        total += _expanded_size(extracted, member.size)
+        else:
+            with path.open("rb") as src:
+                total += _expanded_size(src, path.stat().st_size)
+    return total
+
+
+def _expanded_size(stream: IO[bytes], size: int) -> int:
+    head = stream.read(4)
+    stream.seek(0)
+    plain: IO[bytes]
+    if head.startswith(b"\x1f\x8b"):
+        plain = gzip.GzipFile(fileobj=stream)  # type: ignore[assignment]
+    elif head.startswith(b"\x28\xb5\x2f\xfd"):
+        plain = zstandard.ZstdDecompressor().stream_reader(stream)
+    else:
+        return size
+    count = 0
+    with plain:
+        while chunk := plain.read(1 << 20):
+            count += len(chunk)
+    return count
+
+
+def check_memory(memory: str, initrd_bytes: int, job: Job, *, cache_disk: bool) -> None:
+    """Refuse before booting when the job's images cannot fit in ``memory`` (QEMU's -m).
+
+    The guest holds the initrds (``initrd_bytes`` unpacked) and the images (as delivered),
+    then podman unpacks the layers into its storage: a tmpfs of half the RAM unless a cache
+    disk takes them. Raises ConfigError naming the sizes, --memory and the cache disk.
+    """
+    if not job.images:
+        return
+    total = parse_memory(memory)
+    delivered = job.image_bytes
+    layers = layers_size(path for image in job.images for _, path in image.files)
+    need = BASE_MEMORY + initrd_bytes + delivered + (0 if cache_disk else layers)
+    too_big_for_tmpfs = not cache_disk and layers > total // 2
+    if need <= total and not too_big_for_tmpfs:
+        return
+    raise ConfigError(
+        f"the local images do not fit in --memory {memory}: {delivered / MiB:.0f} MiB delivered "
+        f"+ {layers / MiB:.0f} MiB unpacked + {(BASE_MEMORY + initrd_bytes) / MiB:.0f} MiB for "
+        f"the system need about {need / MiB:.0f} MiB"
+        + (" (podman's tmpfs storage gets half the RAM)" if too_big_for_tmpfs else ""),
+        hint=f"raise --memory (e.g. --memory {max(need, 2 * layers) // MiB + 256}M), or give a "
+        "cache disk (--disk FILE --cache-device auto) for podman's storage",
+    )
+
+
+@contextmanager
+def workdir() -> Iterator[Path]:
+    """A temporary folder for the job's files, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="b2c-job-") as tmp:
+        yield Path(tmp)
+
+
+def title_of(argv: Sequence[str]) -> str:
+    """A one-line name for a container: its arguments, non-printable characters escaped."""
+    return " ".join(
+        a.encode("unicode_escape").decode("ascii") if not a.isprintable() else a for a in argv
+    )

@@ -1,0 +1,231 @@
+"""``b2c-builder run``: from what a developer typed to a QEMU boot and an exit status.
+
+``prepare()`` is pure apart from reading the files it is given: it picks the kernel and
+initrds (kernel.py), turns ``--image``/``--share``/the command after ``--``/the b2c option
+flags into a job (job.py), and checks the command line and memory before anything starts.
+``launch()`` writes the job initrd, boots (qemu.py) and writes the JUnit report.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from b2c_builder import job as jobs
+from b2c_builder import kernel as kernels
+from b2c_builder import options, qemu
+from b2c_builder.config import Arch
+from b2c_builder.errors import ConfigError
+from b2c_builder.log import log
+
+# Options whose presence means the guest needs its network (values of the b2c flags, or
+# parameters of --append).
+_NETWORK_OPTIONS = (
+    "b2c.container",
+    "b2c.post_container",
+    "b2c.service",
+    "b2c.extra_args_url",
+    "b2c.iface",
+    "b2c.proxy",
+)
+_APPEND_NEEDS_NETWORK = re.compile(
+    r"(?:^|\s)\"?(?:b2c\.(?:container|run|post_container|run_post|service|run_service|"
+    r"extra_args_url|iface|proxy|ntp_peer|network)|ip)="
+)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What ``b2c-builder run`` was asked, before any default is resolved."""
+
+    kernel: Path | None = None
+    initrds: tuple[Path, ...] = ()
+    modules_dir: Path | None = None
+    images: tuple[str, ...] = ()
+    shares: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    b2c: Mapping[str, str | bool | Sequence[str] | None] = field(default_factory=dict)
+    append: str = ""
+    arch: Arch = Arch.amd64
+    releases: Path = Path("releases")
+    cache_dir: Path = Path(".")
+    memory: str = "2G"
+    accel: qemu.Accel = qemu.Accel.auto
+    cpus: int = 1
+    disks: tuple[qemu.Disk, ...] = ()
+    timeout: float = 600.0
+    serial_log: Path | None = None
+    qemu_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved run: the boot files, the job (None: nothing to hand over) and the shares."""
+
+    kernel: Path
+    initrds: tuple[Path, ...]
+    job: jobs.Job | None
+    shares: tuple[jobs.Share, ...]
+    images: tuple[jobs.ImageRef, ...]
+
+
+def b2c_parameters(values: Mapping[str, str | bool | Sequence[str] | None]) -> list[str]:
+    """The kernel command-line parameters of the b2c option flags, in option-table order.
+
+    ``values`` maps an option name (``b2c.container``) to a flag's bool, one value, or a list
+    of values for a repeatable option. Raises ConfigError for a value no command line can carry.
+    """
+    params: list[str] = []
+    for opt in options.OPTIONS:
+        value = values.get(opt.name)
+        if value is None or value is False or value == []:
+            continue
+        if value is True:
+            params.append(options.compose(opt.name, None))
+        elif isinstance(value, str):
+            params.append(options.compose(opt.name, value))
+        else:
+            params += [options.compose(opt.name, item) for item in value]
+    return params
+
+
+def _needs_network(request: RunRequest, images: Sequence[jobs.ImageRef]) -> bool:
+    if any(not ref.transport.local for ref in images):
+        return True
+    if any(request.b2c.get(name) for name in _NETWORK_OPTIONS):
+        return True
+    ntp = request.b2c.get("b2c.ntp_peer")
+    if ntp not in (None, "none"):
+        return True
+    return _APPEND_NEEDS_NETWORK.search(request.append) is not None
+
+
+def _boot_files(request: RunRequest) -> tuple[Path, tuple[Path, ...]]:
+    kernel = request.kernel
+    if kernel is None:
+        kernel = kernels.default_kernel(request.releases, request.arch)
+        log.info("kernel: %s (the newest in %s/)", kernel, request.releases)
+    modules = None
+    if request.modules_dir is not None:
+        release = kernels.kernel_release(kernel)
+        modules = kernels.modules_initrd(
+            request.modules_dir, request.arch, request.cache_dir, release=release
+        )
+    if request.initrds:
+        return kernel, (*request.initrds, *([modules] if modules else []))
+    files = kernels.default_boot_files(request.releases, request.arch, kernel, modules)
+    log.info("initrds for kernel %s: %s", files.release, ", ".join(map(str, files.initrds)))
+    return kernel, files.initrds
+
+
+def prepare(request: RunRequest, workdir: Path) -> Plan:
+    """Resolve ``request`` into a Plan; local images from containers-storage are exported
+    into ``workdir``. Raises ConfigError (or ToolError) before anything boots."""
+    if request.command and not request.images:
+        raise ConfigError(
+            "a command after -- replaces an image's command, but no --image was given",
+            hint="add --image TRANSPORT:IMAGE (e.g. oci-archive:test.tar)",
+        )
+    images = tuple(jobs.ImageRef.parse(text) for text in request.images)
+    shares = tuple(jobs.Share.parse(text) for text in request.shares)
+    kernel, initrds = _boot_files(request)
+
+    job = jobs.Job(cmdline=b2c_parameters(request.b2c))
+    job.shares = list(shares)
+    mounts: list[str] = []
+    for share in shares:
+        mounts += ["-v", f"{share.guest}:{share.guest}"]
+    if shares:
+        mounts += ["-w", shares[0].guest]
+    for n, ref in enumerate(images, 1):
+        if ref.transport.local:
+            delivery = jobs.deliver(ref, len(job.images) + 1, workdir)
+            job.images.append(delivery)
+            guest_ref = delivery.guest_ref
+        else:
+            guest_ref = str(ref)
+        command = list(request.command) if n == len(images) else []
+        argv = (*mounts, guest_ref, *command)
+        job.containers.append(jobs.Container(argv, jobs.title_of([str(ref), *command])))
+    if images and request.b2c.get("b2c.network") is None and not _needs_network(request, images):
+        job.cmdline.append(options.compose("b2c.network", "none"))
+    empty = not (job.cmdline or job.containers or job.shares)
+    return Plan(kernel, initrds, None if empty else job, shares, images)
+
+
+def initrd_bytes(initrds: Sequence[Path]) -> int:
+    """What the initrds take in the guest's RAM once unpacked."""
+    return sum(kernels.uncompressed_size(path) for path in initrds)
+
+
+def run_config(request: RunRequest, plan: Plan, job_initrd: Path | None) -> qemu.RunConfig:
+    """The QEMU boot of ``plan``: its kernel, initrds (+ the job's) and shares."""
+    initrds = (*plan.initrds, *([job_initrd] if job_initrd else ()))
+    shares = tuple((share.host, jobs.share_tag(n)) for n, share in enumerate(plan.shares, 1))
+    return qemu.RunConfig(
+        kernel=plan.kernel,
+        initrds=initrds,
+        append=request.append,
+        arch=request.arch,
+        accel=request.accel,
+        memory=request.memory,
+        cpus=request.cpus,
+        disks=request.disks,
+        timeout=request.timeout,
+        serial_log=request.serial_log,
+        qemu_args=request.qemu_args,
+        shares=shares,
+    )
+
+
+def describe(plan: Plan) -> list[str]:
+    """Comment lines for --dry-run: what the job initrd would carry."""
+    if plan.job is None:
+        return []
+    lines = [f"# job cmdline: {' '.join(plan.job.cmdline) or '(none)'}"]
+    lines += [
+        f"# container {n}: {shlex.join(c.argv)}" for n, c in enumerate(plan.job.containers, 1)
+    ]
+    lines += [f"# share {s.host} -> {s.guest}" for s in plan.shares]
+    return lines
+
+
+def launch(request: RunRequest, *, dry_run: bool = False, junit: Path | None = None) -> int:
+    """Boot ``request`` (or print its command when ``dry_run``); returns the exit code of
+    ``b2c-builder run``: the pipeline status, or one of console.ExitCode's."""
+    with jobs.workdir() as tmp:
+        plan = prepare(request, tmp)
+        job_initrd = plan.job.write(tmp / "job.cpio") if plan.job is not None else None
+        cfg = run_config(request, plan, job_initrd)
+        if plan.job is not None and plan.job.images:
+            jobs.check_memory(
+                request.memory,
+                initrd_bytes(plan.initrds) + (job_initrd.stat().st_size if job_initrd else 0),
+                plan.job,
+                cache_disk=bool(request.disks),
+            )
+        if dry_run:
+            print("\n".join([*describe(plan), qemu.dry_run(cfg)]))
+            return 0
+        lines: list[str] = []
+
+        def echo(line: str) -> None:
+            lines.append(line)
+            qemu.echo_stdout(line)
+
+        result = qemu.boot(cfg, echo=echo)
+    if junit is not None:
+        write_junit(junit, lines, result)
+    return int(result.exit_code)
+
+
+def write_junit(path: Path, lines: Sequence[str], result: qemu.RunResult) -> None:
+    """The JUnit report of a boot: one testsuite per container (see junit.py)."""
+    from b2c_builder import console, junit
+
+    runs = console.container_runs(lines)
+    junit.write(path, runs)
+    log.info("JUnit report: %s (%d containers)", path, len(runs))

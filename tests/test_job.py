@@ -1,0 +1,360 @@
+"""The kernel developer's loop without QEMU: image references, shares, the job initrd, the
+b2c option flags, the kernel's release string and the default boot files, and the init's
+side of the job (argument files read byte for byte), run on the host."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from b2c_builder import job as jobs
+from b2c_builder import kernel as kernels
+from b2c_builder import launch, options
+from b2c_builder.config import Arch
+from b2c_builder.cpio import read_cpio, write_cpio
+from b2c_builder.errors import ConfigError, ToolError
+from b2c_builder.rootfs import Manifest
+from tests.conftest import ROOT, require_tool
+from tests.oci import busybox_layer, make_layout
+from tests.shell import PODMAN, Shell
+from tests.test_kmod import Synthetic, synthetic  # noqa: F401 - the fixture
+
+# Every character the kernel command line cannot carry, and more.
+AWKWARD = [
+    "a b",
+    '"quoted"',
+    "'single'",
+    "$HOME",
+    "${x}",
+    "a;b",
+    "back\\slash",
+    "new\nline",
+    "é ü 漢",
+    "",
+]
+
+
+# --- image references and shares ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    busybox = Path(require_tool("busybox")).resolve()
+    return make_layout(
+        tmp_path_factory.mktemp("oci") / "layout", busybox_layer(busybox), cmd=["/bin/sh"]
+    )
+
+
+def test_image_references_follow_podman_transports(layout: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "img.tar"
+    archive.write_bytes(b"x")
+    assert jobs.ImageRef.parse(f"oci:{layout}") == jobs.ImageRef(jobs.Transport.oci, str(layout))
+    assert jobs.ImageRef.parse(f"oci:{layout}:v1").reference == "v1"
+    ref = jobs.ImageRef.parse(f"oci-archive:{archive}:latest")
+    assert (ref.transport, ref.location, ref.reference) == (
+        jobs.Transport.oci_archive,
+        str(archive),
+        "latest",
+    )
+    assert jobs.ImageRef.parse(f"docker-archive:{archive}").transport.local
+    remote = jobs.ImageRef.parse("docker://10.0.2.2:5000/test:latest")
+    assert (remote.location, remote.transport.local) == ("10.0.2.2:5000/test:latest", False)
+    assert str(remote) == "docker://10.0.2.2:5000/test:latest"
+    assert jobs.ImageRef.parse("containers-storage:localhost/x").location == "localhost/x"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("busybox:latest", ("transport",)),
+        ("oci:/nonexistent", ("/nonexistent", "OCI layout")),
+        ("oci-archive:/nonexistent.tar", ("archive file",)),
+        ("docker:registry/x", ("docker://",)),
+        ("oci:", ("transport",)),
+    ],
+)
+def test_bad_image_references_are_refused(text: str, words: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigError) as info:
+        jobs.ImageRef.parse(text)
+    for word in words:
+        assert word in info.value.message
+    assert info.value.hint
+
+
+def test_docker_archive_takes_no_reference(tmp_path: Path) -> None:
+    (tmp_path / "a.tar").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="file only"):
+        jobs.ImageRef.parse(f"docker-archive:{tmp_path / 'a.tar'}:x")
+
+
+def test_shares_default_to_the_host_path(tmp_path: Path) -> None:
+    assert jobs.Share.parse(str(tmp_path)) == jobs.Share(
+        tmp_path.resolve(), str(tmp_path.resolve())
+    )
+    assert jobs.Share.parse(f"{tmp_path}:/src") == jobs.Share(tmp_path.resolve(), "/src")
+    for bad in (f"{tmp_path}:/a,b", f"{tmp_path}:/", "/nonexistent-dir"):
+        with pytest.raises(ConfigError):
+            jobs.Share.parse(bad)
+
+
+# --- the b2c option flags ------------------------------------------------------------------
+
+
+def test_flags_compose_a_command_line_the_init_splits_back() -> None:
+    params = launch.b2c_parameters(
+        {
+            "b2c.container": ["-v a:/b docker://x sh -c 'exit 3'", "docker://y"],
+            "b2c.pipefail": True,
+            "b2c.cache_device": "auto",
+            "b2c.hostname": None,
+            "b2c.network": None,
+        }
+    )
+    assert params == [
+        "b2c.container=\"-v a:/b docker://x sh -c 'exit 3'\"",
+        "b2c.container=docker://y",
+        "b2c.pipefail",
+        "b2c.cache_device=auto",
+    ]
+    parsed = options.parse_cmdline(" ".join(params))
+    assert parsed[0] == ("b2c.container", "-v a:/b docker://x sh -c 'exit 3'")
+    assert options.lint_cmdline(" ".join(params)) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "word"),
+    [
+        ("b2c.container", 'docker://x sh -c "exit 3"', "double quote"),
+        ("b2c.hostname", "bad name!", "--hostname"),
+        ("b2c.network", "off", "auto or none"),
+        ("b2c.cache_device", "a\nb", "newline"),
+    ],
+)
+def test_flag_values_no_command_line_can_carry_are_refused(
+    name: str, value: str, word: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        options.compose(name, value)
+    assert word in info.value.message
+    assert info.value.hint
+
+
+def test_every_b2c_option_is_a_run_flag() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "b2c_builder", "run", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200", "TERM": "dumb"},
+        timeout=60,
+    )
+    for opt in options.OPTIONS:
+        if opt.name.startswith("b2c.") and opt.kind is not options.Kind.unsupported:
+            flag = "--" + opt.name.removeprefix("b2c.").replace("_", "-")
+            assert flag in proc.stdout, flag
+
+
+# --- the job initrd ------------------------------------------------------------------------
+
+
+def test_the_job_carries_arguments_byte_for_byte(tmp_path: Path, layout: Path) -> None:
+    request = launch.RunRequest(
+        kernel=tmp_path / "bzImage",
+        initrds=(tmp_path / "initrd",),
+        images=(f"oci:{layout}",),
+        shares=(f"{tmp_path}:/work",),
+        command=("sh", "-c", *AWKWARD),
+        b2c={"b2c.pipefail": True},
+    )
+    plan = launch.prepare(request, tmp_path)
+    assert plan.job is not None
+    files = {e.name: e for e in read_cpio(plan.job.write(tmp_path / "job.cpio").read_bytes())}
+    base = "etc/b2c/job/container/1"
+    argv = [
+        "-v",
+        "/work:/work",
+        "-w",
+        "/work",
+        "oci:/etc/b2c/job/image/1/layout",
+        "sh",
+        "-c",
+        *AWKWARD,
+    ]
+    assert [files[f"{base}/{i}"].data.decode() for i in range(len(argv))] == argv
+    assert f"{base}/{len(argv)}" not in files
+    assert files["etc/b2c/job/share/1/path"].data == b"/work"
+    assert files["etc/b2c/job/share/1/tag"].data == b"b2c_share1"
+    assert (
+        files["etc/b2c/job/image/1/layout/index.json"].data == (layout / "index.json").read_bytes()
+    )
+    cmdline = files["etc/b2c/job/cmdline"].data.decode()
+    # Local images only: the guest needs no network.
+    assert options.parse_cmdline(cmdline) == [
+        ("b2c.pipefail", None),
+        ("b2c.network", "none"),
+        ("b2c.container", f"--b2c-argv-dir=/{base}"),
+    ]
+    assert options.lint_cmdline(cmdline) == []
+
+
+def test_a_registry_image_keeps_the_network(tmp_path: Path) -> None:
+    request = launch.RunRequest(
+        kernel=tmp_path / "k", initrds=(tmp_path / "i",), images=("docker://10.0.2.2:5000/x",)
+    )
+    plan = launch.prepare(request, tmp_path)
+    assert plan.job is not None
+    assert not any("b2c.network" in p for p in plan.job.cmdline)
+    assert plan.job.containers[0].argv == ("docker://10.0.2.2:5000/x",)
+
+
+def test_a_command_needs_an_image(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--image"):
+        launch.prepare(launch.RunRequest(kernel=tmp_path / "k", command=("true",)), tmp_path)
+
+
+def test_an_image_too_large_for_the_memory_is_refused(tmp_path: Path) -> None:
+    layer = tmp_path / "layer.tar.gz"
+    with gzip.open(layer, "wb", compresslevel=1) as out:
+        out.write(b"\0" * (300 * 2**20))  # 300 MiB unpacked, a few hundred KiB delivered
+    job = jobs.Job(images=[jobs.Delivery("oci:/x", (("layer", layer),))])
+    with pytest.raises(ConfigError) as info:
+        jobs.check_memory("512M", 64 * 2**20, job, cache_disk=False)
+    assert "--memory 512M" in info.value.message and "300 MiB unpacked" in info.value.message
+    assert info.value.hint and "--memory" in info.value.hint and "cache" in info.value.hint
+    jobs.check_memory("2G", 64 * 2**20, job, cache_disk=False)
+    jobs.check_memory("1G", 64 * 2**20, job, cache_disk=True)
+
+
+def test_containers_storage_without_tools_names_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither skopeo nor podman
+    ref = jobs.ImageRef.parse("containers-storage:localhost/test")
+    with pytest.raises(ToolError) as info:
+        jobs.deliver(ref, 1, tmp_path)
+    assert "skopeo" in info.value.message and "podman" in info.value.message
+
+
+# --- the kernel's release string ------------------------------------------------------------
+
+
+def _bzimage(release: str) -> bytes:
+    image = bytearray(0x4000)
+    image[0x202:0x206] = b"HdrS"
+    image[0x20E:0x210] = (0x1000 - 0x200).to_bytes(2, "little")
+    text = f"{release} (someone@example) #1 SMP".encode()
+    image[0x1000 : 0x1000 + len(text)] = text
+    return bytes(image)
+
+
+def test_release_from_the_x86_setup_header(tmp_path: Path) -> None:
+    (tmp_path / "bzImage").write_bytes(_bzimage("6.13.0-rc1-dirty"))
+    assert kernels.kernel_release(tmp_path / "bzImage") == "6.13.0-rc1-dirty"
+
+
+def test_release_from_a_compressed_image_banner(tmp_path: Path) -> None:
+    banner = b"\0" * 100 + b"Linux version 6.12.9-arm64 (builder@host) (gcc) #1 SMP\0" + b"\0" * 100
+    (tmp_path / "Image.gz").write_bytes(gzip.compress(banner))
+    assert kernels.kernel_release(tmp_path / "Image.gz") == "6.12.9-arm64"
+    (tmp_path / "junk").write_bytes(b"not a kernel")
+    with pytest.raises(ConfigError, match="no Linux version"):
+        kernels.kernel_release(tmp_path / "junk")
+
+
+def _modules_archive(path: Path, release: str) -> Path:
+    tree = Manifest()
+    tree.add_file(f"usr/lib/modules/{release}/b2c.modules", b"virtio_net\n", 0o644)
+    with path.open("wb") as out:
+        write_cpio(tree, out, source_date_epoch=0)
+    return path
+
+
+def test_defaults_pick_the_newest_kernel_and_its_modules(tmp_path: Path) -> None:
+    for release in ("6.1.0-9-amd64", "6.12.1-amd64", "6.2.0-1-amd64"):
+        (tmp_path / f"linux-{release}.linux_amd64").write_bytes(_bzimage(release))
+        (tmp_path / f"linux-{release}.linux_amd64.sha256").write_text("x")
+    (tmp_path / "initramfs.linux_amd64.cpio.zst").write_bytes(b"x")
+    _modules_archive(tmp_path / "modules-6.1.0-9-amd64.linux_amd64.cpio", "6.1.0-9-amd64")
+    # Misnamed on purpose: the contents decide.
+    _modules_archive(tmp_path / "modules-other.linux_amd64.cpio", "6.12.1-amd64")
+    files = kernels.default_boot_files(tmp_path, Arch.amd64, None, None)
+    assert files.kernel.name == "linux-6.12.1-amd64.linux_amd64"
+    assert files.release == "6.12.1-amd64"
+    assert [p.name for p in files.initrds] == [
+        "initramfs.linux_amd64.cpio.zst",
+        "modules-other.linux_amd64.cpio",
+    ]
+    with pytest.raises(ConfigError, match=r"no modules archive for kernel 6\.2\.0-1-amd64"):
+        kernels.default_boot_files(
+            tmp_path, Arch.amd64, tmp_path / "linux-6.2.0-1-amd64.linux_amd64", None
+        )
+    with pytest.raises(ConfigError, match="make release ARCH=arm64"):
+        kernels.default_boot_files(tmp_path, Arch.arm64, None, None)
+
+
+def test_modules_dir_archives_are_cached_by_content(
+    tmp_path: Path,
+    synthetic: Synthetic,  # noqa: F811 - the fixture of test_kmod
+) -> None:
+    tree = tmp_path / "lib/modules" / synthetic.root.name
+    shutil.copytree(synthetic.root, tree)
+    cache = tmp_path / "cache"
+    first = kernels.modules_initrd(tree, Arch.amd64, cache)
+    assert kernels.modules_release(first) == tree.name
+    assert kernels.modules_initrd(tree, Arch.amd64, cache) == first
+    some = next(p for p in sorted(tree.rglob("*.ko*")))
+    some.write_bytes(some.read_bytes() + b"\0")
+    assert kernels.modules_initrd(tree, Arch.amd64, cache) != first
+    with pytest.raises(ConfigError, match="is for kernel"):
+        kernels.modules_initrd(tree, Arch.amd64, cache, release="9.9.9")
+
+
+# --- the init's side -------------------------------------------------------------------------
+
+
+def test_the_init_passes_argument_files_byte_for_byte(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.stub("podman", PODMAN)
+    argv = ["--pull=never", "oci:/etc/b2c/job/image/1/layout", "sh", "-c", *AWKWARD[:-1], "x\n\n"]
+    base = "etc/b2c/job/container/1"
+    for i, arg in enumerate(argv):
+        sh.write(f"{base}/{i}", arg)
+    sh.write(f"{base}/title", "the test\n")
+    sh.write("etc/b2c/job/cmdline", f"b2c.container=--b2c-argv-dir=/{base}\n")
+    result = sh.run(
+        "b2c_job_parse || exit 99\n"
+        "B2C_PIPELINE_STATUS=0 B2C_PIPELINE_SHUTDOWN_MODE=default\n"
+        "b2c_run_pipeline\n"
+    )
+    assert result.status == 0, result.err
+    (create,) = [c for c in result.called("podman") if c[0] == "create"]
+    # The stub log is read as latin-1: compare bytes, not text.
+    assert create[-len(argv) :] == [arg.encode().decode("latin-1") for arg in argv]
+    assert "Run container 1: the test" in result.out
+
+
+def test_the_init_mounts_shares_with_9p(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.write("etc/b2c/job/share/1/tag", "b2c_share1")
+    sh.write("etc/b2c/job/share/1/path", "/home/dev/linux tree")
+    result = sh.run("b2c_job_mount_shares || exit 7")
+    assert result.status == 0, result.err
+    (mount,) = result.called("mount")
+    assert mount[:2] == ["-t", "9p"] and mount[-2] == "b2c_share1"
+    assert mount[-1] == f"{tmp_path}/root/home/dev/linux tree"
+
+
+def test_a_share_that_cannot_be_mounted_names_the_kernel_options(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.stub("mount", "return 32")
+    sh.write("etc/b2c/job/share/1/tag", "b2c_share1")
+    sh.write("etc/b2c/job/share/1/path", "/src")
+    result = sh.run("b2c_job_mount_shares || exit 7")
+    assert result.status == 7
+    assert "CONFIG_9P_FS" in result.out
