@@ -97,6 +97,10 @@ b2c_main() {
     local status
     b2c_section modules "Load the kernel modules"
     b2c_load_modules
+    b2c_kernel_check || {
+        b2c_fail 1 "the kernel configuration"
+        return
+    }
     b2c_section network "Connect to the network"
     b2c_connect || {
         b2c_fail 1 "network"
