@@ -327,6 +327,49 @@ def check_cmdline(
 
 
 @app.command()
+def kconfig(
+    arch: Annotated[
+        Arch | None,
+        typer.Option(help="Kernel architecture (default: amd64; with --check, the .config's)."),
+    ] = None,
+    check: Annotated[
+        Path | None,
+        typer.Option("--check", help="Check this .config instead of printing the fragment."),
+    ] = None,
+) -> None:
+    """Print the kernel config fragment b2c-builder images need (for merge_config.sh).
+
+    With --check FILE: print one line per missing or wrong option of FILE, with why it is
+    needed. Exit code 0: every required option is there (warnings allowed); 1: at least one
+    required option is missing or wrong; 2: FILE cannot be read or is not a .config.
+    """
+    from b2c_builder import kconfig as kc
+
+    code = 0
+
+    def action() -> None:
+        nonlocal code
+        if check is None:
+            print(kc.fragment(arch or Arch.amd64), end="")
+            return
+        checked, problems = kc.check_file(check, arch)
+        for problem in problems:
+            print(problem)
+        errors = sum(p.severity == "error" for p in problems)
+        log.log.info(
+            "%s (%s): %d required option(s) missing or wrong, %d warning(s)",
+            check,
+            checked,
+            errors,
+            len(problems) - errors,
+        )
+        code = 1 if errors else 0
+
+    _guard(action)
+    raise typer.Exit(code)
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     print(__version__)

@@ -2,7 +2,8 @@
 
 The init/*.sh libraries are plain shell (never jinja2-rendered, so shell text such as
 podman's Go templates passes through untouched); templates/init.sh.j2 inlines them, in
-INIT_LIBRARIES order, after the option dispatch it generates from b2c_builder.options.
+INIT_LIBRARIES order, after the option dispatch it generates from b2c_builder.options and
+the boot-time kernel checks it generates from b2c_builder.kconfig.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import jinja2
 
 from b2c_builder import __version__
 from b2c_builder.errors import ConfigError
+from b2c_builder.kconfig import init_checks
 from b2c_builder.options import OPTIONS, lint_cmdline
 from b2c_builder.resources import data_path
 from b2c_builder.rootfs import Manifest
@@ -24,6 +26,7 @@ INIT_LIBRARIES = (
     "common.sh",
     "cmdline.sh",
     "modules.sh",
+    "kernel.sh",
     "network.sh",
     "time.sh",
     "storage.sh",
@@ -110,6 +113,7 @@ def render_init(settings: InitSettings) -> bytes:
         default_cmdline=settings.default_cmdline,
         modules=settings.modules,
         options=OPTIONS,
+        kernel_checks=init_checks(),
         libraries=_libraries(),
     )
     return text.encode()

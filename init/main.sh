@@ -98,6 +98,10 @@ b2c_main() {
     local status
     b2c_section modules "Load the kernel modules"
     b2c_load_modules
+    b2c_kernel_check || {
+        b2c_fail 1 "the kernel configuration"
+        return
+    }
     b2c_job_mount_shares || {
         b2c_fail 1 "shared folders"
         return

@@ -112,6 +112,25 @@ return 0
 """
 
 
+# /proc/filesystems of a kernel with overlay, ext4, 9p and virtiofs loaded.
+FILESYSTEMS = "".join(
+    f"nodev\t{name}\n" if name != "ext4" else "\text4\n"
+    for name in (
+        "sysfs",
+        "tmpfs",
+        "proc",
+        "cgroup2",
+        "devtmpfs",
+        "devpts",
+        "mqueue",
+        "overlay",
+        "ext4",
+        "9p",
+        "virtiofs",
+    )
+)
+
+
 def real_world_lines(name: str) -> list[str]:
     text = (CMDLINES / name).read_text()
     return [line for line in text.splitlines() if line and not line.startswith("#")]
@@ -180,6 +199,13 @@ class Shell:
         self.write("proc/uptime", "1.00 0.00\n")
         self.write("proc/cmdline", "\n")
         self.write("proc/sys/kernel/osrelease", "6.1.0-test\n")
+        # What init/kernel.sh checks, as a kernel with every option of b2c_builder/kconfig.py
+        # shows it once the modules are loaded.
+        self.write("proc/filesystems", FILESYSTEMS)
+        self.write("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory hugetlb pids\n")
+        self.write("proc/net/unix", "Num       RefCount Protocol Flags    Type St Inode Path\n")
+        self.write("proc/net/packet", "sk       RefCnt Type Proto  Iface R Rmem   User   Inode\n")
+        (self.root / "sys/bus/virtio/drivers/9pnet_virtio").mkdir(parents=True, exist_ok=True)
 
     def stub(self, name: str, body: str) -> None:
         self.stubs[name] = textwrap.dedent(body)

@@ -363,6 +363,7 @@ SAMPLES: dict[Kind, tuple[str, str]] = {  # value -> what the shell variable hol
     Kind.iface: ("eth0,dhcp", "eth0,dhcp"),
     Kind.kernel_ip: ("dhcp", "dhcp"),
     Kind.ntp_peer: ("auto", "auto"),
+    Kind.network: ("none", "none"),
     Kind.hostname: ("dut-01", "dut-01"),
     Kind.modules: ("a,b", "a,b"),
     Kind.seconds: ("15", "15"),
