@@ -154,3 +154,24 @@ def test_modules_dir_boots_a_kernel_with_its_own_modules(
     # The share itself needs 9p from the tree; virtio_net and overlay come from it too.
     assert {"9p", "9pnet_virtio", "overlay"} <= loaded, sorted(loaded)
     assert list((tmp_path / "cache/modules").glob("modules-*.cpio")), "the archive is cached"
+
+
+def test_an_image_from_the_hosts_containers_storage(
+    release: Release, images: dict[str, str]
+) -> None:
+    skopeo = require_tool("skopeo")
+    name = "localhost/b2c-kdev-test:latest"
+    layout = images["oci"].removeprefix("oci:")
+    subprocess.run(
+        [skopeo, "copy", "-q", f"oci:{layout}:latest", f"containers-storage:{name}"],
+        check=True,
+        timeout=120,
+    )
+    try:
+        proc = run(
+            release, "--image", f"containers-storage:{name}", command=("echo", "from-storage")
+        )
+    finally:
+        subprocess.run([skopeo, "delete", f"containers-storage:{name}"], timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "from-storage" in proc.stdout.splitlines()
