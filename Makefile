@@ -12,7 +12,7 @@ BUILD_DEBS := gpgv debian-archive-keyring zstd xz-utils python3-venv
 TEST_DEBS := $(BUILD_DEBS) qemu-system-x86 qemu-utils cpio libarchive-tools skopeo \
 	docker-registry shellcheck busybox-static kmod gpg dpkg-dev e2fsprogs gcc binutils chrony \
 	qemu-system-arm
-PYSRC := b2c_builder tests
+PYSRC := b2c_builder tests bench
 
 .PHONY: all release build test lint fmt bench clean deps-build deps-test
 
@@ -57,7 +57,7 @@ fmt: deps-test
 	$(BIN)/ruff check --fix $(PYSRC)
 
 bench: deps-test
-	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf releases/*.zst releases/*.xz releases/*.gz releases/*.cpio releases/*.sha256 \

@@ -361,6 +361,7 @@ class RunResult:
     stopped: str | None  # why the runner killed QEMU, if it did
     qemu_returncode: int | None  # None if QEMU could not be started
     qemu_stderr: tuple[str, ...] = ()  # its last lines
+    started: float = 0.0  # time.monotonic() when QEMU was started
 
     @property
     def exit_code(self) -> int:
@@ -511,6 +512,7 @@ def boot(
         accel=accel,
         command=tuple(cmd),
         duration=duration,
+        started=start,
         timed_out=watchdog.why == "timeout",
         stopped=watchdog.why,
         qemu_returncode=returncode,
