@@ -144,6 +144,13 @@ def test_interactive_containers_get_stdin(tmp_path: Path) -> None:
     assert ["start", "--attach", "--interactive", "id-docker://tty"] in result.called("podman")
 
 
+def test_no_cleanup_calls_without_a_cache_device(tmp_path: Path) -> None:
+    # podman's storage is a tmpfs that the power-off discards: cleaning it only costs time.
+    result = pipeline(tmp_path, 'b2c.container="docker://a 0"')
+    assert [c[0] for c in result.called("podman")] == ["create", "container", "start"]
+    assert "podman's storage goes away with the power-off" in result.out
+
+
 def test_nothing_to_run_is_a_warning(tmp_path: Path) -> None:
     result = pipeline(tmp_path, "console=ttyS0")
     assert result.warnings() == ["b2c: warning: no b2c.container was given: nothing to run"]
@@ -151,8 +158,10 @@ def test_nothing_to_run_is_a_warning(tmp_path: Path) -> None:
     assert result.called("podman") == []
 
 
-def test_containers_are_cleaned_up_and_sections_printed(tmp_path: Path) -> None:
-    result = pipeline(tmp_path, 'b2c.container="docker://a 0"')
+def test_containers_are_cleaned_up_on_a_cache_device_and_sections_printed(
+    tmp_path: Path,
+) -> None:
+    result = pipeline(tmp_path, 'b2c.cache_device=/dev/vda b2c.container="docker://a 0"')
     podman = result.called("podman")
     assert ["container", "rm", "--all", "--force"] in podman
     assert ["image", "prune", "--force"] in podman
