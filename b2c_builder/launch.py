@@ -132,6 +132,7 @@ def prepare(request: RunRequest, workdir: Path) -> Plan:
     images = tuple(jobs.ImageRef.parse(text) for text in request.images)
     shares = tuple(jobs.Share.parse(text) for text in request.shares)
     kernel, initrds = _boot_files(request)
+    initrds = tuple(kernels.uncompressed_initrd(path, request.cache_dir) for path in initrds)
 
     job = jobs.Job(cmdline=b2c_parameters(request.b2c))
     job.shares = list(shares)
@@ -154,11 +155,6 @@ def prepare(request: RunRequest, workdir: Path) -> Plan:
         job.cmdline.append(options.compose("b2c.network", "none"))
     empty = not (job.cmdline or job.containers or job.shares)
     return Plan(kernel, initrds, None if empty else job, shares, images)
-
-
-def initrd_bytes(initrds: Sequence[Path]) -> int:
-    """What the initrds take in the guest's RAM once unpacked."""
-    return sum(kernels.uncompressed_size(path) for path in initrds)
 
 
 def run_config(request: RunRequest, plan: Plan, job_initrd: Path | None) -> qemu.RunConfig:
@@ -203,7 +199,9 @@ def launch(request: RunRequest, *, dry_run: bool = False, junit: Path | None = N
         if plan.job is not None and plan.job.images:
             jobs.check_memory(
                 request.memory,
-                initrd_bytes(plan.initrds) + (job_initrd.stat().st_size if job_initrd else 0),
+                sum(
+                    p.stat().st_size for p in (*plan.initrds, *([job_initrd] if job_initrd else []))
+                ),
                 plan.job,
                 cache_disk=bool(request.disks),
             )

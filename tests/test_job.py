@@ -16,9 +16,10 @@ import pytest
 from b2c_builder import job as jobs
 from b2c_builder import kernel as kernels
 from b2c_builder import launch, options
-from b2c_builder.config import Arch
+from b2c_builder.compress import compress
+from b2c_builder.config import Arch, Compression
 from b2c_builder.cpio import read_cpio, write_cpio
-from b2c_builder.errors import ConfigError, ToolError
+from b2c_builder.errors import B2CError, ConfigError, ToolError
 from b2c_builder.rootfs import Manifest
 from tests.conftest import ROOT, require_tool
 from tests.oci import busybox_layer, make_layout
@@ -164,6 +165,7 @@ def test_every_b2c_option_is_a_run_flag() -> None:
 
 
 def test_the_job_carries_arguments_byte_for_byte(tmp_path: Path, layout: Path) -> None:
+    (tmp_path / "initrd").write_bytes(b"070701")
     request = launch.RunRequest(
         kernel=tmp_path / "bzImage",
         initrds=(tmp_path / "initrd",),
@@ -204,6 +206,7 @@ def test_the_job_carries_arguments_byte_for_byte(tmp_path: Path, layout: Path) -
 
 
 def test_a_registry_image_keeps_the_network(tmp_path: Path) -> None:
+    (tmp_path / "i").write_bytes(b"070701")
     request = launch.RunRequest(
         kernel=tmp_path / "k", initrds=(tmp_path / "i",), images=("docker://10.0.2.2:5000/x",)
     )
@@ -296,6 +299,23 @@ def test_defaults_pick_the_newest_kernel_and_its_modules(tmp_path: Path) -> None
         )
     with pytest.raises(ConfigError, match="make release ARCH=arm64"):
         kernels.default_boot_files(tmp_path, Arch.arm64, None, None)
+
+
+def test_run_hands_qemu_uncompressed_initrds(tmp_path: Path) -> None:
+    plain = tmp_path / "image.cpio"
+    _modules_archive(plain, "6.1.0-test")
+    packed = tmp_path / "image.cpio.zst"
+    packed.write_bytes(compress(plain.read_bytes(), Compression.zstd, Arch.amd64))
+    cache = tmp_path / "cache"
+    copy = kernels.uncompressed_initrd(packed, cache)
+    assert copy.parent == cache / "initrd" and copy.read_bytes() == plain.read_bytes()
+    assert kernels.uncompressed_initrd(packed, cache) == copy  # cached
+    assert kernels.uncompressed_initrd(plain, cache) == plain  # nothing to do
+    (tmp_path / "bad.zst").write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 20)
+    with pytest.raises(B2CError):
+        kernels.uncompressed_initrd(tmp_path / "bad.zst", cache)
+    with pytest.raises(ConfigError, match="not a file"):
+        kernels.uncompressed_initrd(tmp_path / "missing", cache)
 
 
 def test_modules_dir_archives_are_cached_by_content(
