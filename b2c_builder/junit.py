@@ -142,7 +142,7 @@ def _escape(match: re.Match[str]) -> str:
 def _container_case(run: ContainerRun) -> Case:
     label = f"{run.kind} {run.index}"
     tail = "\n".join(run.output[-FAILURE_TAIL:])
-    name = run.spec or label
+    name = _spec(run) or label
     if run.status == 0:
         return Case(run.name, name, Outcome.PASSED, time=run.duration)
     if run.status is not None:
@@ -204,7 +204,7 @@ def _suite(run: ContainerRun) -> ET.Element:
     count = {outcome: sum(1 for c in found if c.outcome is outcome) for outcome in Outcome}
     suite = ET.Element(
         "testsuite",
-        name=xml_safe(f"{label}: {run.spec}" if run.spec else label),
+        name=xml_safe(f"{label}: {spec}" if (spec := _spec(run)) else label),
         tests=str(len(found)),
         failures=str(count[Outcome.FAILURE]),
         errors=str(count[Outcome.ERROR]),
@@ -222,6 +222,11 @@ def _suite(run: ContainerRun) -> ET.Element:
     if run.output:
         ET.SubElement(suite, "system-out").text = xml_safe("\n".join(run.output))
     return suite
+
+
+def _spec(run: ContainerRun) -> str:
+    """The spec as it will read in the report ("" if nothing of it is visible)."""
+    return xml_safe(run.spec).strip()
 
 
 def _properties(run: ContainerRun) -> Iterator[tuple[str, str]]:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import xmlschema
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from b2c_builder import junit
 from b2c_builder.console import ContainerKind, ContainerRun, container_runs, log_lines
@@ -156,7 +158,7 @@ def test_text_xml_cannot_carry_is_escaped_and_escape_sequences_removed(tmp_path:
 def test_a_container_without_ktap_is_one_testcase(tmp_path: Path) -> None:
     runs = (
         ContainerRun(ContainerKind.CONTAINER, 1, "docker://a", 0, 12.3456, ("hello",), None, 1),
-        ContainerRun(ContainerKind.CONTAINER, 2, "", None, 0.0, ()),
+        ContainerRun(ContainerKind.CONTAINER, 2, "\x1b[0m ", None, 0.0, ()),
     )
     suites = written(tmp_path, runs).findall("testsuite")
     assert [rows(s) for s in suites] == [
@@ -205,6 +207,25 @@ def test_missing_results_are_errors_in_the_report(tmp_path: Path) -> None:
     crash = suite.find("testcase[@name='test 4']/error")
     assert crash is not None and crash.text == "Segmentation fault (core dumped)"
     assert (suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("2", "2", "1")
+
+
+_ktap_lines = st.sampled_from(
+    ["KTAP version 1", "1..3", "ok 1 a", "not ok 2 b # SKIP", "  ok 1 c", "# d", "Bail out!"]
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    spec=st.text() | st.sampled_from(["", " ", "\x1b[0m", "\x1b[1m\x00"]),
+    status=st.none() | st.integers(0, 255),
+    output=st.lists(st.text() | _ktap_lines, max_size=12),
+)
+def test_any_text_gives_a_valid_report(spec: str, status: int | None, output: list[str]) -> None:
+    run = ContainerRun(ContainerKind.CONTAINER, 1, spec, status, 0.5, tuple(output))
+    data = junit.tostring((run,))
+    schema().validate(data.decode())
+    (suite,) = ET.fromstring(data).findall("testsuite")
+    check_counts(suite)
 
 
 def test_an_unwritable_report_is_a_clear_error(tmp_path: Path) -> None:
