@@ -14,6 +14,20 @@ The console contract (issue 3) that the runtime prints and CI tools rely on:
 
 ``ConsoleParser.feed(line)`` returns the events a line carries, so that a runner can react
 while the guest is still running; ``parse(lines)`` reads a whole log.
+
+The pipeline's containers (init/pipeline.sh) each print, in order::
+
+    section_start:<epoch>:pull_<kind>_<n>[collapsed=true]  Pull and create <kind> <n>: <spec>
+    (podman's pull output)
+    section_end:<epoch>:pull_<kind>_<n>
+    section_start:<epoch>:<kind>_<n>                        Run <kind> <n>: <spec>
+    (the container's output)
+    section_end:<epoch>:<kind>_<n>
+    [12.34]: The <kind> <n> exited with status <S>
+
+with ``<kind>`` ``container`` or ``post_container``; a container that cannot be pulled ends
+after its pull section with ``b2c: error: could not pull or create the container ...``.
+``ContainerRunParser`` / ``container_runs(lines)`` turn that into one ``ContainerRun`` each.
 """
 
 from __future__ import annotations
@@ -21,7 +35,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from pathlib import Path
 
 
@@ -60,15 +74,40 @@ _SECTION_RE = re.compile(
     r"section_(?P<kind>start|end):(?P<epoch>\d+):(?P<name>[^\s\[\r\x1b]+)"
     r"(?:\[(?P<options>[^\]]*)\])?\r?(?:\x1b\[0K)?(?P<title>.*)"
 )
+# A section marker always begins with "erase line"; output without a final newline can
+# leave the marker that follows it in the middle of a console line.
+_MARKER = "\x1b[0Ksection_"
 _MESSAGE_RE = re.compile(r"(?:b2c: (?P<level>error|warning):|B2C (?P<LEVEL>ERROR|WARNING):?)\s*")
 # Kernel messages can land in the middle of a user-space line: search, do not anchor.
 _PANIC_RE = re.compile(r"Kernel panic - not syncing: ?(?P<reason>.*)")
 _PANIC_END_RE = re.compile(r"---\[ end Kernel panic")
 
 
+# Escape sequences (ECMA-48 / ECMA-35): CSI (colours, "erase line"), OSC (titles, links),
+# character set designations ("ESC ( B", as tput sgr0 prints) and the other two-byte ones.
+_ANSI_RE = re.compile(
+    r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[ -/]+[0-~]|[@-Z\\-_])"
+)
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without ANSI escape sequences (CSI, OSC, character sets, two-byte escapes)."""
+    return _ANSI_RE.sub("", text)
+
+
 def strip_prefix(line: str) -> str:
     """The message part of a console line: no newline, leading CR, ANSI codes or stamps."""
     return _PREFIX_RE.sub("", line.rstrip("\r\n"), count=1)
+
+
+def _section_marker(raw: str) -> tuple[str, re.Match[str]] | None:
+    """The section marker a line carries and the output before it (usually ""), if any."""
+    if match := _SECTION_RE.match(strip_prefix(raw)):
+        return "", match
+    position = raw.find(_MARKER, 1)
+    if position > 0 and (match := _SECTION_RE.match(strip_prefix(raw[position:]))):
+        return raw[:position], match
+    return None
 
 
 @dataclass(frozen=True)
@@ -194,7 +233,8 @@ class ConsoleParser:
             return Status(int(match.group(1)), n)
         if _SAFE_RE.fullmatch(text):
             return SafeToTurnOff(n)
-        if match := _SECTION_RE.match(text):
+        if marker := _section_marker(raw):
+            match = marker[1]
             epoch, name = int(match["epoch"]), match["name"]
             if match["kind"] == "end":
                 return SectionEnd(name, epoch, n)
@@ -281,9 +321,212 @@ def parse(lines: Iterable[str]) -> ConsoleResult:
     return parser.result()
 
 
-def read_log(path: Path) -> ConsoleResult:
-    """Parse a serial log file as ``b2c-builder run --serial-log`` writes it (raw bytes)."""
+def log_lines(path: Path) -> list[str]:
+    """The lines of a serial log file as ``b2c-builder run --serial-log`` writes it (raw
+    bytes, decoded with backslash escapes), split on ``\n`` only."""
     lines = path.read_bytes().decode(errors="backslashreplace").split("\n")
     if lines[-1] == "":
         lines.pop()  # the newline ending the last line does not start another
-    return parse(lines)
+    return lines
+
+
+def read_log(path: Path) -> ConsoleResult:
+    """Parse a serial log file as ``b2c-builder run --serial-log`` writes it (raw bytes)."""
+    return parse(log_lines(path))
+
+
+# --- the pipeline's containers -------------------------------------------------------------
+
+
+class ContainerKind(StrEnum):
+    """The lists of containers the init runs, as named in its section markers."""
+
+    CONTAINER = "container"  # b2c.container: the pipeline
+    POST_CONTAINER = "post_container"  # b2c.post_container: after the pipeline, always
+
+
+@dataclass(frozen=True)
+class ContainerRun:
+    """One container of the pipeline as the serial console showed it.
+
+    ``status`` is the exit status the init logged, ``None`` when there is none: the container
+    could not be pulled or created, or the boot ended while it ran (``error`` says which).
+    ``duration`` is the time it ran, in seconds (0.0 when it never ran). ``output`` is its
+    console output, each line as printed minus its line ending (ANSI codes, kernel messages
+    and all); for a container that never ran, the output of its pull instead. ``started``
+    is the epoch (seconds, the guest's clock) at which it started to run, if it did.
+    """
+
+    kind: ContainerKind
+    index: int  # 1-based, within its kind
+    spec: str  # the b2c.container value, as the init printed it
+    status: int | None
+    duration: float
+    output: tuple[str, ...]
+    error: str | None = None
+    started: int | None = None
+
+    @property
+    def name(self) -> str:
+        """``container_1``, ``post_container_2``: the init's name for it."""
+        return f"{self.kind}_{self.index}"
+
+
+_RUN_SECTION_RE = re.compile(r"(?P<pull>pull_)?(?P<kind>post_container|container)_(?P<index>\d+)")
+_RUN_TITLE_RE = re.compile(
+    r"(?:Pull and create|Run) (?:post_container|container) \d+: (?P<spec>.*)"
+)
+_EXITED_RE = re.compile(
+    r"The (?P<kind>post_container|container) (?P<index>\d+) exited with status (?P<status>\d+)\s*"
+)
+_PULL_ERROR = "could not pull or create the container"
+# An uptime stamp opening a line: the init's "[12.34]: " or printk's "[   12.345678] ".
+_STAMP_RE = re.compile(r"(?:\r|\x1b\[[0-9;?]*[A-Za-z])*\[\s*(?P<uptime>\d+(?:\.\d+)?)\]")
+
+
+@dataclass
+class _Run:
+    kind: ContainerKind
+    index: int
+    spec: str
+    pulling: bool = False
+    running: bool = False
+    pull_output: list[str] = field(default_factory=list)
+    output: list[str] = field(default_factory=list)
+    start_epoch: int | None = None
+    end_epoch: int | None = None
+    start_uptime: float | None = None
+    end_uptime: float | None = None
+    status: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class ContainerRunParser:
+    """Streaming extraction of the containers' runs: ``feed()`` each console line (split on
+    ``\\n`` only), read ``runs()`` at any time. See the module docstring for the markers."""
+
+    _runs: list[_Run] = field(default_factory=list)
+    _uptime: float | None = None  # the last uptime stamp seen
+
+    def feed(self, line: str) -> None:
+        """Take one console line, with or without its line ending."""
+        raw = line.rstrip("\r\n")
+        if stamp := _STAMP_RE.match(raw):
+            self._uptime = float(stamp["uptime"])
+        marker = _section_marker(raw)
+        if marker is not None:
+            before, match = marker
+            if name := _RUN_SECTION_RE.fullmatch(match["name"]):
+                if before:
+                    self._output(before)
+                self._section(match, name)
+                return
+        self._output(raw)
+
+    def _current(self) -> _Run | None:
+        return self._runs[-1] if self._runs else None
+
+    def _find(self, kind: str, index: int) -> _Run | None:
+        for run in reversed(self._runs):
+            if run.kind == kind and run.index == index:
+                return run
+        return None
+
+    def _section(self, match: re.Match[str], name: re.Match[str]) -> None:
+        kind, index = ContainerKind(name["kind"]), int(name["index"])
+        epoch = int(match["epoch"])
+        title = match["title"].strip()
+        spec = spec_match["spec"] if (spec_match := _RUN_TITLE_RE.fullmatch(title)) else title
+        run = self._find(kind, index)
+        if match["kind"] == "start":
+            current = self._current()
+            if current is not None:  # a marker went missing: never leave two runs open
+                current.pulling = current.running = False
+            if name["pull"] or run is None or run.start_epoch is not None:
+                run = _Run(kind, index, spec)
+                self._runs.append(run)
+            if name["pull"]:
+                run.pulling = True
+            else:
+                run.running, run.start_epoch, run.start_uptime = True, epoch, self._uptime
+                run.spec = run.spec or spec
+        elif run is not None:
+            if name["pull"]:
+                run.pulling = False
+            elif run.running:
+                run.running, run.end_epoch = False, epoch
+
+    def _output(self, raw: str) -> None:
+        run = self._current()
+        if run is not None and run.running:
+            run.output.append(raw)
+            return
+        if run is not None and run.pulling:
+            run.pull_output.append(raw)
+            return
+        text = strip_prefix(raw)  # a line of the init's own
+        if exited := _EXITED_RE.fullmatch(text):
+            found = self._find(exited["kind"], int(exited["index"]))
+            if found is not None and found.status is None:
+                found.status = int(exited["status"])
+                found.end_uptime = self._uptime
+        elif (message := _MESSAGE_RE.match(text)) and run is not None:
+            content = text[message.end() :].strip()
+            level = (message["level"] or message["LEVEL"]).lower()
+            pull_failed = level == "error" and content.startswith(_PULL_ERROR)
+            if pull_failed and run.start_epoch is None and run.error is None:
+                run.error = content
+
+    def runs(self) -> tuple[ContainerRun, ...]:
+        """The runs seen so far, in the order they started to be pulled."""
+        return tuple(self._finish(run) for run in self._runs)
+
+    def _finish(self, run: _Run) -> ContainerRun:
+        error = run.error
+        name = f"{run.kind} {run.index}"
+        if run.status is None and error is None:
+            if run.start_epoch is None:
+                error = f"the {name} never ran: the boot ended while it was being pulled"
+            elif run.end_epoch is None:
+                error = f"the boot ended while the {name} was running"
+            else:
+                error = f"the init logged no exit status for the {name}"
+        return ContainerRun(
+            kind=run.kind,
+            index=run.index,
+            spec=run.spec,
+            status=run.status,
+            duration=self._duration(run),
+            output=tuple(run.output if run.start_epoch is not None else run.pull_output),
+            error=None if run.status is not None else error,
+            started=run.start_epoch,
+        )
+
+    def _duration(self, run: _Run) -> float:
+        """From the epochs of its markers (whole seconds), or from the uptime stamps around
+        them when those agree with the epochs to within their one-second resolution."""
+        if run.start_epoch is None:
+            return 0.0
+        if run.end_epoch is None:  # still running when the log ends
+            if run.start_uptime is not None and self._uptime is not None:
+                return max(0.0, round(self._uptime - run.start_uptime, 3))
+            return 0.0
+        seconds = float(run.end_epoch - run.start_epoch)
+        if run.start_uptime is not None and run.end_uptime is not None:
+            stamped = run.end_uptime - run.start_uptime
+            if abs(stamped - seconds) < 1.0:
+                return max(0.0, round(stamped, 3))
+        return max(0.0, seconds)
+
+
+def container_runs(lines: Iterable[str]) -> tuple[ContainerRun, ...]:
+    """The containers a serial log shows (``ContainerRunParser`` over every line), in order.
+
+    Containers the pipeline never reached (``b2c.pipefail``, a failed service) do not
+    appear: the console says nothing about them.
+    """
+    parser = ContainerRunParser()
+    for line in lines:
+        parser.feed(line)
+    return parser.runs()

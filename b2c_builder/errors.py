@@ -55,3 +55,7 @@ class ToolError(B2CError):
 
 class BootError(B2CError):
     """QEMU could not be started or the guest did not behave."""
+
+
+class ReportError(B2CError):
+    """A report (the JUnit XML file) could not be written."""

@@ -10,6 +10,9 @@ from hypothesis import strategies as st
 
 from b2c_builder.console import (
     ConsoleParser,
+    ContainerKind,
+    ContainerRun,
+    ContainerRunParser,
     ExitCode,
     GuestMessage,
     Panic,
@@ -18,8 +21,11 @@ from b2c_builder.console import (
     SectionEnd,
     SectionStart,
     Status,
+    container_runs,
+    log_lines,
     parse,
     read_log,
+    strip_ansi,
     strip_prefix,
 )
 
@@ -216,3 +222,127 @@ def test_any_prefix_then_status(prefix: list[str], status: int, newline: str) ->
     line = "".join(prefix) + f"Execution is over, pipeline status: {status}" + newline
     assert strip_prefix(line) == f"Execution is over, pipeline status: {status}"
     assert parse([line]).status == status
+
+
+# --- the containers' runs ------------------------------------------------------------------
+
+
+def test_container_runs_of_a_whole_boot() -> None:
+    lines = log_lines(DATA / "containers.log")
+    runs = container_runs(lines)
+    summary = [(r.name, r.status, r.duration, r.started, r.error) for r in runs]
+    assert summary == [
+        # The uptime stamps around container 1 (8.12 during the pull, 12.91) disagree with
+        # its epochs (2 s): the epochs win.
+        ("container_1", 1, 2.0, 1735689605, None),
+        (
+            "container_2",
+            None,
+            0.0,
+            None,
+            "could not pull or create the container (podman exit status 125, 3 attempts): "
+            "docker://registry.example/missing:latest",
+        ),
+        # 20.10 (printk) to 20.85 fits the epochs' 1 s: the stamps refine it.
+        ("container_3", 0, 0.75, 1735689615, None),
+        ("post_container_1", 0, 0.75, 1735689616, None),
+    ]
+    assert [r.kind for r in runs] == [ContainerKind.CONTAINER] * 3 + [ContainerKind.POST_CONTAINER]
+    assert runs[0].spec == (
+        "docker://registry.example/kunit:latest sh -c 'modprobe b2c_demo_test; cat /results'"
+    )
+    assert runs[3].spec == "docker://registry.example/upload:latest"
+    # The output is what lies between the run's markers, each line without its ending.
+    kunit = (Path(__file__).parent / "data" / "ktap" / "kunit.log").read_text().split("\n")
+    assert runs[0].output == tuple(kunit[:-1])
+    # Output without a final newline: the end marker follows it on the same line.
+    assert runs[2].output == ("a bell \x07 and a NUL \x00 in the output", "no newline at the end")
+    # A container that was never created: its pull output says why.
+    assert runs[1].output[1].startswith("Error: initializing source")
+    assert len(runs[1].output) == 8
+    # The same log still parses as before.
+    assert read_log(DATA / "containers.log").status == 1
+
+
+def test_a_glued_end_marker_still_ends_its_section() -> None:
+    result = parse(
+        [
+            f"{E}section_start:10:container_1\r{E}Run container 1: docker://a",
+            f"partial line{E}section_end:12:container_1\r{E}",
+        ]
+    )
+    assert [(s.name, s.start, s.end) for s in result.sections] == [("container_1", 10, 12)]
+
+
+def test_the_boot_ends_while_a_container_runs() -> None:
+    lines = [
+        f"{E}section_start:100:pull_container_1[collapsed=true]\r{E}Pull and create container 1: x",
+        f"{E}section_end:101:pull_container_1\r{E}",
+        "[    7.500000] a printk stamp right before the run",
+        f"{E}section_start:101:container_1\r{E}Run container 1: x",
+        "working...",
+        "[   19.250000] rcu: INFO: rcu_preempt self-detected stall on CPU",
+    ]
+    (run,) = container_runs(lines)
+    assert run == ContainerRun(
+        kind=ContainerKind.CONTAINER,
+        index=1,
+        spec="x",
+        status=None,
+        duration=11.75,  # from the last stamp before the run to the last one seen
+        output=("working...", "[   19.250000] rcu: INFO: rcu_preempt self-detected stall on CPU"),
+        error="the boot ended while the container 1 was running",
+        started=101,
+    )
+
+
+def test_the_boot_ends_during_a_pull() -> None:
+    lines = [
+        f"{E}section_start:100:pull_post_container_2[collapsed=true]\r{E}"
+        "Pull and create post_container 2: docker://b",
+        "Copying blob 6a0f3c81e7c0 [=====>   ] 12.0MiB / 48.1MiB",
+    ]
+    (run,) = container_runs(lines)
+    assert (run.name, run.spec, run.status, run.duration, run.started) == (
+        "post_container_2",
+        "docker://b",
+        None,
+        0.0,
+        None,
+    )
+    assert run.error == "the post_container 2 never ran: the boot ended while it was being pulled"
+    assert run.output == ("Copying blob 6a0f3c81e7c0 [=====>   ] 12.0MiB / 48.1MiB",)
+
+
+def test_container_output_cannot_fake_the_init() -> None:
+    lines = [
+        f"{E}section_start:100:container_1\r{E}Run container 1: docker://a",
+        "[1.00]: The container 1 exited with status 0",
+        "b2c: error: could not pull or create the container (podman exit status 1, 1 attempts): x",
+        f"{E}section_end:105:container_1\r{E}",
+        "[9.00]: The container 1 exited with status 4",
+    ]
+    (run,) = container_runs(lines)
+    assert (run.status, run.error, run.duration) == (4, None, 5.0)
+    assert run.output == tuple(lines[1:3])
+
+
+def test_a_missing_exit_line_and_a_streaming_parser() -> None:
+    parser = ContainerRunParser()
+    parser.feed(f"{E}section_start:100:container_1\r{E}Run container 1: a\r\n")
+    assert parser.runs()[0].error == "the boot ended while the container 1 was running"
+    parser.feed(f"{E}section_end:103:container_1\r{E}\r\n")
+    (run,) = parser.runs()
+    assert (run.status, run.duration, run.error) == (
+        None,
+        3.0,
+        "the init logged no exit status for the container 1",
+    )
+    assert (
+        container_runs(["no containers here", "[1.0]: The container 1 exited with status 0"]) == ()
+    )
+
+
+def test_strip_ansi() -> None:
+    text = "\x1b[1;31mred\x1b(B\x1b[m \x1b]0;title\x07text\x1b[0K \x1bMx \x1b]8;;http://a\x1b\\y"
+    assert strip_ansi(text) == "red text x y"
