@@ -175,3 +175,50 @@ def test_an_image_from_the_hosts_containers_storage(
         subprocess.run([skopeo, "delete", f"containers-storage:{name}"], timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "from-storage" in proc.stdout.splitlines()
+
+
+KTAP = """\
+KTAP version 1
+1..3
+    KTAP version 1
+    # Subtest: hid
+    1..3
+    ok 1 hid_probe
+    not ok 2 hid_report # broken descriptor
+    ok 3 hid_bpf # SKIP no BPF
+ok 1 hid
+ok 2 evdev
+not ok 3 uinput
+"""
+
+
+def test_junit_report_from_ktap(release: Release, images: dict[str, str], tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    xmlschema = pytest.importorskip("xmlschema")
+    report = tmp_path / "report.xml"
+    proc = run(
+        release,
+        "--junit", str(report),
+        "--image", images["oci-archive"],
+        command=("sh", "-c", f"printf '%s' '{KTAP}'; exit 1"),
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    xmlschema.XMLSchema(str(ROOT / "tests/data/junit/junit.xsd")).validate(str(report))
+    (suite,) = ET.parse(report).getroot().iter("testsuite")
+    outcome = {}
+    for case in suite.iter("testcase"):
+        kind = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
+        outcome[f"{case.get('classname')}.{case.get('name')}"] = kind
+    expected = {
+        "container_1.hid.hid_probe": "passed",
+        "container_1.hid.hid_report": "failure",
+        "container_1.hid.hid_bpf": "skipped",
+        "container_1.hid": "passed",
+        "container_1.evdev": "passed",
+        "container_1.uinput": "failure",
+    }
+    assert {name: outcome.get(name) for name in expected} == expected, outcome
+    # The container itself is a testcase too, failed with its status.
+    assert list(outcome.values()).count("failure") == 3, outcome
+    assert "KTAP version 1" in (suite.findtext("system-out") or "")
