@@ -49,6 +49,18 @@ b2c_container_create() {
     done
 }
 
+# b2c_may_be_interactive ARG...: true if one of the words could be podman's -i flag
+# (-i, --interactive[=...], or a group of short flags holding an i, such as -ti).
+b2c_may_be_interactive() {
+    local word
+    for word in "$@"; do
+        case $word in
+            -i* | --interactive | --interactive=* | -[!-]*i*) return 0 ;;
+        esac
+    done
+    return 1
+}
+
 # b2c_container_run KIND N ARGS: create then run one container attached. Returns its
 # exit status (or podman's, if it could not be created).
 b2c_container_run() {
@@ -58,7 +70,12 @@ b2c_container_run() {
     b2c_section "pull_$1_$2" "Pull and create $1 $2: $title"
     b2c_container_create "$3" || return
     b2c_section "$1_$2" "Run $1 $2: $title" open
-    interactive=$(podman container inspect --format '{{.Config.OpenStdin}}' "$B2C_CID" 2>/dev/null)
+    # Only -i/--interactive opens stdin: without a word that could be it, the answer is known
+    # and a podman call (about a second under TCG) is saved.
+    interactive=false
+    if b2c_with_words "$B2C_SPEC_REST" b2c_with_argv_dir "$B2C_ARGV_DIR" b2c_may_be_interactive; then
+        interactive=$(podman container inspect --format '{{.Config.OpenStdin}}' "$B2C_CID" 2>/dev/null)
+    fi
     if [ "$interactive" = true ]; then
         podman start --attach --interactive "$B2C_CID" || status=$?
     else

@@ -147,8 +147,23 @@ def test_interactive_containers_get_stdin(tmp_path: Path) -> None:
 def test_no_cleanup_calls_without_a_cache_device(tmp_path: Path) -> None:
     # podman's storage is a tmpfs that the power-off discards: cleaning it only costs time.
     result = pipeline(tmp_path, 'b2c.container="docker://a 0"')
-    assert [c[0] for c in result.called("podman")] == ["create", "container", "start"]
+    assert [c[0] for c in result.called("podman")] == ["create", "start"]
     assert "podman's storage goes away with the power-off" in result.out
+
+
+def test_stdin_is_inspected_only_when_a_word_could_be_the_interactive_flag(
+    tmp_path: Path,
+) -> None:
+    for spec, inspected in [
+        ("docker://a 0", False),
+        ("-e A=i --privileged docker://a 0", False),
+        ("-it docker://a 0", True),
+        ("--interactive=true docker://a 0", True),
+        ("docker://a sed -i s/a/b/ f 0", True),  # a command's -i: asked, to be sure
+    ]:
+        result = pipeline(tmp_path / str(len(spec)), f'b2c.container="{spec}"')
+        inspect = [c for c in result.called("podman") if c[:2] == ["container", "inspect"]]
+        assert bool(inspect) is inspected, spec
 
 
 def test_nothing_to_run_is_a_warning(tmp_path: Path) -> None:
