@@ -228,34 +228,54 @@ def deliver(ref: ImageRef, n: int, workdir: Path) -> Delivery:
     """
     guest_base = f"/{JOB_DIR}/image/{n}"
     ref_suffix = f":{ref.reference}" if ref.reference else ""
+    if ref.transport is Transport.docker_archive:
+        # Read in place by podman when uncompressed (as `docker save` writes it).
+        return Delivery(
+            f"docker-archive:{guest_base}/image.tar", (("image.tar", Path(ref.location)),)
+        )
     if ref.transport is Transport.oci:
-        files = tuple(_layout_files(Path(ref.location)))
-        if not any(rel == "index.json" for rel, _ in files):
-            raise ConfigError(
-                f"--image {ref}: {ref.location} has no index.json: not an OCI layout",
-                hint="export one with: skopeo copy IMAGE oci:DIR:TAG",
-            )
-        return Delivery(
-            f"oci:{guest_base}/layout{ref_suffix}", tuple((f"layout/{r}", p) for r, p in files)
+        layout = Path(ref.location)
+    elif ref.transport is Transport.oci_archive:
+        # podman would untar an oci-archive into /var/tmp first: the guest's RAM would hold
+        # the image twice. Deliver its layout instead.
+        layout = extract_oci_archive(Path(ref.location), workdir / f"image-{n}")
+    elif ref.transport is Transport.containers_storage:
+        layout = workdir / f"image-{n}"
+        export_from_storage(ref.location, layout)
+    else:
+        raise ValueError(f"{ref} is not a local image")
+    files = tuple(_layout_files(layout))
+    if not any(rel == "index.json" for rel, _ in files):
+        raise ConfigError(
+            f"--image {ref}: no index.json: not an OCI layout",
+            hint="export one with: skopeo copy IMAGE oci:DIR:TAG",
         )
-    if ref.transport in (Transport.oci_archive, Transport.docker_archive):
-        return Delivery(
-            f"{ref.transport}:{guest_base}/image.tar{ref_suffix}",
-            (("image.tar", Path(ref.location)),),
-        )
-    if ref.transport is Transport.containers_storage:
-        archive = workdir / f"image-{n}.tar"
-        export_from_storage(ref.location, archive)
-        return Delivery(f"oci-archive:{guest_base}/image.tar", (("image.tar", archive),))
-    raise ValueError(f"{ref} is not a local image")
+    return Delivery(
+        f"oci:{guest_base}/layout{ref_suffix}", tuple((f"layout/{r}", p) for r, p in files)
+    )
+
+
+def extract_oci_archive(archive: Path, dest: Path) -> Path:
+    """Unpack an oci-archive (a tar of an OCI layout) into ``dest``, refusing links, devices
+    and paths outside it (tarfile's "data" filter). Raises ConfigError for a bad archive."""
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise ConfigError(
+            f"--image oci-archive:{archive}: cannot unpack it: {exc}",
+            hint="check the archive (skopeo inspect oci-archive:FILE)",
+        ) from exc
+    return dest
 
 
 def export_from_storage(name: str, dest: Path) -> None:
-    """Write the host's containers-storage image ``name`` to ``dest`` as an oci-archive."""
+    """Write the host's containers-storage image ``name`` to ``dest`` as an OCI layout, with
+    the host's skopeo, else podman. Raises ToolError naming them when neither is there."""
     reason = f"export the containers-storage image {name!r}"
     try:
         run(
-            ["skopeo", "copy", "--quiet", f"containers-storage:{name}", f"oci-archive:{dest}"],
+            ["skopeo", "copy", "--quiet", f"containers-storage:{name}", f"oci:{dest}:latest"],
             reason=reason,
         )
         return
@@ -264,7 +284,7 @@ def export_from_storage(name: str, dest: Path) -> None:
             raise
     try:
         run(
-            ["podman", "save", "--quiet", "--format", "oci-archive", "-o", str(dest), name],
+            ["podman", "save", "--quiet", "--format", "oci-dir", "-o", str(dest), name],
             reason=reason,
         )
     except ToolError as exc:
@@ -343,16 +363,20 @@ def check_memory(memory: str, initrd_bytes: int, job: Job, *, cache_disk: bool) 
     total = parse_memory(memory)
     delivered = job.image_bytes
     layers = layers_size(path for image in job.images for _, path in image.files)
-    need = BASE_MEMORY + initrd_bytes + delivered + (0 if cache_disk else layers)
-    too_big_for_tmpfs = not cache_disk and layers > total // 2
+    # A pull stages each blob beside the storage (containers.conf image_copy_tmp_dir), then
+    # unpacks it: both sit in the storage's tmpfs without a cache disk.
+    storage = 0 if cache_disk else delivered + layers
+    need = BASE_MEMORY + initrd_bytes + delivered + storage
+    too_big_for_tmpfs = storage > total // 2
     if need <= total and not too_big_for_tmpfs:
         return
     raise ConfigError(
         f"the local images do not fit in --memory {memory}: {delivered / MiB:.0f} MiB delivered "
-        f"+ {layers / MiB:.0f} MiB unpacked + {(BASE_MEMORY + initrd_bytes) / MiB:.0f} MiB for "
+        f"(held in the job{'' if cache_disk else ', then staged by the pull'}) + "
+        f"{layers / MiB:.0f} MiB unpacked + {(BASE_MEMORY + initrd_bytes) / MiB:.0f} MiB for "
         f"the system need about {need / MiB:.0f} MiB"
         + (" (podman's tmpfs storage gets half the RAM)" if too_big_for_tmpfs else ""),
-        hint=f"raise --memory (e.g. --memory {max(need, 2 * layers) // MiB + 256}M), or give a "
+        hint=f"raise --memory (e.g. --memory {max(need, 2 * storage) // MiB + 256}M), or give a "
         "cache disk (--disk FILE --cache-device auto) for podman's storage",
     )
 

@@ -194,17 +194,15 @@ def launch(request: RunRequest, *, dry_run: bool = False, junit: Path | None = N
     ``b2c-builder run``: the pipeline status, or one of console.ExitCode's."""
     with jobs.workdir() as tmp:
         plan = prepare(request, tmp)
-        job_initrd = plan.job.write(tmp / "job.cpio") if plan.job is not None else None
-        cfg = run_config(request, plan, job_initrd)
         if plan.job is not None and plan.job.images:
             jobs.check_memory(
                 request.memory,
-                sum(
-                    p.stat().st_size for p in (*plan.initrds, *([job_initrd] if job_initrd else []))
-                ),
+                sum(path.stat().st_size for path in plan.initrds),
                 plan.job,
                 cache_disk=bool(request.disks),
             )
+        job_initrd = plan.job.write(tmp / "job.cpio") if plan.job is not None else None
+        cfg = run_config(request, plan, job_initrd)
         if dry_run:
             print("\n".join([*describe(plan), qemu.dry_run(cfg)]))
             return 0

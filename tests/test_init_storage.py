@@ -73,9 +73,15 @@ def test_ext_label_reader_against_mkfs(tmp_path: Path) -> None:
 def test_no_cache_is_a_tmpfs(tmp_path: Path) -> None:
     result = setup_cache(Shell(tmp_path), "")
     assert rel(result, result.called("mount")) == [
-        ["-t", "tmpfs", "-o", "mode=0700", "tmpfs", "/var/lib/containers"]
+        ["-t", "tmpfs", "-o", "mode=0700", "tmpfs", "/var/lib/containers"],
+        # Pulls stage blobs in /var/tmp: on the storage's tmpfs, not in the initramfs.
+        ["-o", "bind", "/var/lib/containers/tmp", "/var/tmp"],
     ]
-    assert result.lines[-2:] == ["rc=0", f"{tmp_path}/root/var/lib/containers"]
+    assert result.lines[-3:] == [
+        "rc=0",
+        f"{tmp_path}/root/var/lib/containers",
+        f"{tmp_path}/root/var/tmp",
+    ]
 
 
 def test_auto_reuses_the_labelled_partition(tmp_path: Path) -> None:
@@ -114,7 +120,9 @@ def test_auto_without_disk_waits_then_goes_on_without_cache(tmp_path: Path) -> N
     assert len(result.called("sleep")) == 20
     assert result.warnings() == ["b2c: warning: no disk found for b2c.cache_device=auto: no cache"]
     assert rel(result, result.called("mount")) == [
-        ["-t", "tmpfs", "-o", "mode=0700", "tmpfs", "/var/lib/containers"]
+        ["-t", "tmpfs", "-o", "mode=0700", "tmpfs", "/var/lib/containers"],
+        # Pulls stage blobs in /var/tmp: on the storage's tmpfs, not in the initramfs.
+        ["-o", "bind", "/var/lib/containers/tmp", "/var/tmp"],
     ]
 
 
@@ -157,7 +165,7 @@ def test_a_missing_device_is_waited_for_then_skipped(tmp_path: Path) -> None:
     assert result.warnings() == [
         "b2c: warning: the cache device /dev/sdz did not appear within 10s: no cache"
     ]
-    assert result.lines[-2] == "rc=0"
+    assert result.lines[-3] == "rc=0"
 
 
 def test_a_filesystem_as_cache(tmp_path: Path) -> None:
@@ -191,7 +199,10 @@ def test_a_mount_failure_falls_back_to_tmpfs(tmp_path: Path) -> None:
     assert result.warnings() == [
         "b2c: warning: could not mount the cache partition /dev/vda1: no cache"
     ]
-    assert rel(result, result.called("mount"))[-1][-1] == "/var/lib/containers"
+    assert [m[-1] for m in rel(result, result.called("mount"))[-2:]] == [
+        "/var/lib/containers",
+        "/var/tmp",
+    ]
 
 
 def test_swap_on_the_cache(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ side of the job (argument files read byte for byte), run on the host."""
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import shutil
 import subprocess
@@ -378,3 +379,21 @@ def test_a_share_that_cannot_be_mounted_names_the_kernel_options(tmp_path: Path)
     result = sh.run("b2c_job_mount_shares || exit 7")
     assert result.status == 7
     assert "CONFIG_9P_FS" in result.out
+
+
+def test_an_oci_archive_reaches_the_guest_as_a_layout(tmp_path: Path, layout: Path) -> None:
+    import tarfile
+
+    archive = tmp_path / "img.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(layout, arcname=".")
+    delivery = jobs.deliver(jobs.ImageRef.parse(f"oci-archive:{archive}:latest"), 2, tmp_path)
+    assert delivery.guest_ref == "oci:/etc/b2c/job/image/2/layout:latest"
+    assert "layout/index.json" in {rel for rel, _ in delivery.files}
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo("../escaped")
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(ConfigError, match="cannot unpack"):
+        jobs.deliver(jobs.ImageRef.parse(f"oci-archive:{evil}"), 3, tmp_path / "w")
+    assert not (tmp_path / "escaped").exists()
