@@ -311,15 +311,21 @@ def run(
 @app.command("check-cmdline")
 def check_cmdline(
     cmdline: Annotated[str, typer.Argument(help="A kernel command line, as in a boot entry.")],
+    arch: Annotated[
+        Arch, typer.Option(help="Target architecture (its kernel's COMMAND_LINE_SIZE).")
+    ] = Arch.amd64,
 ) -> None:
     """Report what /init would reject or warn about in CMDLINE, without booting.
 
-    Exit code 0: clean (warnings allowed); 2: at least one error (the boot would end with a
-    non-zero pipeline status before running any container).
+    Also checks the line as a whole: its length against the kernel's limit (with what
+    `b2c-builder run` adds: console= and panic=), a UTF-8 byte-order mark, a CR, and values
+    that look like secrets. Exit code 0: clean (warnings allowed); 2: at least one error
+    (the boot would fail or end with a non-zero pipeline status before any container).
     """
     from b2c_builder.options import lint_cmdline
+    from b2c_builder.qemu import added_by_run
 
-    problems = lint_cmdline(cmdline)
+    problems = lint_cmdline(cmdline, arch=arch, added=added_by_run(cmdline, arch))
     for problem in problems:
         print(problem)
     if any(p.severity == "error" for p in problems):

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO
 
-from b2c_builder import console
+from b2c_builder import console, options
 from b2c_builder.config import Arch
 from b2c_builder.console import ConsoleResult, ExitCode
 from b2c_builder.errors import ConfigError, ToolError
@@ -117,6 +117,13 @@ class RunConfig:
             raise ConfigError("--cpus must be at least 1", hint="e.g. --cpus 2")
         if self.timeout <= 0:
             raise ConfigError("--timeout must be positive", hint="e.g. --timeout 600")
+        self._check_cmdline_length()
+
+    def _check_cmdline_length(self) -> None:
+        """Refuse a command line the kernel would cut (an x86 one then boots to silence)."""
+        added = added_by_run(self.append, self.arch)
+        if (problem := options.check_length(self.append, self.arch, added=added)) is not None:
+            raise ConfigError(f"--append: {problem.message}")
 
 
 def _kernel_param_names(cmdline: str) -> set[str]:
@@ -142,6 +149,13 @@ def kernel_cmdline(append: str, console_device: str) -> str:
         if name not in names
     ]
     return " ".join([*defaults, append] if append.strip() else defaults)
+
+
+def added_by_run(append: str, arch: Arch) -> str:
+    """What ``b2c-builder run`` adds to ``append`` on the kernel's command line (see
+    kernel_cmdline), e.g. ``"console=ttyS0 panic=-1 "``; for the length check."""
+    full = kernel_cmdline(append, QEMU_ARCHES[arch].console)
+    return full[: len(full) - len(append)] if append.strip() else full
 
 
 def _qemu_path(path: Path) -> str:
