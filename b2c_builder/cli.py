@@ -12,6 +12,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from b2c_builder import __version__, log
+from b2c_builder.bootcfg import Format
 from b2c_builder.config import (
     DEFAULT_KEYRING,
     DEFAULT_MAX_SIZE,
@@ -24,7 +25,7 @@ from b2c_builder.config import (
     parse_size,
     source_date_epoch_from_env,
 )
-from b2c_builder.errors import B2CError
+from b2c_builder.errors import B2CError, ConfigError
 from b2c_builder.options import OPTIONS, Kind, Option
 from b2c_builder.qemu import Accel
 
@@ -314,22 +315,113 @@ def check_cmdline(
     arch: Annotated[
         Arch, typer.Option(help="Target architecture (its kernel's COMMAND_LINE_SIZE).")
     ] = Arch.amd64,
+    fmt: Annotated[
+        Format | None,
+        typer.Option(
+            "--format",
+            help="Check it for this boot loader's entry (its quoting, what it adds) instead "
+            "of for `b2c-builder run`.",
+        ),
+    ] = None,
+    kernel: Annotated[
+        str, typer.Option(help="With --format: the kernel's path in the entry.")
+    ] = "/vmlinuz",
+    initrd: Annotated[
+        list[str] | None, typer.Option(help="With --format: an initrd's path (repeatable).")
+    ] = None,
 ) -> None:
     """Report what /init would reject or warn about in CMDLINE, without booting.
 
     Also checks the line as a whole: its length against the kernel's limit (with what
-    `b2c-builder run` adds: console= and panic=), a UTF-8 byte-order mark, a CR, and values
-    that look like secrets. Exit code 0: clean (warnings allowed); 2: at least one error
-    (the boot would fail or end with a non-zero pipeline status before any container).
+    `b2c-builder run`, or the --format boot loader, adds), a UTF-8 byte-order mark, a CR,
+    values that look like secrets and, with --format, what that loader cannot pass.
+    Exit code 0: clean (warnings allowed); 2: at least one error (the boot would fail or end
+    with a non-zero pipeline status before any container).
     """
-    from b2c_builder.options import lint_cmdline
+    from b2c_builder import bootcfg
+    from b2c_builder.options import Problem, lint_cmdline
     from b2c_builder.qemu import added_by_run
 
-    problems = lint_cmdline(cmdline, arch=arch, added=added_by_run(cmdline, arch))
+    problems: list[Problem] = []
+    if fmt is None:
+        added = added_by_run(cmdline, arch)
+    else:
+        entry = bootcfg.BootEntry(kernel, tuple(initrd or ()), cmdline)
+        try:
+            bootcfg.render(fmt, entry)
+            added = bootcfg.added_text(fmt, entry)
+        except ConfigError as exc:
+            problems.append(Problem("error", "cmdline", f"{exc.message} ({exc.hint})"))
+            added = ""
+    problems = lint_cmdline(cmdline, arch=arch, added=added) + problems
     for problem in problems:
         print(problem)
     if any(p.severity == "error" for p in problems):
         raise typer.Exit(2)
+
+
+def _compose_line(append: str, b2c: dict[str, object] | None, fmt: Format | None) -> str:
+    """``--append`` followed by the parameters of the b2c option flags (for GRUB in the
+    ``"name=value"`` form it can pass)."""
+    from b2c_builder import bootcfg, launch
+
+    params = launch.b2c_parameters(dict(b2c or {}))  # type: ignore[arg-type]
+    if fmt is Format.grub:
+        params = [bootcfg.grub_parameter(p) for p in params]
+    return " ".join([p for p in [append] if p] + params)
+
+
+def _refuse_lint_errors(line: str, arch: Arch, added: str) -> None:
+    """Print the problems of ``line`` on stderr; raise ConfigError if one is an error."""
+    from b2c_builder.options import lint_cmdline
+
+    problems = lint_cmdline(line, arch=arch, added=added)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    errors = sum(p.severity == "error" for p in problems)
+    if errors:
+        raise ConfigError(
+            f"the command line has {errors} error(s), listed above; nothing was written",
+            hint="b2c-builder check-cmdline explains each one",
+        )
+
+
+@app.command()
+@_with_b2c_flags
+def bootcfg(
+    fmt: Annotated[Format, typer.Option("--format", help="The boot loader.")],
+    kernel: Annotated[str, typer.Option(help="The kernel's path, as the loader sees it.")],
+    initrd: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An initrd's path, as the loader sees it; repeat it (image, then modules)."
+        ),
+    ] = None,
+    append: Annotated[
+        str, typer.Option(help="The kernel command line (the b2c flags are appended).")
+    ] = "",
+    label: Annotated[str, typer.Option(help="The entry's name.")] = "b2c",
+    arch: Annotated[
+        Arch, typer.Option(help="Target architecture (its kernel's COMMAND_LINE_SIZE).")
+    ] = Arch.amd64,
+    b2c: dict[str, object] | None = None,
+) -> None:
+    """Print a boot loader configuration whose default entry boots at once, handing the
+    kernel the command line byte for byte (or an error naming what the loader cannot pass).
+
+    The command line is checked first (as check-cmdline does, with what the loader adds);
+    nothing is printed when it has an error.
+    """
+    from b2c_builder import bootcfg as entries
+
+    def action() -> None:
+        line = _compose_line(append, b2c, fmt)
+        entry = entries.BootEntry(kernel, tuple(initrd or ()), line, label)
+        text = entries.render(fmt, entry)
+        _refuse_lint_errors(line, arch, entries.added_text(fmt, entry))
+        sys.stdout.write(text)
+
+    _guard(action)
 
 
 @app.command()
