@@ -425,6 +425,23 @@ def bootcfg(
 
 
 @app.command()
+def serve(
+    folder: Annotated[Path, typer.Argument(help="The folder to serve (kernel, initrds, scripts).")],
+    bind: Annotated[
+        str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 8000,
+) -> None:
+    """Serve FOLDER over HTTP for iPXE, logging each request; paths outside it get 403.
+
+    A QEMU guest on user networking (`b2c-builder run --pxe`) reaches 127.0.0.1 as 10.0.2.2.
+    """
+    from b2c_builder import serve as server
+
+    _guard(lambda: server.serve(folder, bind, port))
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     print(__version__)
