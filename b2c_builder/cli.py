@@ -425,6 +425,39 @@ def bootcfg(
 
 
 @app.command()
+@_with_b2c_flags
+def iso(
+    kernel: Annotated[Path, typer.Option(help="The kernel image (bzImage).")],
+    output: Annotated[Path, typer.Option(help="The ISO file to write (*.iso).")],
+    initrd: Annotated[
+        list[Path] | None,
+        typer.Option(help="An initrd; repeat it (image, then modules)."),
+    ] = None,
+    append: Annotated[
+        str, typer.Option(help="The kernel command line (the b2c flags are appended).")
+    ] = "",
+    label: Annotated[str, typer.Option(help="The boot entry's name.")] = "b2c",
+    b2c: dict[str, object] | None = None,
+) -> None:
+    """Write a hybrid ISO (CD or USB stick) that boots KERNEL + initrds unattended under BIOS
+    (ISOLINUX) and UEFI (systemd-boot), handing the kernel the command line byte for byte.
+
+    Needs Debian's xorriso, isolinux, syslinux-common, systemd-boot-efi and mtools. The
+    command line is checked first; nothing is written when it has an error.
+    """
+    from b2c_builder import iso as isos
+
+    def action() -> None:
+        line = _compose_line(append, b2c, Format.syslinux)
+        cfg = isos.IsoConfig(kernel, tuple(initrd or ()), line, output, label)
+        isos.loader_files(cfg)  # refuses what a loader cannot pass, before the lint
+        _refuse_lint_errors(line, Arch.amd64, isos.added_text(cfg))
+        print(isos.make_iso(cfg))
+
+    _guard(action)
+
+
+@app.command()
 def serve(
     folder: Annotated[Path, typer.Argument(help="The folder to serve (kernel, initrds, scripts).")],
     bind: Annotated[
