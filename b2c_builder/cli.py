@@ -27,7 +27,7 @@ from b2c_builder.config import (
 )
 from b2c_builder.errors import B2CError, ConfigError
 from b2c_builder.options import OPTIONS, Kind, Option
-from b2c_builder.qemu import Accel
+from b2c_builder.qemu import DEFAULT_BOOTFILE, Accel, Firmware
 
 app = typer.Typer(
     add_completion=False,
@@ -264,6 +264,35 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the QEMU command and exit.")
     ] = False,
+    pxe: Annotated[
+        Path | None,
+        typer.Option(
+            help="Boot from the network: QEMU's DHCP/TFTP server serves this folder, the NIC "
+            "keeps its iPXE ROM (amd64; instead of --kernel).",
+            rich_help_panel="Firmware boots (PXE, ISO)",
+        ),
+    ] = None,
+    bootfile: Annotated[
+        str,
+        typer.Option(
+            help="With --pxe: the DHCP boot file, a path in the folder or an http:// URL.",
+            rich_help_panel="Firmware boots (PXE, ISO)",
+        ),
+    ] = DEFAULT_BOOTFILE,
+    cdrom: Annotated[
+        Path | None,
+        typer.Option(
+            help="Boot this ISO image (amd64; instead of --kernel).",
+            rich_help_panel="Firmware boots (PXE, ISO)",
+        ),
+    ] = None,
+    firmware: Annotated[
+        Firmware,
+        typer.Option(
+            help="bios (SeaBIOS) or uefi (OVMF, Debian's ovmf package).",
+            rich_help_panel="Firmware boots (PXE, ISO)",
+        ),
+    ] = Firmware.bios,
     command: Annotated[
         list[str] | None,
         typer.Argument(
@@ -302,6 +331,10 @@ def run(
             timeout=timeout,
             serial_log=serial_log,
             qemu_args=tuple(qemu_arg or ()),
+            pxe=pxe,
+            bootfile=bootfile,
+            cdrom=cdrom,
+            firmware=firmware,
         )
         code = launch.launch(request, dry_run=dry_run, junit=junit)
 
