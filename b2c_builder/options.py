@@ -685,7 +685,7 @@ def secret_problems(cmdline: str) -> list[Problem]:
     problems: list[Problem] = []
     why = (
         "the kernel prints its command line on the console and any process can read "
-        f"/proc/cmdline; {EXTRA_ARGS_HINT} (served over HTTPS)"
+        "/proc/cmdline; put it in a file served over HTTPS and pass b2c.extra_args_url=URL"
     )
     for name, value in parse_cmdline(cmdline):
         if _SECRET_NAME.fullmatch(name):
