@@ -8,10 +8,13 @@ ARCH ?= amd64
 # Host packages: the build needs gpgv + the archive keyring (and zstd for .deb members in zstd);
 # the tests add QEMU, the registry, skopeo, GNU cpio, bsdtar, kmod, shellcheck, busybox, and
 # chrony (an NTP server on 127.0.0.1 for b2c.ntp_peer; it replaces systemd-timesyncd).
+# Boot entries and ISOs: xorriso, isolinux/syslinux-common/pxelinux, systemd-boot-efi, mtools,
+# ovmf (UEFI boots), grub-pc-bin + grub-common (grub-script-check, a GRUB netboot test).
 BUILD_DEBS := gpgv debian-archive-keyring zstd xz-utils python3-venv
 TEST_DEBS := $(BUILD_DEBS) qemu-system-x86 qemu-utils cpio libarchive-tools skopeo \
 	docker-registry shellcheck busybox-static kmod gpg dpkg-dev e2fsprogs gcc binutils chrony \
-	qemu-system-arm
+	qemu-system-arm xorriso isolinux syslinux-common pxelinux systemd-boot-efi mtools ovmf \
+	grub-pc-bin grub-common
 PYSRC := b2c_builder tests bench
 
 .PHONY: all release build test lint fmt bench clean deps-build deps-test

@@ -12,6 +12,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from b2c_builder import __version__, log
+from b2c_builder.bootcfg import Format
 from b2c_builder.config import (
     DEFAULT_KEYRING,
     DEFAULT_MAX_SIZE,
@@ -24,9 +25,9 @@ from b2c_builder.config import (
     parse_size,
     source_date_epoch_from_env,
 )
-from b2c_builder.errors import B2CError
+from b2c_builder.errors import B2CError, ConfigError
 from b2c_builder.options import OPTIONS, Kind, Option
-from b2c_builder.qemu import Accel
+from b2c_builder.qemu import DEFAULT_BOOTFILE, Accel, Firmware
 
 app = typer.Typer(
     add_completion=False,
@@ -263,6 +264,35 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the QEMU command and exit.")
     ] = False,
+    pxe: Annotated[
+        Path | None,
+        typer.Option(
+            help="Boot from the network: QEMU's DHCP/TFTP server serves this folder, the NIC "
+            "keeps its iPXE ROM (amd64; instead of --kernel).",
+            rich_help_panel="Firmware boots (PXE, ISO)",
+        ),
+    ] = None,
+    bootfile: Annotated[
+        str,
+        typer.Option(
+            help="With --pxe: the DHCP boot file, a path in the folder or an http:// URL.",
+            rich_help_panel="Firmware boots (PXE, ISO)",
+        ),
+    ] = DEFAULT_BOOTFILE,
+    cdrom: Annotated[
+        Path | None,
+        typer.Option(
+            help="Boot this ISO image (amd64; instead of --kernel).",
+            rich_help_panel="Firmware boots (PXE, ISO)",
+        ),
+    ] = None,
+    firmware: Annotated[
+        Firmware,
+        typer.Option(
+            help="bios (SeaBIOS) or uefi (OVMF, Debian's ovmf package).",
+            rich_help_panel="Firmware boots (PXE, ISO)",
+        ),
+    ] = Firmware.bios,
     command: Annotated[
         list[str] | None,
         typer.Argument(
@@ -301,6 +331,10 @@ def run(
             timeout=timeout,
             serial_log=serial_log,
             qemu_args=tuple(qemu_arg or ()),
+            pxe=pxe,
+            bootfile=bootfile,
+            cdrom=cdrom,
+            firmware=firmware,
         )
         code = launch.launch(request, dry_run=dry_run, junit=junit)
 
@@ -311,19 +345,166 @@ def run(
 @app.command("check-cmdline")
 def check_cmdline(
     cmdline: Annotated[str, typer.Argument(help="A kernel command line, as in a boot entry.")],
+    arch: Annotated[
+        Arch, typer.Option(help="Target architecture (its kernel's COMMAND_LINE_SIZE).")
+    ] = Arch.amd64,
+    fmt: Annotated[
+        Format | None,
+        typer.Option(
+            "--format",
+            help="Check it for this boot loader's entry (its quoting, what it adds) instead "
+            "of for `b2c-builder run`.",
+        ),
+    ] = None,
+    kernel: Annotated[
+        str, typer.Option(help="With --format: the kernel's path in the entry.")
+    ] = "/vmlinuz",
+    initrd: Annotated[
+        list[str] | None, typer.Option(help="With --format: an initrd's path (repeatable).")
+    ] = None,
 ) -> None:
     """Report what /init would reject or warn about in CMDLINE, without booting.
 
-    Exit code 0: clean (warnings allowed); 2: at least one error (the boot would end with a
-    non-zero pipeline status before running any container).
+    Also checks the line as a whole: its length against the kernel's limit (with what
+    `b2c-builder run`, or the --format boot loader, adds), a UTF-8 byte-order mark, a CR,
+    values that look like secrets and, with --format, what that loader cannot pass.
+    Exit code 0: clean (warnings allowed); 2: at least one error (the boot would fail or end
+    with a non-zero pipeline status before any container).
     """
-    from b2c_builder.options import lint_cmdline
+    from b2c_builder import bootcfg
+    from b2c_builder.options import Problem, lint_cmdline
+    from b2c_builder.qemu import added_by_run
 
-    problems = lint_cmdline(cmdline)
+    problems: list[Problem] = []
+    if fmt is None:
+        added = added_by_run(cmdline, arch)
+    else:
+        entry = bootcfg.BootEntry(kernel, tuple(initrd or ()), cmdline)
+        try:
+            bootcfg.render(fmt, entry)
+            added = bootcfg.added_text(fmt, entry)
+        except ConfigError as exc:
+            problems.append(Problem("error", "cmdline", f"{exc.message} ({exc.hint})"))
+            added = ""
+    problems = lint_cmdline(cmdline, arch=arch, added=added) + problems
     for problem in problems:
         print(problem)
     if any(p.severity == "error" for p in problems):
         raise typer.Exit(2)
+
+
+def _compose_line(append: str, b2c: dict[str, object] | None, fmt: Format | None) -> str:
+    """``--append`` followed by the parameters of the b2c option flags (for GRUB in the
+    ``"name=value"`` form it can pass)."""
+    from b2c_builder import bootcfg, launch
+
+    params = launch.b2c_parameters(dict(b2c or {}))  # type: ignore[arg-type]
+    if fmt is Format.grub:
+        params = [bootcfg.grub_parameter(p) for p in params]
+    return " ".join([p for p in [append] if p] + params)
+
+
+def _refuse_lint_errors(line: str, arch: Arch, added: str) -> None:
+    """Print the problems of ``line`` on stderr; raise ConfigError if one is an error."""
+    from b2c_builder.options import lint_cmdline
+
+    problems = lint_cmdline(line, arch=arch, added=added)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    errors = sum(p.severity == "error" for p in problems)
+    if errors:
+        raise ConfigError(
+            f"the command line has {errors} error(s), listed above; nothing was written",
+            hint="b2c-builder check-cmdline explains each one",
+        )
+
+
+@app.command()
+@_with_b2c_flags
+def bootcfg(
+    fmt: Annotated[Format, typer.Option("--format", help="The boot loader.")],
+    kernel: Annotated[str, typer.Option(help="The kernel's path, as the loader sees it.")],
+    initrd: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An initrd's path, as the loader sees it; repeat it (image, then modules)."
+        ),
+    ] = None,
+    append: Annotated[
+        str, typer.Option(help="The kernel command line (the b2c flags are appended).")
+    ] = "",
+    label: Annotated[str, typer.Option(help="The entry's name.")] = "b2c",
+    arch: Annotated[
+        Arch, typer.Option(help="Target architecture (its kernel's COMMAND_LINE_SIZE).")
+    ] = Arch.amd64,
+    b2c: dict[str, object] | None = None,
+) -> None:
+    """Print a boot loader configuration whose default entry boots at once, handing the
+    kernel the command line byte for byte (or an error naming what the loader cannot pass).
+
+    The command line is checked first (as check-cmdline does, with what the loader adds);
+    nothing is printed when it has an error.
+    """
+    from b2c_builder import bootcfg as entries
+
+    def action() -> None:
+        line = _compose_line(append, b2c, fmt)
+        entry = entries.BootEntry(kernel, tuple(initrd or ()), line, label)
+        text = entries.render(fmt, entry)
+        _refuse_lint_errors(line, arch, entries.added_text(fmt, entry))
+        sys.stdout.write(text)
+
+    _guard(action)
+
+
+@app.command()
+@_with_b2c_flags
+def iso(
+    kernel: Annotated[Path, typer.Option(help="The kernel image (bzImage).")],
+    output: Annotated[Path, typer.Option(help="The ISO file to write (*.iso).")],
+    initrd: Annotated[
+        list[Path] | None,
+        typer.Option(help="An initrd; repeat it (image, then modules)."),
+    ] = None,
+    append: Annotated[
+        str, typer.Option(help="The kernel command line (the b2c flags are appended).")
+    ] = "",
+    label: Annotated[str, typer.Option(help="The boot entry's name.")] = "b2c",
+    b2c: dict[str, object] | None = None,
+) -> None:
+    """Write a hybrid ISO (CD or USB stick) that boots KERNEL + initrds unattended under BIOS
+    (ISOLINUX) and UEFI (systemd-boot), handing the kernel the command line byte for byte.
+
+    Needs Debian's xorriso, isolinux, syslinux-common, systemd-boot-efi and mtools. The
+    command line is checked first; nothing is written when it has an error.
+    """
+    from b2c_builder import iso as isos
+
+    def action() -> None:
+        line = _compose_line(append, b2c, Format.syslinux)
+        cfg = isos.IsoConfig(kernel, tuple(initrd or ()), line, output, label)
+        isos.loader_files(cfg)  # refuses what a loader cannot pass, before the lint
+        _refuse_lint_errors(line, Arch.amd64, isos.added_text(cfg))
+        print(isos.make_iso(cfg))
+
+    _guard(action)
+
+
+@app.command()
+def serve(
+    folder: Annotated[Path, typer.Argument(help="The folder to serve (kernel, initrds, scripts).")],
+    bind: Annotated[
+        str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 8000,
+) -> None:
+    """Serve FOLDER over HTTP for iPXE, logging each request; paths outside it get 403.
+
+    A QEMU guest on user networking (`b2c-builder run --pxe`) reaches 127.0.0.1 as 10.0.2.2.
+    """
+    from b2c_builder import serve as server
+
+    _guard(lambda: server.serve(folder, bind, port))
 
 
 @app.command()

@@ -59,6 +59,11 @@ class RunRequest:
     timeout: float = 600.0
     serial_log: Path | None = None
     qemu_args: tuple[str, ...] = ()
+    # Firmware boots: the boot entry (PXE, ISO) names the kernel, initrds and command line.
+    pxe: Path | None = None
+    bootfile: str = qemu.DEFAULT_BOOTFILE
+    cdrom: Path | None = None
+    firmware: qemu.Firmware = qemu.Firmware.bios
 
 
 @dataclass(frozen=True)
@@ -121,9 +126,12 @@ def _boot_files(request: RunRequest) -> tuple[Path, tuple[Path, ...]]:
     return kernel, files.initrds
 
 
-def prepare(request: RunRequest, workdir: Path) -> Plan:
+def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) -> Plan:
     """Resolve ``request`` into a Plan; local images from containers-storage are exported
-    into ``workdir``. Raises ConfigError (or ToolError) before anything boots."""
+    into ``workdir``. With ``uncompressed``, compressed initrds are replaced by their cached
+    plain copies (kernel.uncompressed_initrd). Raises ConfigError (or ToolError) before
+    anything boots."""
+    qemu.check_settings(request.memory, request.cpus, request.timeout)
     if request.command and not request.images:
         raise ConfigError(
             "a command after -- replaces an image's command, but no --image was given",
@@ -132,7 +140,8 @@ def prepare(request: RunRequest, workdir: Path) -> Plan:
     images = tuple(jobs.ImageRef.parse(text) for text in request.images)
     shares = tuple(jobs.Share.parse(text) for text in request.shares)
     kernel, initrds = _boot_files(request)
-    initrds = tuple(kernels.uncompressed_initrd(path, request.cache_dir) for path in initrds)
+    if uncompressed:
+        initrds = tuple(kernels.uncompressed_initrd(p, request.cache_dir) for p in initrds)
 
     job = jobs.Job(cmdline=b2c_parameters(request.b2c))
     job.shares = list(shares)
@@ -174,6 +183,7 @@ def run_config(request: RunRequest, plan: Plan, job_initrd: Path | None) -> qemu
         serial_log=request.serial_log,
         qemu_args=request.qemu_args,
         shares=shares,
+        firmware=request.firmware,
     )
 
 
@@ -192,8 +202,11 @@ def describe(plan: Plan) -> list[str]:
 def launch(request: RunRequest, *, dry_run: bool = False, junit: Path | None = None) -> int:
     """Boot ``request`` (or print its command when ``dry_run``); returns the exit code of
     ``b2c-builder run``: the pipeline status, or one of console.ExitCode's."""
+    if request.pxe is not None or request.cdrom is not None:
+        return launch_firmware_boot(request, dry_run=dry_run, junit=junit)
     with jobs.workdir() as tmp:
-        plan = prepare(request, tmp)
+        # A dry run decompresses nothing: it shows the initrds as given.
+        plan = prepare(request, tmp, uncompressed=not dry_run)
         if plan.job is not None and plan.job.images:
             jobs.check_memory(
                 request.memory,
@@ -225,3 +238,61 @@ def write_junit(path: Path, lines: Sequence[str], result: qemu.RunResult) -> Non
     runs = console.container_runs(lines)
     junit.write(path, runs)
     log.info("JUnit report: %s (%d containers)", path, len(runs))
+
+
+def firmware_run_config(request: RunRequest) -> qemu.RunConfig:
+    """The QEMU boot of ``--pxe`` or ``--cdrom``: the firmware finds the boot entry, which
+    names the kernel, initrds and command line. Raises ConfigError for the options that
+    need a kernel boot (the job initrd, --kernel, --initrd, --append...)."""
+    source = "--pxe" if request.pxe is not None else "--cdrom"
+    kernel_only = {
+        "--kernel": request.kernel is not None,
+        "--initrd": bool(request.initrds),
+        "--modules-dir": request.modules_dir is not None,
+        "--image": bool(request.images),
+        "--share": bool(request.shares),
+        "a command after --": bool(request.command),
+        "the b2c option flags": any(v not in (None, False, []) for v in request.b2c.values()),
+        "--append": bool(request.append),
+    }
+    if given := [name for name, present in kernel_only.items() if present]:
+        raise ConfigError(
+            f"{', '.join(given)}: only for a kernel boot (--kernel), not with {source}",
+            hint="with --pxe or --cdrom the boot entry names the kernel, initrds and command "
+            "line (b2c-builder bootcfg / iso write them)",
+        )
+    return qemu.RunConfig(
+        arch=request.arch,
+        accel=request.accel,
+        memory=request.memory,
+        cpus=request.cpus,
+        disks=request.disks,
+        timeout=request.timeout,
+        serial_log=request.serial_log,
+        qemu_args=request.qemu_args,
+        pxe=request.pxe,
+        bootfile=request.bootfile,
+        cdrom=request.cdrom,
+        firmware=request.firmware,
+    )
+
+
+def launch_firmware_boot(
+    request: RunRequest, *, dry_run: bool = False, junit: Path | None = None
+) -> int:
+    """``launch`` for ``--pxe`` and ``--cdrom``: same exit status contract (the guest's
+    kernel command line must send the console to ttyS0)."""
+    cfg = firmware_run_config(request)
+    if dry_run:
+        print(qemu.dry_run(cfg))
+        return 0
+    lines: list[str] = []
+
+    def echo(line: str) -> None:
+        lines.append(line)
+        qemu.echo_stdout(line)
+
+    result = qemu.boot(cfg, echo=echo)
+    if junit is not None:
+        write_junit(junit, lines, result)
+    return int(result.exit_code)

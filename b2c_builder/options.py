@@ -567,13 +567,19 @@ class Problem:
         return f"{self.severity}: {self.option}: {self.message}"
 
 
-def lint_cmdline(cmdline: str, *, source: str = "cmdline") -> list[Problem]:
+def lint_cmdline(
+    cmdline: str, *, source: str = "cmdline", arch: str | None = None, added: str = ""
+) -> list[Problem]:
     """What /init would complain about for this command line, without booting.
 
     ``source="extra"`` checks a b2c.extra_args_url document (options acting before it is
-    fetched are reported as ignored).
+    fetched are reported as ignored). A kernel command line (``source="cmdline"``) is also
+    checked as a whole (``line_problems``): a byte-order mark, a CR, secret-looking values
+    and, when ``arch`` is given, its length with ``added`` (what the boot loader adds).
     """
     problems: list[Problem] = []
+    if source == "cmdline":
+        problems += line_problems(cmdline, arch=arch, added=added)
     seen: dict[str, list[str]] = {}
     for name, value in parse_cmdline(cmdline):
         option = lookup(name)
@@ -621,6 +627,114 @@ def _cross_check(seen: dict[str, list[str]]) -> list[Problem]:
                 )
     if seen.get("b2c.swap") and cache == "none":
         problems.append(Problem("warning", "b2c.swap", "needs a b2c.cache_device (ignored)"))
+    return problems
+
+
+# --- the line as a whole: length, stray bytes, secrets ----------------------------------
+
+# COMMAND_LINE_SIZE: the kernel's buffer for its command line, terminating NUL included, so
+# a line may hold one byte less. x86: arch/x86/include/asm/setup.h (2048; the bzImage setup
+# header's cmdline_size field says 2047 in Debian's kernels). arm64: 2048 in
+# arch/arm64/include/uapi/asm/setup.h, and measured on Debian's 6.12 arm64 kernel: of a
+# 2048-byte line it keeps 2047 bytes. (riscv64 would be 1024: arch/riscv/include/uapi/asm/
+# setup.h; b2c-builder builds no riscv64 image.) Keys are Arch values.
+COMMAND_LINE_SIZE: dict[str, int] = {"amd64": 2048, "arm64": 2048}
+EXTRA_ARGS_HINT = (
+    "put options in a file served over HTTP(S) and pass b2c.extra_args_url=URL instead"
+)
+_SECRET_NAME = re.compile(r"[A-Za-z0-9_.-]*(?:PASSWORD|PASSWD|TOKEN|SECRET)[A-Za-z0-9_.-]*", re.I)
+_SECRET_ASSIGNMENT = re.compile(
+    r"(?:^|=)([A-Za-z0-9_.-]*(?:PASSWORD|PASSWD|TOKEN|SECRET)[A-Za-z0-9_.-]*)=", re.I
+)
+_URL_PASSWORD = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
+
+
+def _byte_offset(text: str, index: int) -> int:
+    return len(text[:index].encode())
+
+
+def check_length(cmdline: str, arch: str, *, added: str = "") -> Problem | None:
+    """An error when ``cmdline`` plus ``added`` (what the boot loader or ``b2c-builder run``
+    puts around it, e.g. ``BOOT_IMAGE=/vmlinuz ``) does not fit the ``arch`` kernel's
+    COMMAND_LINE_SIZE bytes (UTF-8, terminating NUL included), else None.
+
+    Pure. The kernel silently cuts a longer line; under QEMU's direct kernel boot an x86
+    kernel given 2048 bytes or more prints nothing at all. Raises KeyError for an
+    architecture missing from COMMAND_LINE_SIZE.
+    """
+    limit = COMMAND_LINE_SIZE[arch]
+    own, extra = len(cmdline.encode()), len(added.encode())
+    if own + extra + 1 <= limit:
+        return None
+    with_added = f" + {extra} added by the boot loader ({added.strip()!r})" if extra else ""
+    return Problem(
+        "error",
+        "cmdline",
+        f"{own} bytes{with_added} + the terminating NUL = {own + extra + 1} bytes, over the "
+        f"{limit} bytes of the {arch} kernel's COMMAND_LINE_SIZE: the kernel would cut the "
+        f"last {own + extra + 1 - limit} bytes (an x86 kernel under QEMU boots to silence); "
+        f"{EXTRA_ARGS_HINT}",
+    )
+
+
+def secret_problems(cmdline: str) -> list[Problem]:
+    """Warnings for values that look like secrets: an option named like *PASSWORD*, *TOKEN*
+    or *SECRET*, such an assignment inside a value (``-e API_TOKEN=...``), podman's
+    ``--creds``, a URL with a password. The kernel prints its command line on the console and
+    every process can read /proc/cmdline."""
+    problems: list[Problem] = []
+    why = (
+        "the kernel prints its command line on the console and any process can read "
+        "/proc/cmdline; put it in a file served over HTTPS and pass b2c.extra_args_url=URL"
+    )
+    for name, value in parse_cmdline(cmdline):
+        if _SECRET_NAME.fullmatch(name):
+            problems.append(Problem("warning", name, f"the option name looks like a secret: {why}"))
+        if not value:
+            continue
+        try:
+            words = split_words(value)
+        except ValueError:
+            words = value.split()
+        for word in words:
+            if word == "--creds" or word.startswith("--creds="):
+                problems.append(Problem("warning", name, f"--creds holds credentials: {why}"))
+            elif match := _SECRET_ASSIGNMENT.search(word):
+                problems.append(
+                    Problem("warning", name, f"{match.group(1)}= looks like a secret: {why}")
+                )
+            elif _URL_PASSWORD.search(word):
+                problems.append(Problem("warning", name, f"a URL holds a password: {why}"))
+    return problems
+
+
+def line_problems(cmdline: str, *, arch: str | None = None, added: str = "") -> list[Problem]:
+    """Problems of the line as a whole: a UTF-8 byte-order mark or a CR (errors), secrets
+    (warnings, see ``secret_problems``), and with ``arch`` its length (``check_length``)."""
+    problems: list[Problem] = []
+    if (bom := cmdline.find("\ufeff")) >= 0:
+        problems.append(
+            Problem(
+                "error",
+                "cmdline",
+                f"a UTF-8 byte-order mark (EF BB BF) at byte {_byte_offset(cmdline, bom)}: the "
+                "kernel keeps it, so the option it sticks to is not recognised; save the file "
+                "as UTF-8 without BOM",
+            )
+        )
+    if (cr := cmdline.find("\r")) >= 0:
+        problems.append(
+            Problem(
+                "error",
+                "cmdline",
+                f"a carriage return (CR) at byte {_byte_offset(cmdline, cr)}: Windows line "
+                "endings? Boot loaders end the line there (SYSLINUX, systemd-boot) and the "
+                "kernel reads it as a space; remove it",
+            )
+        )
+    problems += secret_problems(cmdline)
+    if arch is not None and (length := check_length(cmdline, arch, added=added)):
+        problems.append(length)
     return problems
 
 

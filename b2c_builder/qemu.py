@@ -26,7 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO
 
-from b2c_builder import console
+from b2c_builder import console, options
 from b2c_builder.config import Arch
 from b2c_builder.console import ConsoleResult, ExitCode
 from b2c_builder.errors import ConfigError, ToolError
@@ -61,6 +61,20 @@ QEMU_ARCHES: Mapping[Arch, QemuArch] = MappingProxyType(
     }
 )
 
+
+class Firmware(StrEnum):
+    """``--firmware``: what the guest boots with (amd64)."""
+
+    bios = "bios"  # SeaBIOS, QEMU's default
+    uefi = "uefi"  # OVMF, from Debian's ovmf package
+
+
+# Debian's ovmf: the firmware code, and the variable store template (used read-only: QEMU
+# writes the guest's changes to a temporary overlay, snapshot=on).
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+DEFAULT_BOOTFILE = "pxelinux.0"
+
 QCOW2_MAGIC = b"QFI\xfb"
 _MEMORY_RE = re.compile(r"^\d+[KMGT]?$")
 
@@ -85,11 +99,22 @@ class Disk:
         return cls(path, "qcow2" if magic == QCOW2_MAGIC else "raw")
 
 
+def check_settings(memory: str, cpus: int, timeout: float) -> None:
+    """Raise ConfigError for a --memory QEMU cannot parse, fewer than one CPU or a timeout
+    that is not positive (seconds)."""
+    if not _MEMORY_RE.match(memory) or float(re.sub(r"[^\d.]", "", memory)) <= 0:
+        raise ConfigError(f"--memory {memory!r} is not a QEMU memory size", hint="e.g. 2G or 512M")
+    if cpus < 1:
+        raise ConfigError("--cpus must be at least 1", hint="e.g. --cpus 2")
+    if timeout <= 0:
+        raise ConfigError("--timeout must be positive", hint="e.g. --timeout 600")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one boot depends on; ``b2c-builder run`` options map onto these fields."""
 
-    kernel: Path
+    kernel: Path | None = None  # None: the firmware boots from --pxe or --cdrom
     initrds: tuple[Path, ...] = ()  # several are concatenated, as the kernel allows
     append: str = ""
     arch: Arch = Arch.amd64
@@ -104,19 +129,70 @@ class RunConfig:
     qemu_args: tuple[str, ...] = ()  # appended as is, e.g. ("-rtc", "base=2020-01-01")
     # (host folder, 9p mount tag): shared read-write; files are created as QEMU's user.
     shares: tuple[tuple[Path, str], ...] = ()
+    # Firmware boots (amd64): from QEMU's TFTP server (the NIC keeps its iPXE ROM), the
+    # DHCP boot file being a path in pxe or an http:// URL; or from an ISO; under SeaBIOS
+    # or OVMF.
+    pxe: Path | None = None
+    bootfile: str = DEFAULT_BOOTFILE
+    cdrom: Path | None = None
+    firmware: Firmware = Firmware.bios
 
     def __post_init__(self) -> None:
-        for what, path in [("--kernel", self.kernel)] + [("--initrd", p) for p in self.initrds]:
+        self._check_boot_source()
+        paths = [("--kernel", self.kernel)] if self.kernel is not None else []
+        for what, path in paths + [("--initrd", p) for p in self.initrds]:
             if not path.is_file():
                 raise ConfigError(f"{what} {path} is not a file", hint="check the path")
-        if not _MEMORY_RE.match(self.memory) or float(re.sub(r"[^\d.]", "", self.memory)) <= 0:
+        check_settings(self.memory, self.cpus, self.timeout)
+        self._check_cmdline_length()
+
+    def _check_boot_source(self) -> None:
+        """Exactly one of kernel, pxe, cdrom; firmware boots are amd64's; OVMF is there."""
+        candidates: list[tuple[str, Path | None]] = [
+            ("--kernel", self.kernel),
+            ("--pxe", self.pxe),
+            ("--cdrom", self.cdrom),
+        ]
+        sources = [name for name, value in candidates if value is not None]
+        if len(sources) != 1:
             raise ConfigError(
-                f"--memory {self.memory!r} is not a QEMU memory size", hint="e.g. 2G or 512M"
+                f"boot from one of --kernel, --pxe or --cdrom, not {' and '.join(sources)}"
+                if sources
+                else "nothing to boot",
+                hint="--kernel FILE (with --initrd, --append), --pxe DIR or --cdrom FILE.iso",
             )
-        if self.cpus < 1:
-            raise ConfigError("--cpus must be at least 1", hint="e.g. --cpus 2")
-        if self.timeout <= 0:
-            raise ConfigError("--timeout must be positive", hint="e.g. --timeout 600")
+        if self.kernel is None and (self.initrds or self.append):
+            raise ConfigError(
+                f"--initrd and --append go with --kernel, not {sources[0]}",
+                hint="with --pxe or --cdrom the boot entry names the initrds and command line",
+            )
+        firmware_boot = self.kernel is None or self.firmware is Firmware.uefi
+        if firmware_boot and self.arch is not Arch.amd64:
+            raise ConfigError(
+                f"{sources[0]} and --firmware uefi boot amd64 guests only, not {self.arch}",
+                hint="boot an arm64 guest with --kernel",
+            )
+        if self.pxe is not None and not self.pxe.is_dir():
+            raise ConfigError(f"--pxe {self.pxe} is not a folder", hint="the TFTP root")
+        if self.pxe is not None and not self.bootfile.strip():
+            raise ConfigError("--bootfile is empty", hint=f"e.g. {DEFAULT_BOOTFILE}")
+        if self.cdrom is not None and not self.cdrom.is_file():
+            raise ConfigError(f"--cdrom {self.cdrom} is not a file", hint="an ISO image")
+        if self.firmware is Firmware.uefi:
+            for part in (OVMF_CODE, OVMF_VARS):
+                if not part.is_file():
+                    raise ToolError(
+                        f"Could not find {part}, which is required to boot under UEFI",
+                        hint="install it: apt-get install ovmf",
+                    )
+
+    def _check_cmdline_length(self) -> None:
+        """Refuse a command line the kernel would cut (an x86 one then boots to silence)."""
+        if self.kernel is None:
+            return
+        added = added_by_run(self.append, self.arch)
+        if (problem := options.check_length(self.append, self.arch, added=added)) is not None:
+            raise ConfigError(f"--append: {problem.message}")
 
 
 def _kernel_param_names(cmdline: str) -> set[str]:
@@ -144,9 +220,40 @@ def kernel_cmdline(append: str, console_device: str) -> str:
     return " ".join([*defaults, append] if append.strip() else defaults)
 
 
+def added_by_run(append: str, arch: Arch) -> str:
+    """What ``b2c-builder run`` adds to ``append`` on the kernel's command line (see
+    kernel_cmdline), e.g. ``"console=ttyS0 panic=-1 "``; for the length check."""
+    full = kernel_cmdline(append, QEMU_ARCHES[arch].console)
+    return full[: len(full) - len(append)] if append.strip() else full
+
+
 def _qemu_path(path: Path) -> str:
     """A path inside a QEMU option value: commas are doubled."""
     return str(path).replace(",", ",,")
+
+
+def firmware_args(cfg: RunConfig) -> list[str]:
+    """OVMF's code (read-only) and variables (a throw-away overlay) as pflash drives, for
+    ``--firmware uefi``; nothing for SeaBIOS, QEMU's default."""
+    if cfg.firmware is Firmware.bios:
+        return []
+    return [
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_qemu_path(OVMF_CODE)}",
+        "-drive", f"if=pflash,format=raw,unit=1,snapshot=on,file={_qemu_path(OVMF_VARS)}",
+    ]  # fmt: skip
+
+
+def network_args(cfg: RunConfig) -> list[str]:
+    """User networking and the NIC. With ``pxe`` QEMU's DHCP/TFTP server offers
+    ``bootfile`` from that folder and the NIC, first in the boot order, keeps its iPXE
+    option ROM (Debian's ipxe-qemu); otherwise ``romfile=`` drops the ROM, which costs a
+    second of firmware time."""
+    nic = QEMU_ARCHES[cfg.arch].nic
+    if cfg.pxe is None:
+        return ["-netdev", "user,id=net0", "-device", f"{nic},netdev=net0,romfile="]
+    bootfile = cfg.bootfile.replace(",", ",,")
+    netdev = f"user,id=net0,tftp={_qemu_path(cfg.pxe)},bootfile={bootfile}"
+    return ["-netdev", netdev, "-device", f"{nic},netdev=net0,bootindex=0"]
 
 
 def qemu_cmdline(cfg: RunConfig, accel: Accel, initrd: Path | None) -> list[str]:
@@ -166,14 +273,18 @@ def qemu_cmdline(cfg: RunConfig, accel: Accel, initrd: Path | None) -> list[str]
         "-display", "none",
         "-serial", "stdio",
         "-no-reboot",
-        "-kernel", str(cfg.kernel),
     ]  # fmt: skip
-    if initrd is not None:
-        cmd += ["-initrd", str(initrd)]
-    cmd += ["-append", kernel_cmdline(cfg.append, arch.console)]
-    # romfile= drops the NIC's iPXE option ROM: we never netboot, and it costs a second.
-    cmd += ["-netdev", "user,id=net0", "-device", f"{arch.nic},netdev=net0,romfile="]
+    cmd += firmware_args(cfg)
+    if cfg.kernel is not None:
+        cmd += ["-kernel", str(cfg.kernel)]
+        if initrd is not None:
+            cmd += ["-initrd", str(initrd)]
+        cmd += ["-append", kernel_cmdline(cfg.append, arch.console)]
+    cmd += network_args(cfg)
     cmd += ["-device", "virtio-rng-pci"]
+    if cfg.cdrom is not None:
+        cdrom = f"if=none,id=cd0,media=cdrom,readonly=on,format=raw,file={_qemu_path(cfg.cdrom)}"
+        cmd += ["-drive", cdrom, "-device", "ide-cd,drive=cd0,bootindex=0"]
     for disk in cfg.disks:
         cmd += ["-drive", f"file={_qemu_path(disk.path)},format={disk.format},if=virtio"]
     for path, tag in cfg.shares:

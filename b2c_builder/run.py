@@ -25,6 +25,10 @@ PROVIDERS: dict[str, str] = {
     "depmod": "kmod",
     "modprobe": "kmod",
     "busybox": "busybox-static",
+    "xorriso": "xorriso",
+    "mformat": "mtools",
+    "mmd": "mtools",
+    "mcopy": "mtools",
 }
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from b2c_builder.options import check_length, lint_cmdline
 from tests.conftest import b2c
 
 
@@ -18,3 +23,101 @@ def test_malformed_value_is_an_error_and_unknown_option_a_warning() -> None:
     assert any(line.startswith("error: b2c.poweroff_delay") for line in lines), lines
     assert any(line.startswith("warning: b2c.no_such_option") for line in lines), lines
     assert "Traceback" not in proc.stderr
+
+
+# --- the line as a whole: length, stray bytes, secrets ------------------------------------
+
+RUN_ADDS = "console=ttyS0 panic=-1 "  # what `b2c-builder run` puts in front (qemu.kernel_cmdline)
+
+
+def line_of(size: int, *, prefix: str = "b2c.pipefail x=") -> str:
+    """A valid command line of exactly ``size`` bytes."""
+    return prefix + "a" * (size - len(prefix))
+
+
+def test_check_length_counts_bytes_the_added_text_and_the_nul() -> None:
+    # 2048 bytes of buffer: 2047 for the line, 1 for the NUL.
+    assert check_length(line_of(2047), "amd64") is None
+    problem = check_length(line_of(2048), "amd64")
+    assert problem is not None and problem.severity == "error"
+    assert "2049 bytes" in problem.message and "2048 bytes" in problem.message
+    assert "last 1 bytes" in problem.message and "b2c.extra_args_url" in problem.message
+    # What the boot loader adds counts too.
+    assert check_length(line_of(2047 - 20), "arm64", added="BOOT_IMAGE=/vmlinuz ") is None
+    added = check_length(line_of(2048 - 20), "arm64", added="BOOT_IMAGE=/vmlinuz ")
+    assert added is not None and "'BOOT_IMAGE=/vmlinuz'" in added.message
+    # UTF-8 bytes, not characters: 'é' is two bytes.
+    assert check_length(line_of(2045) + "é", "amd64") is None
+    assert check_length(line_of(2046) + "é", "amd64") is not None
+
+
+def test_cli_length_error_counts_what_run_adds() -> None:
+    fits = line_of(2047 - len(RUN_ADDS))
+    proc = b2c("check-cmdline", fits)
+    assert (proc.returncode, proc.stdout) == (0, ""), proc.stdout + proc.stderr
+    proc = b2c("check-cmdline", fits + "a")
+    assert proc.returncode == 2
+    (line,) = proc.stdout.splitlines()
+    assert line.startswith("error: cmdline: 2025 bytes + 23 added by the boot loader")
+    assert "COMMAND_LINE_SIZE" in line and "amd64" in line
+    # arm64: run adds console=ttyAMA0 (two bytes more), so the same line no longer fits.
+    proc = b2c("check-cmdline", "--arch", "arm64", fits)
+    assert proc.returncode == 2
+    assert proc.stdout.startswith("error: cmdline: 2024 bytes + 25 added by the boot loader")
+    assert "arm64 kernel's COMMAND_LINE_SIZE" in proc.stdout
+
+
+def test_bom_and_cr_are_errors() -> None:
+    proc = b2c("check-cmdline", "\ufeffb2c.pipefail b2c.poweroff_delay=3\r")
+    assert proc.returncode == 2
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("error: cmdline: a UTF-8 byte-order mark (EF BB BF) at byte 0")
+    # Byte offsets: the BOM is 3 bytes, then 33 ASCII characters.
+    assert lines[1].startswith("error: cmdline: a carriage return (CR) at byte 36")
+    assert len(lines) == 2, lines
+
+
+@pytest.mark.parametrize(
+    ("line", "option", "what"),
+    [
+        ('b2c.container="--creds bot:hunter2 docker://r/i:1"', "b2c.container", "--creds"),
+        ('b2c.container="--creds=bot:hunter2 docker://r/i:1"', "b2c.container", "--creds"),
+        ('b2c.container="-e CI_JOB_TOKEN=abc docker://r/i:1"', "b2c.container", "CI_JOB_TOKEN="),
+        ('b2c.service="--env=DB_PASSWORD=x docker://r/db"', "b2c.service", "DB_PASSWORD="),
+        ("b2c.extra_args_url=https://bot:hunter2@h/args", "b2c.extra_args_url", "password"),
+        ("my_secret=abc", "my_secret", "option name"),
+    ],
+)
+def test_secret_looking_values_are_warnings(line: str, option: str, what: str) -> None:
+    problems = lint_cmdline(line)
+    secrets = [p for p in problems if "/proc/cmdline" in p.message]
+    assert len(secrets) == 1, problems
+    assert secrets[0].severity == "warning" and secrets[0].option == option
+    assert what in secrets[0].message and "b2c.extra_args_url" in secrets[0].message
+    # A warning: check-cmdline still exits 0.
+    proc = b2c("check-cmdline", line)
+    assert proc.returncode == 0 and f"warning: {option}:" in proc.stdout
+
+
+def test_no_secret_warning_for_ordinary_values() -> None:
+    line = "b2c.container=\"-e MODE=fast -v /a:/b docker://user@registry/i:1 sh -c 'echo $X'\""
+    assert lint_cmdline(line) == []
+
+
+def test_extra_args_documents_are_where_secrets_belong() -> None:
+    assert lint_cmdline('b2c.container="--creds a:b docker://r/i"', source="extra") == []
+
+
+def test_run_refuses_an_over_long_line_at_once(tmp_path: Path) -> None:
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"MZ not a kernel")
+    initrd = tmp_path / "initrd.cpio"
+    initrd.write_bytes(b"070701")
+    common = ["run", "--kernel", str(kernel), "--initrd", str(initrd), "--accel", "tcg"]
+    ok = b2c(*common, "--append", line_of(2047 - len(RUN_ADDS)), "--dry-run")
+    assert ok.returncode == 0, ok.stderr
+    proc = b2c(*common, "--append", line_of(2048 - len(RUN_ADDS)), "--dry-run")
+    assert proc.returncode == 2
+    assert "qemu-system" not in proc.stdout
+    assert "--append: 2025 bytes + 23 added by the boot loader" in proc.stderr
+    assert "COMMAND_LINE_SIZE" in proc.stderr and "Traceback" not in proc.stderr
