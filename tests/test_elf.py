@@ -15,6 +15,7 @@ from b2c_builder.errors import ResolveError
 from b2c_builder.rootfs import Manifest
 from b2c_builder.run import run
 from b2c_builder.tree import HostTree
+from tests.conftest import require
 
 pytestmark = pytest.mark.skipif(Arch.host() is not Arch.amd64, reason="oracles run on amd64")
 
@@ -49,8 +50,7 @@ def ldd(program: str | Path) -> dict[str, str | None]:
 
 @pytest.mark.parametrize("program", HOST_PROGRAMS)
 def test_host_binaries_match_ldd(program: str) -> None:
-    if not Path(program).exists():
-        pytest.skip(f"{program} is not installed")
+    require(Path(program).exists(), f"{program} is not installed (make deps-test installs it)")
     expected = ldd(program)
     found = elf.needed_files(HostTree("/"), [program], ARCH)
 

@@ -20,6 +20,7 @@ from b2c_builder.config import Arch, default_cache_dir
 from b2c_builder.errors import ExtractError, ResolveError
 from b2c_builder.rootfs import Kind, Manifest, Origin
 from b2c_builder.run import run, which
+from tests.conftest import require
 
 DATA = Path(__file__).parent / "data" / "kmod"
 KVER = "6.99.0-1-test"
@@ -251,8 +252,11 @@ def busybox_root(
 ) -> tuple[Path, list[kmod.Module]]:
     """A chroot with busybox and the modules archive, in lib/modules/`uname -r` where busybox
     looks for the running kernel's modules."""
-    if os.geteuid() != 0 and run(["unshare", "-r", "true"], reason="probe", check=False).returncode:
-        pytest.skip("needs root or unprivileged user namespaces to chroot busybox")
+    require(
+        os.geteuid() == 0
+        or run(["unshare", "-r", "true"], reason="probe", check=False).returncode == 0,
+        "needs root or unprivileged user namespaces to chroot busybox",
+    )
     root = tmp_path / "bbroot"
     manifest = Manifest()
     moddir = f"lib/modules/{os.uname().release}"
@@ -314,8 +318,7 @@ def _kernel_package() -> str:
 
 @pytest.fixture(scope="session")
 def debian_kernel(tmp_path_factory: pytest.TempPathFactory) -> DebianKernel:
-    if Arch.host() is not Arch.amd64:
-        pytest.skip("the oracle kernel is amd64")
+    require(Arch.host() is Arch.amd64, "the oracle kernel is amd64")
     cache = default_cache_dir() / "test-kernels"
     cache.mkdir(parents=True, exist_ok=True)
     package = _kernel_package()

@@ -19,7 +19,7 @@ import pytest
 
 from b2c_builder import image
 from b2c_builder.debian import download
-from tests.conftest import b2c, require_tool
+from tests.conftest import b2c, require, require_tool
 from tests.localmirror import FakePackage, GpgKey, LocalMirror
 
 DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -136,8 +136,7 @@ def tamper_deb(mirror: LocalMirror) -> tuple[str, ...]:
 
 
 def wrong_keyring(mirror: LocalMirror) -> tuple[str, ...]:
-    if not DEBIAN_KEYRING.is_file():
-        pytest.skip(f"{DEBIAN_KEYRING} is missing (apt-get install debian-archive-keyring)")
+    require(DEBIAN_KEYRING.is_file(), f"{DEBIAN_KEYRING} is missing (make deps-test installs it)")
     return ("--keyring", str(DEBIAN_KEYRING))  # valid keys, none of them signed this archive
 
 
