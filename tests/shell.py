@@ -10,7 +10,6 @@ directory holding a fake /proc, /sys, /dev and /etc.
 from __future__ import annotations
 
 import functools
-import shutil
 import tempfile
 import textwrap
 from dataclasses import dataclass, field
@@ -18,8 +17,8 @@ from pathlib import Path
 
 from b2c_builder.render import InitSettings, render_init
 from b2c_builder.run import run
+from tests.conftest import require_tool
 
-BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 CMDLINES = Path(__file__).parent / "data" / "cmdlines"
 ARG_SEP, CALL_SEP = "\x1e", "\x1d"
 
@@ -221,7 +220,7 @@ class Shell:
         path.write_text(self.script(code))
         self.log.write_bytes(b"")
         proc = run(
-            ["env", "-i", "PATH=/usr/bin:/bin", BUSYBOX, "sh", str(path)],
+            ["env", "-i", "PATH=/usr/bin:/bin", require_tool("busybox"), "sh", str(path)],
             reason="run /init's shell functions under busybox sh",
             check=False,
             timeout=timeout,

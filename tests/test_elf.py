@@ -20,11 +20,12 @@ from tests.conftest import require
 pytestmark = pytest.mark.skipif(Arch.host() is not Arch.amd64, reason="oracles run on amd64")
 
 ARCH = Arch.amd64
+# Dynamically linked programs that `make deps-test` installs (the Makefile's TEST_DEBS).
 HOST_PROGRAMS = [
     "/usr/bin/qemu-system-x86_64",
+    "/usr/bin/qemu-img",
     "/usr/bin/gpgv",
-    "/usr/bin/python3",
-    "/usr/bin/curl",
+    "/usr/bin/gpg",
     "/usr/bin/bsdtar",
     "/usr/bin/skopeo",
 ]
