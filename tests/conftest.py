@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.kernel import DebianKernel, fetch_debian_kernel
 from tests.oci import busybox_layer, make_layout
 from tests.registry import Registry, start_registry
 
@@ -104,6 +105,12 @@ def shared_cache() -> Path:
 def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
     """The default release (trixie, amd64, Debian kernel + modules), built once per session."""
     return build_release(tmp_path_factory.mktemp("release"), shared_cache())
+
+
+@pytest.fixture(scope="session")
+def debian_kernel() -> DebianKernel:
+    """Debian's amd64 kernel and modules, fetched once through our own verified client."""
+    return fetch_debian_kernel(shared_cache())
 
 
 @pytest.fixture(scope="session")

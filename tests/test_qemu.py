@@ -6,8 +6,6 @@ import gzip
 import os
 import shutil
 import stat
-import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from b2c_builder import qemu
-from b2c_builder.config import Arch, default_cache_dir
+from b2c_builder.config import Arch
 from b2c_builder.console import ConsoleResult, ExitCode, Panic, Status
 from b2c_builder.errors import ConfigError
 from b2c_builder.qemu import (
@@ -35,6 +33,7 @@ from b2c_builder.qemu import (
 )
 from b2c_builder.run import run
 from tests.conftest import require_root, require_tool
+from tests.kernel import DebianKernel
 
 # --- the command line, without QEMU ----------------------------------------------------
 
@@ -234,33 +233,11 @@ def test_kvm_probe_refuses_a_foreign_architecture() -> None:
 
 # --- real boots ---------------------------------------------------------------------------
 
-KERNEL_CACHE = default_cache_dir() / "test-kernels"
-
 
 @pytest.fixture(scope="session")
-def debian_kernel() -> Path:
-    """The host suite's linux-image-amd64 kernel, downloaded once into the user's cache."""
-    found = sorted(KERNEL_CACHE.glob("boot/vmlinuz-*"))
-    if found:
-        return found[-1]
-    for tool in ("apt-get", "apt-cache", "dpkg-deb"):
-        require_tool(tool)
-    depends = run(["apt-cache", "depends", "linux-image-amd64"], reason="find the kernel")
-    package = next(
-        line.split()[1]
-        for line in depends.stdout.decode().splitlines()
-        if line.strip().startswith("Depends: linux-image")
-    )
-    KERNEL_CACHE.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=KERNEL_CACHE) as tmp:
-        # apt-get download writes into the current directory; run.run() has no cwd.
-        subprocess.run(["apt-get", "download", package], cwd=tmp, check=True)
-        (deb,) = Path(tmp).glob("*.deb")
-        run(["dpkg-deb", "-x", str(deb), f"{tmp}/root"], reason="extract the kernel")
-        (vmlinuz,) = Path(tmp).glob("root/boot/vmlinuz-*")
-        (KERNEL_CACHE / "boot").mkdir(exist_ok=True)
-        vmlinuz.rename(KERNEL_CACHE / "boot" / vmlinuz.name)
-    return KERNEL_CACHE / "boot" / vmlinuz.name
+def vmlinuz(debian_kernel: DebianKernel) -> Path:
+    """Debian's amd64 kernel image (tests/kernel.py: fetched by our own verified client)."""
+    return debian_kernel.vmlinuz
 
 
 def newc(root: Path) -> bytes:
@@ -328,7 +305,7 @@ def boot_busybox(
 
 @pytest.mark.qemu
 @pytest.mark.network
-def test_status_from_two_concatenated_initrds(debian_kernel: Path, tmp_path: Path) -> None:
+def test_status_from_two_concatenated_initrds(vmlinuz: Path, tmp_path: Path) -> None:
     token = uuid.uuid4().hex
     init = (
         'echo "SENTINEL $(busybox cat /etc/extra.txt)"\n'
@@ -350,7 +327,7 @@ def test_status_from_two_concatenated_initrds(debian_kernel: Path, tmp_path: Pat
     log_path = tmp_path / "serial.log"
 
     result, lines, seen = boot_busybox(
-        debian_kernel,
+        vmlinuz,
         (tmp_path / "base.cpio.gz", tmp_path / "extra.cpio"),
         serial_log=log_path,
     )
@@ -368,9 +345,9 @@ def test_status_from_two_concatenated_initrds(debian_kernel: Path, tmp_path: Pat
 
 @pytest.mark.qemu
 @pytest.mark.network
-def test_kernel_panic(debian_kernel: Path, tmp_path: Path) -> None:
+def test_kernel_panic(vmlinuz: Path, tmp_path: Path) -> None:
     initrd = initramfs(tmp_path, "echo SENTINEL-PANIC\nexit 1\n")
-    result, lines, seen = boot_busybox(debian_kernel, (initrd,))
+    result, lines, seen = boot_busybox(vmlinuz, (initrd,))
     assert "SENTINEL-PANIC" in seen, "\n".join(lines[-30:])
     assert result.exit_code == ExitCode.KERNEL_PANIC, result.summary()
     assert result.console.panic is not None
@@ -379,10 +356,10 @@ def test_kernel_panic(debian_kernel: Path, tmp_path: Path) -> None:
 
 @pytest.mark.qemu
 @pytest.mark.network
-def test_timeout(debian_kernel: Path, tmp_path: Path) -> None:
+def test_timeout(vmlinuz: Path, tmp_path: Path) -> None:
     timeout = 40.0  # 2.5 times the boot time measured on a loaded 2-core machine
     initrd = initramfs(tmp_path, "echo SENTINEL-SLEEPING\nwhile :; do busybox sleep 1000; done\n")
-    result, lines, seen = boot_busybox(debian_kernel, (initrd,), timeout=timeout)
+    result, lines, seen = boot_busybox(vmlinuz, (initrd,), timeout=timeout)
     assert "SENTINEL-SLEEPING" in seen, "\n".join(lines[-30:])
     assert result.exit_code == ExitCode.TIMEOUT, result.summary()
     assert timeout <= result.duration < timeout + 3
@@ -390,9 +367,9 @@ def test_timeout(debian_kernel: Path, tmp_path: Path) -> None:
 
 @pytest.mark.qemu
 @pytest.mark.network
-def test_poweroff_without_status(debian_kernel: Path, tmp_path: Path) -> None:
+def test_poweroff_without_status(vmlinuz: Path, tmp_path: Path) -> None:
     initrd = initramfs(tmp_path, "echo SENTINEL-NO-STATUS\nbusybox poweroff -f\n")
-    result, lines, seen = boot_busybox(debian_kernel, (initrd,))
+    result, lines, seen = boot_busybox(vmlinuz, (initrd,))
     assert "SENTINEL-NO-STATUS" in seen, "\n".join(lines[-30:])
     assert result.exit_code == ExitCode.NO_STATUS, result.summary()
     assert result.qemu_returncode == 0 and result.stopped is None
@@ -459,11 +436,11 @@ def firmware_config(kernel: Path, firmware: Path, timeout: float) -> RunConfig:
 
 @pytest.mark.qemu
 @pytest.mark.network
-def test_timeout_is_enforced_from_the_side(debian_kernel: Path, tmp_path: Path) -> None:
+def test_timeout_is_enforced_from_the_side(vmlinuz: Path, tmp_path: Path) -> None:
     require_tool("qemu-system-x86_64")
     firmware = serial_firmware(tmp_path / "fw.bin", "FIRMWARE-SENTINEL\n")
     lines: list[str] = []
-    result = boot(firmware_config(debian_kernel, firmware, 2.0), echo=lines.append)
+    result = boot(firmware_config(vmlinuz, firmware, 2.0), echo=lines.append)
     assert lines == ["FIRMWARE-SENTINEL"]
     assert result.exit_code == ExitCode.TIMEOUT, result.summary()
     assert 2.0 <= result.duration < 4.0
@@ -473,13 +450,13 @@ def test_timeout_is_enforced_from_the_side(debian_kernel: Path, tmp_path: Path) 
 @pytest.mark.qemu
 @pytest.mark.network
 def test_stops_a_guest_that_does_not_power_off(
-    debian_kernel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    vmlinuz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     require_tool("qemu-system-x86_64")
     monkeypatch.setattr(qemu, "SHUTDOWN_GRACE", 0.5)
     text = "Execution is over, pipeline status: 7\nIt's now safe to turn off your computer\n"
     firmware = serial_firmware(tmp_path / "fw.bin", text)
-    result = boot(firmware_config(debian_kernel, firmware, 60.0), echo=None)
+    result = boot(firmware_config(vmlinuz, firmware, 60.0), echo=None)
     assert result.exit_code == 7, result.summary()
     assert result.stopped == "the guest did not power off"
     assert not result.timed_out
@@ -488,7 +465,7 @@ def test_stops_a_guest_that_does_not_power_off(
 
 @pytest.mark.qemu
 @pytest.mark.network
-def test_qemu_is_killed_when_the_reader_fails(debian_kernel: Path, tmp_path: Path) -> None:
+def test_qemu_is_killed_when_the_reader_fails(vmlinuz: Path, tmp_path: Path) -> None:
     require_tool("qemu-system-x86_64")
     firmware = serial_firmware(tmp_path / "fw.bin", "FIRMWARE-SENTINEL\n")
 
@@ -497,5 +474,5 @@ def test_qemu_is_killed_when_the_reader_fails(debian_kernel: Path, tmp_path: Pat
         raise RuntimeError(f"reader failed on {line!r}")
 
     with pytest.raises(RuntimeError, match="FIRMWARE-SENTINEL"):
-        boot(firmware_config(debian_kernel, firmware, 60.0), echo=echo)
+        boot(firmware_config(vmlinuz, firmware, 60.0), echo=echo)
     assert qemu_children() == []
