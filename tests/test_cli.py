@@ -178,6 +178,15 @@ def test_build_refuses_unknown_choices(dead_mirror: str, option: str, value: str
     assert "127.0.0.1" not in proc.stderr
 
 
+def test_a_failed_download_is_never_called_done(dead_mirror: str, tmp_path: Path) -> None:
+    proc = cli("build", "--mirror", dead_mirror, "--cache-dir", str(tmp_path / "cache"))
+    assert_clear_error(proc, "cannot download", dead_mirror)
+    assert proc.returncode == 1
+    steps = [line for line in proc.stderr.splitlines() if line.startswith("INFO: ")]
+    assert "done in" not in "\n".join(steps), proc.stderr
+    assert steps[-1] == "INFO:   Reading the Debian archive index (trixie/amd64) failed", steps
+
+
 def test_debug_shows_the_traceback(dead_mirror: str) -> None:
     proc = cli("--debug", "build", "--mirror", dead_mirror, "--suite", "Bad Suite")
     assert proc.returncode == 2
