@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
-import shutil
-import stat
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from b2c_builder import qemu
 from b2c_builder.config import Arch
 from b2c_builder.console import ConsoleResult, ExitCode, Panic, Status
+from b2c_builder.cpio import write_cpio
 from b2c_builder.errors import ConfigError
 from b2c_builder.qemu import (
     PROBE_TIMEOUT,
@@ -31,8 +31,9 @@ from b2c_builder.qemu import (
     qemu_cmdline,
     resolve_accel,
 )
+from b2c_builder.rootfs import Kind, Manifest
 from b2c_builder.run import run
-from tests.conftest import require_root, require_tool
+from tests.conftest import require_tool
 from tests.kernel import DebianKernel
 
 # --- the command line, without QEMU ----------------------------------------------------
@@ -240,37 +241,31 @@ def vmlinuz(debian_kernel: DebianKernel) -> Path:
     return debian_kernel.vmlinuz
 
 
-def newc(root: Path) -> bytes:
-    """A newc archive of ``root`` made by GNU cpio, owned by root."""
-    require_tool("cpio")
-    names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-    proc = run(
-        ["cpio", "-o", "-H", "newc", "-R", "0:0", "--quiet", "-D", str(root)],
-        input="\n".join(names).encode(),
-        reason="make a test initramfs",
-    )
-    return proc.stdout
+def newc(manifest: Manifest) -> bytes:
+    """A newc archive of ``manifest`` by our own writer: device nodes without root or mknod."""
+    out = io.BytesIO()
+    write_cpio(manifest, out, source_date_epoch=0)
+    return out.getvalue()
 
 
-def busybox_root(tmp_path: Path, init: str) -> Path:
-    """A staging tree: static busybox, /dev/console, /proc and a shell /init."""
+def busybox_manifest(init: str) -> Manifest:
+    """A minimal initramfs: static busybox, /dev/console, /proc and a shell /init."""
     busybox = Path(require_tool("busybox")).resolve()
-    root = tmp_path / "root"
-    for directory in ("bin", "dev", "proc", "etc"):
-        (root / directory).mkdir(parents=True)
-    shutil.copy(busybox, root / "bin" / "busybox")
-    (root / "bin" / "sh").symlink_to("busybox")
-    require_root("making /dev/console with mknod")
-    os.mknod(root / "dev" / "console", stat.S_IFCHR | 0o600, os.makedev(5, 1))
+    manifest = Manifest()
+    manifest.add_file("bin/busybox", busybox.read_bytes(), 0o755)
+    manifest.add_symlink("bin/sh", "busybox")
+    for directory in ("dev", "proc", "etc"):
+        manifest.add_dir(directory)
+    # The kernel opens /dev/console for init's stdio before anything is mounted.
+    manifest.add_device("dev/console", Kind.CHAR, 5, 1, 0o600)
     script = "#!/bin/sh\nexport PATH=/bin\nbusybox mount -t proc proc /proc\n" + init
-    (root / "init").write_text(script)
-    (root / "init").chmod(0o755)
-    return root
+    manifest.add_file("init", script.encode(), 0o755)
+    return manifest
 
 
 def initramfs(tmp_path: Path, init: str) -> Path:
     path = tmp_path / "initrd.cpio"
-    path.write_bytes(newc(busybox_root(tmp_path, init)))
+    path.write_bytes(newc(busybox_manifest(init)))
     return path
 
 
@@ -312,18 +307,17 @@ def test_status_from_two_concatenated_initrds(vmlinuz: Path, tmp_path: Path) -> 
         'echo "Execution is over, pipeline status: 3"\n'
         "busybox poweroff -f\n"
     )
-    base = busybox_root(tmp_path / "base", init)
+    base = busybox_manifest(init)
     # gzip the base archive, and pad it to an odd size, so that the uncompressed second
     # archive lands off a 4-byte boundary unless the runner pads between them.
     pad = 0
     while len(first := gzip.compress(newc(base), mtime=0)) % 4 == 0:
         pad += 1
-        (base / "pad").write_bytes(b"p" * pad)
+        base.add_file("pad", b"p" * pad, replace=True)
     (tmp_path / "base.cpio.gz").write_bytes(first)
-    extra = tmp_path / "extra" / "etc"
-    extra.mkdir(parents=True)
-    (extra / "extra.txt").write_text(f"second-archive-{token}\n")
-    (tmp_path / "extra.cpio").write_bytes(newc(extra.parent))
+    extra = Manifest()
+    extra.add_file("etc/extra.txt", f"second-archive-{token}\n".encode())
+    (tmp_path / "extra.cpio").write_bytes(newc(extra))
     log_path = tmp_path / "serial.log"
 
     result, lines, seen = boot_busybox(
