@@ -141,8 +141,10 @@ def extract_into(
 ) -> Extracted:
     """Add every member of ``deb`` (or those whose image path ``select`` accepts).
 
-    A path that already exists keeps its first entry: directories merge, identical content
-    is fine and a differing entry is logged at debug level (Debian packages do not overlap).
+    A path that already exists keeps its first entry: directories merge and identical
+    content is fine. Two packages shipping one path with different contents (which Debian
+    forbids unless one Replaces the other) is logged as a warning naming both packages: the
+    image could otherwise get a file other than the one a reader of the log expects.
     """
     control_tar, data_tar = _tars(deb)
     control = _control_fields(control_tar, deb)
@@ -240,21 +242,48 @@ _DEVICES = {tarfile.CHRTYPE: Kind.CHAR, tarfile.BLKTYPE: Kind.BLOCK, tarfile.FIF
 
 
 def _taken(manifest: Manifest, entry: Entry, deb: Path) -> bool:
-    """Is ``entry.path`` already in the manifest? Log it when the contents differ."""
+    """Is ``entry.path`` already in the manifest? Warn when the two entries differ."""
     old = manifest.get(entry.path)
     if old is None:
         return False
-    differs = (old.kind, old.data, old.target, old.rdev) != (
+    if old.kind is Kind.DIR and entry.kind is Kind.DIR:
+        if old.mode != entry.mode:
+            log.warning(
+                "/%s: %s makes it a directory with mode %04o, %s with %04o; keeping %04o",
+                entry.path,
+                _package(old),
+                old.mode,
+                _package(entry),
+                entry.mode,
+                old.mode,
+            )
+        return True
+    if (old.kind, old.data, old.target, old.rdev) != (
         entry.kind,
         entry.data,
         entry.target,
         entry.rdev,
-    )
-    if differs and not (old.kind is Kind.DIR and entry.kind is Kind.DIR):
-        log.debug(
-            "%s: /%s is already provided by %s; keeping the first",
-            deb.name,
+    ):
+        log.warning(
+            "two packages ship /%s with different contents: %s (%s) and %s (%s, in %s); "
+            "keeping the first",
             entry.path,
-            old.origin.package if old.origin else "the builder",
+            _package(old),
+            _summary(old),
+            _package(entry),
+            _summary(entry),
+            deb.name,
         )
     return True
+
+
+def _package(entry: Entry) -> str:
+    return entry.origin.package if entry.origin else "the builder"
+
+
+def _summary(entry: Entry) -> str:
+    if entry.kind is Kind.FILE:
+        return f"{entry.size} bytes, sha256 {entry.sha256()[:12]}"
+    if entry.kind is Kind.SYMLINK:
+        return f"symlink to {entry.target}"
+    return str(entry.kind)
