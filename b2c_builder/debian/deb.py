@@ -244,7 +244,7 @@ _DEVICES = {tarfile.CHRTYPE: Kind.CHAR, tarfile.BLKTYPE: Kind.BLOCK, tarfile.FIF
 def _taken(manifest: Manifest, entry: Entry, deb: Path) -> bool:
     """Is ``entry.path`` already in the manifest? Warn when the two entries differ."""
     old = manifest.get(entry.path)
-    if old is None:
+    if old is None or manifest.implicit(entry.path):
         return False
     if old.kind is Kind.DIR and entry.kind is Kind.DIR:
         if old.mode != entry.mode:
