@@ -279,13 +279,12 @@ def probe_kvm(arch: Arch | None = None) -> bool:
     return kvm_unusable_reason(arch or Arch.host()) is None
 
 
-def resolve_accel(
-    accel: Accel, arch: Arch, *, probe: Callable[[Arch], str | None] = kvm_unusable_reason
-) -> Accel:
-    """``kvm`` or ``tcg``. Only ``auto`` probes; the choice and its reason are logged."""
+def resolve_accel(accel: Accel, arch: Arch) -> Accel:
+    """``kvm`` or ``tcg``. Only ``auto`` probes (a KVM test boot); the choice and its reason
+    are logged."""
     if accel is not Accel.auto:
         return accel
-    reason = probe(arch)
+    reason = kvm_unusable_reason(arch)
     if reason is None:
         log.info("accel auto: using kvm (a test boot under KVM worked)")
         return Accel.kvm
@@ -322,10 +321,31 @@ def _initrd(cfg: RunConfig) -> Iterator[Path | None]:
         yield concatenate_initrds(cfg.initrds, Path(tmp) / "initrd.img")
 
 
-def dry_run(cfg: RunConfig, *, probe: Callable[[Arch], str | None] = kvm_unusable_reason) -> str:
-    """The command ``boot(cfg)`` would run, as shell text. ``--accel auto`` is still probed."""
-    accel = resolve_accel(cfg.accel, cfg.arch, probe=probe)
+def _kvm_guess(arch: Arch) -> tuple[Accel, str]:
+    """What ``--accel auto`` will likely pick, and why, without opening anything."""
+    try:
+        host: Arch | None = Arch.host()
+    except ConfigError:
+        host = None
+    if host is not arch:
+        return Accel.tcg, f"KVM cannot run {arch} guests on this {host or 'unknown'} host"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return Accel.tcg, "/dev/kvm is missing or not writable"
+    return Accel.kvm, "/dev/kvm is there"
+
+
+def dry_run(cfg: RunConfig) -> str:
+    """The command ``boot(cfg)`` would run, as shell text. It starts nothing: with
+    ``--accel auto`` the KVM test boot is not run; the command shows the likely choice and a
+    comment line says that the real run decides by that test boot."""
     lines = []
+    accel = cfg.accel
+    if accel is Accel.auto:
+        accel, why = _kvm_guess(cfg.arch)
+        lines.append(
+            f"# --accel auto: shown with {accel} ({why}); the run itself boots a tiny KVM "
+            "test guest first and falls back to tcg if that fails"
+        )
     initrd: Path | None = cfg.initrds[0] if cfg.initrds else None
     if len(cfg.initrds) > 1:
         initrd = Path(tempfile.gettempdir()) / "b2c-run-XXXX" / "initrd.img"
@@ -432,16 +452,11 @@ def _drain_stderr(stream: IO[bytes], tail: deque[str]) -> None:
         log.warning("qemu: %s", line)
 
 
-def boot(
-    cfg: RunConfig,
-    *,
-    echo: Callable[[str], None] | None = _echo_stdout,
-    probe: Callable[[Arch], str | None] = kvm_unusable_reason,
-) -> RunResult:
+def boot(cfg: RunConfig, *, echo: Callable[[str], None] | None = _echo_stdout) -> RunResult:
     """Boot ``cfg`` under QEMU, stream its console to ``echo`` and the serial log, and
     return how it ended. QEMU is killed at the timeout and on any exception."""
     binary = which(QEMU_ARCHES[cfg.arch].binary, reason=f"boot {cfg.arch} guests")
-    accel = resolve_accel(cfg.accel, cfg.arch, probe=probe)
+    accel = resolve_accel(cfg.accel, cfg.arch)
     with contextlib.ExitStack() as stack:
         initrd = stack.enter_context(_initrd(cfg))
         cmd = qemu_cmdline(cfg, accel, initrd)

@@ -257,6 +257,15 @@ def test_run_dry_run_prints_the_qemu_command(kernel: Path, tmp_path: Path) -> No
     assert "-no-reboot" in cmd
 
 
+def test_run_dry_run_with_accel_auto_says_the_run_decides(kernel: Path) -> None:
+    proc = cli("run", "--kernel", str(kernel), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    comment, line = proc.stdout.splitlines()
+    accel = option_value(shlex.split(line), "-accel")
+    assert comment.startswith(f"# --accel auto: shown with {accel} ("), comment
+    assert "KVM test guest" in comment and "accel auto: using" not in proc.stderr
+
+
 def test_run_dry_run_with_two_initrds_names_both(kernel: Path, tmp_path: Path) -> None:
     parts = [tmp_path / "image.cpio.zst", tmp_path / "modules.cpio.zst"]
     for part in parts:

@@ -157,26 +157,53 @@ def test_initrds_are_concatenated_on_4_byte_boundaries(tmp_path: Path) -> None:
     assert out.read_bytes() == b"12345\0\0\0abcdxy\0\0"
 
 
-def _no_probe(arch: Arch) -> str | None:
-    raise AssertionError("the KVM probe must not run")
+@pytest.fixture
+def no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to probe KVM (open /dev/kvm, boot the test guest) fails the test."""
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the KVM probe must not run")
+
+    for name in ("kvm_unusable_reason", "_kvm_device_unusable_reason", "run"):
+        monkeypatch.setattr(qemu, name, forbidden)
 
 
+@pytest.mark.usefixtures("no_probe")
 def test_explicit_accel_does_not_probe() -> None:
-    assert resolve_accel(Accel.tcg, Arch.amd64, probe=_no_probe) is Accel.tcg
-    assert resolve_accel(Accel.kvm, Arch.amd64, probe=_no_probe) is Accel.kvm
+    assert resolve_accel(Accel.tcg, Arch.amd64) is Accel.tcg
+    assert resolve_accel(Accel.kvm, Arch.amd64) is Accel.kvm
 
 
-def test_auto_follows_the_probe() -> None:
-    assert resolve_accel(Accel.auto, Arch.amd64, probe=lambda arch: None) is Accel.kvm
-    assert resolve_accel(Accel.auto, Arch.amd64, probe=lambda arch: "no /dev/kvm") is Accel.tcg
+def test_auto_follows_the_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(qemu, "kvm_unusable_reason", lambda arch: None)
+    assert resolve_accel(Accel.auto, Arch.amd64) is Accel.kvm
+    monkeypatch.setattr(qemu, "kvm_unusable_reason", lambda arch: "no /dev/kvm")
+    assert resolve_accel(Accel.auto, Arch.amd64) is Accel.tcg
 
 
+@pytest.mark.usefixtures("no_probe")
+def test_dry_run_with_auto_starts_nothing(kernel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "access", lambda path, mode: path == "/dev/kvm")
+    monkeypatch.setattr(Arch, "host", classmethod(lambda cls: Arch.amd64))
+    comment, command = dry_run(RunConfig(kernel=kernel)).splitlines()
+    assert comment.startswith("# --accel auto: shown with kvm (/dev/kvm is there);")
+    assert " -accel kvm -cpu host " in command
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    comment, command = dry_run(RunConfig(kernel=kernel)).splitlines()
+    assert comment.startswith("# --accel auto: shown with tcg (/dev/kvm is missing")
+    assert " -accel tcg -cpu max " in command
+    comment, command = dry_run(RunConfig(kernel=kernel, arch=Arch.arm64)).splitlines()
+    assert "KVM cannot run arm64 guests on this amd64 host" in comment
+    assert command.startswith("qemu-system-aarch64 ") and " -accel tcg " in command
+
+
+@pytest.mark.usefixtures("no_probe")
 def test_dry_run_prints_the_command(kernel: Path, tmp_path: Path) -> None:
     initrds = (tmp_path / "base.cpio.zst", tmp_path / "modules.cpio.zst")
     for initrd in initrds:
         initrd.write_bytes(b"x")
-    cfg = RunConfig(kernel=kernel, initrds=initrds, append="b2c.container='a b'")
-    text = dry_run(cfg, probe=lambda arch: "no KVM in this test")
+    cfg = RunConfig(kernel=kernel, initrds=initrds, append="b2c.container='a b'", accel=Accel.tcg)
+    text = dry_run(cfg)
     comment, command = text.splitlines()
     assert comment.startswith("# ") and comment.endswith(f"{initrds[0]} {initrds[1]}")
     assert command.startswith("qemu-system-x86_64 -M q35 -accel tcg -cpu max ")
