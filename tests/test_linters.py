@@ -133,3 +133,20 @@ def test_every_host_tool_of_the_tests_is_installed_by_make() -> None:
     installed = _make_list("BUILD_DEBS") | _make_list("TEST_DEBS") | EVERY_DEBIAN
     assert {tool: pkg for tool, pkg in TEST_TOOLS.items() if pkg not in installed} == {}
     assert "qemu-system-x86_64" in used and "gpg" in used, "the scan finds the tools"
+
+
+def test_standalone_init_scripts_never_glob() -> None:
+    """init/ scripts run on their own (a shebang: the udhcpc event script, the crun wrapper)
+    get values from outside (a DHCP lease, podman's arguments): `set -f` comes before the
+    first expansion. The libraries get it from common.sh, the first one /init inlines."""
+    checked = []
+    for path in sorted((ROOT / "init").iterdir()):
+        lines = path.read_text().splitlines()
+        if not lines or not lines[0].startswith("#!"):
+            continue
+        code = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        first_expansion = next((i for i, ln in enumerate(code) if "$" in ln), None)
+        if first_expansion is not None:
+            assert "set -f" in code[:first_expansion], path.name
+            checked.append(path.name)
+    assert {"udhcpc.script", "crun-no-pivot"} <= set(checked)
