@@ -274,11 +274,6 @@ def kvm_unusable_reason(arch: Arch) -> str | None:
     return None
 
 
-def probe_kvm(arch: Arch | None = None) -> bool:
-    """True when KVM really works for ``arch`` (default: the host's) guests."""
-    return kvm_unusable_reason(arch or Arch.host()) is None
-
-
 def resolve_accel(accel: Accel, arch: Arch) -> Accel:
     """``kvm`` or ``tcg``. Only ``auto`` probes (a KVM test boot); the choice and its reason
     are logged."""
