@@ -29,7 +29,7 @@ from typing import IO
 from b2c_builder import console
 from b2c_builder.config import Arch
 from b2c_builder.console import ConsoleResult, ExitCode
-from b2c_builder.errors import ConfigError, ToolError
+from b2c_builder.errors import BootError, ConfigError, ToolError
 from b2c_builder.log import log
 from b2c_builder.run import run, which
 
@@ -366,7 +366,7 @@ class RunResult:
     duration: float  # seconds from QEMU's start to its end
     timed_out: bool  # the --timeout expired and QEMU was killed
     stopped: str | None  # why the runner killed QEMU, if it did
-    qemu_returncode: int | None  # None if QEMU could not be started
+    qemu_returncode: int
     qemu_stderr: tuple[str, ...] = ()  # its last lines
 
     @property
@@ -449,8 +449,14 @@ def _drain_stderr(stream: IO[bytes], tail: deque[str]) -> None:
 
 def boot(cfg: RunConfig, *, echo: Callable[[str], None] | None = _echo_stdout) -> RunResult:
     """Boot ``cfg`` under QEMU, stream its console to ``echo`` and the serial log, and
-    return how it ended. QEMU is killed at the timeout and on any exception."""
-    binary = which(QEMU_ARCHES[cfg.arch].binary, reason=f"boot {cfg.arch} guests")
+    return how it ended. QEMU is killed at the timeout and on any exception.
+
+    Raises BootError when QEMU is missing or cannot be executed: there is no boot to report.
+    """
+    try:
+        binary = which(QEMU_ARCHES[cfg.arch].binary, reason=f"boot {cfg.arch} guests")
+    except ToolError as exc:
+        raise BootError(exc.message, hint=exc.hint) from exc
     accel = resolve_accel(cfg.accel, cfg.arch)
     with contextlib.ExitStack() as stack:
         initrd = stack.enter_context(_initrd(cfg))
@@ -472,9 +478,10 @@ def boot(cfg: RunConfig, *, echo: Callable[[str], None] | None = _echo_stdout) -
                 stderr=subprocess.PIPE,
             )
         except OSError as exc:
-            return RunResult(
-                parser.result(), accel, tuple(cmd), 0.0, False, None, None, (str(exc),)
-            )
+            raise BootError(
+                f"cannot start {binary}: {exc.strerror or exc}",
+                hint=f"check the QEMU installation: {binary} --version must run",
+            ) from exc
         watchdog = _Watchdog(proc, start + cfg.timeout)
         threads = [
             threading.Thread(target=watchdog.watch, name="qemu-watchdog", daemon=True),

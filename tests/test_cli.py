@@ -266,6 +266,12 @@ def test_run_dry_run_with_accel_auto_says_the_run_decides(kernel: Path) -> None:
     assert "KVM test guest" in comment and "accel auto: using" not in proc.stderr
 
 
+def test_run_without_qemu_exits_253(kernel: Path, tmp_path: Path) -> None:
+    proc = cli("run", "--kernel", str(kernel), "--accel", "tcg", env={"PATH": str(tmp_path)})
+    assert_clear_error(proc, "Could not find 'qemu-system-x86_64'")
+    assert proc.returncode == 253, "QEMU could not start: the documented exit code"
+
+
 def test_run_dry_run_with_two_initrds_names_both(kernel: Path, tmp_path: Path) -> None:
     parts = [tmp_path / "image.cpio.zst", tmp_path / "modules.cpio.zst"]
     for part in parts:

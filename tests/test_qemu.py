@@ -16,7 +16,7 @@ from b2c_builder import qemu
 from b2c_builder.config import Arch
 from b2c_builder.console import ConsoleResult, ExitCode, Panic, Status
 from b2c_builder.cpio import write_cpio
-from b2c_builder.errors import ConfigError
+from b2c_builder.errors import BootError, ConfigError
 from b2c_builder.qemu import (
     PROBE_TIMEOUT,
     Accel,
@@ -241,13 +241,37 @@ def test_exit_code_and_summary(
     console: ConsoleResult,
     timed_out: bool,
     stopped: str | None,
-    returncode: int | None,
+    returncode: int,
     expected: int,
     summary: str,
 ) -> None:
     result = RunResult(console, Accel.tcg, (), 1.0, timed_out, stopped, returncode)
     assert result.exit_code == expected
     assert result.summary() == summary
+
+
+def fake_qemu(directory: Path, body: bytes) -> Path:
+    """An executable file named like QEMU in ``directory``."""
+    directory.mkdir(exist_ok=True)
+    path = directory / "qemu-system-x86_64"
+    path.write_bytes(body)
+    path.chmod(0o755)
+    return path
+
+
+def test_a_boot_that_cannot_start_is_a_boot_error(
+    kernel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = RunConfig(kernel=kernel, accel=Accel.tcg)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(BootError, match="Could not find 'qemu-system-x86_64'") as missing:
+        boot(cfg, echo=None)
+    assert missing.value.hint == "install it: apt-get install qemu-system-x86"
+    qemu_bin = fake_qemu(tmp_path / "bin", b"\x00not an executable format\n")
+    monkeypatch.setenv("PATH", str(qemu_bin.parent))
+    with pytest.raises(BootError, match=r"cannot start .*qemu-system-x86_64: Exec format error"):
+        boot(cfg, echo=None)
+    assert BootError.exit_code == ExitCode.QEMU_FAILED
 
 
 # --- the KVM probe ----------------------------------------------------------------------
