@@ -182,7 +182,7 @@ def build_kernel_parts(
                 [cfg.kernel_package],
                 keep=lambda p: p.name.startswith("linux-image-"),
             )
-            tree = kmod.ModuleTree.from_manifest(staging, arch=cfg.arch)
+            tree = kmod.ModuleTree.from_manifest(staging)
         else:
             assert cfg.modules_dir is not None
             tree = kmod.ModuleTree.from_directory(cfg.modules_dir)

@@ -38,7 +38,6 @@ import zstandard
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from b2c_builder.config import Arch
 from b2c_builder.errors import ExtractError, ResolveError
 from b2c_builder.log import log
 from b2c_builder.rootfs import Kind, Manifest, Origin
@@ -74,6 +73,8 @@ _DECOMPRESS: dict[str, Callable[[bytes], bytes]] = {
 _MODULES_DIR_RE = re.compile(r"^(?:usr/)?lib/modules/([^/]+)$")
 MODULES_DIR = "usr/lib/modules"  # /lib/modules in the usr-merged image
 LOAD_LIST = "b2c.modules"  # read by init/modules.sh
+# Where a Debian linux-image package puts the bootable kernel, on every architecture.
+KERNEL_IMAGE = "boot/vmlinuz-{version}"
 
 
 def normalize(name: str) -> str:
@@ -189,29 +190,24 @@ class ModuleTree:
         return tree
 
     @classmethod
-    def from_manifest(
-        cls, manifest: Manifest, version: str | None = None, *, arch: Arch = Arch.amd64
-    ) -> ModuleTree:
-        """The kernel in an extracted linux-image package (lib/ or usr/lib/modules/<version>)."""
+    def from_manifest(cls, manifest: Manifest) -> ModuleTree:
+        """The one kernel in an extracted linux-image package (lib/ or usr/lib/modules/<version>,
+        and KERNEL_IMAGE). Raises ResolveError unless there is exactly one version."""
         dirs = kernel_versions(manifest)
-        if version is None:
-            if len(dirs) != 1:
-                found = ", ".join(sorted(dirs)) or "none"
-                raise ResolveError(
-                    f"expected one kernel version under lib/modules, found: {found}",
-                    hint="pass a single linux-image package",
-                )
-            version = next(iter(dirs))
-        if version not in dirs:
-            raise ResolveError(f"no lib/modules/{version} in the extracted kernel package")
-        base = dirs[version]
+        if len(dirs) != 1:
+            found = ", ".join(sorted(dirs)) or "none"
+            raise ResolveError(
+                f"expected one kernel version under lib/modules, found: {found}",
+                hint="pass a single linux-image package",
+            )
+        ((version, base),) = dirs.items()
         prefix = base + "/"
         paths = [
             path[len(prefix) :]
             for path, entry in manifest.entries.items()
             if path.startswith(prefix) and entry.kind is Kind.FILE
         ]
-        vmlinuz = manifest.resolve(arch.kernel_image % version)
+        vmlinuz = manifest.resolve(KERNEL_IMAGE.format(version=version))
 
         def origin(path: str) -> Origin | None:
             entry = manifest.entries.get(prefix + path)
@@ -220,10 +216,10 @@ class ModuleTree:
         return cls.from_paths(manifest, base, version, paths, vmlinuz=vmlinuz, origin=origin)
 
     def kernel_image(self) -> bytes:
-        """The bootable kernel (boot/vmlinuz-<version>) of the package the modules came from."""
+        """The bootable kernel (KERNEL_IMAGE) of the package the modules came from."""
         if self.vmlinuz is None:
             raise ResolveError(
-                f"no kernel image boot/vmlinuz-{self.version} beside the modules",
+                f"no kernel image {KERNEL_IMAGE.format(version=self.version)} beside the modules",
                 hint="use --kernel-package to take the kernel from Debian",
             )
         return self.tree.read(self.vmlinuz)
