@@ -117,11 +117,11 @@ def real_world_lines(name: str) -> list[str]:
 
 
 @functools.cache
-def rendered_init(default_cmdline: str = "", modules: tuple[str, ...] = ()) -> Path:
+def rendered_init(default_cmdline: str = "") -> Path:
     """The /init rendered from the checkout, written once per test session."""
     directory = Path(tempfile.mkdtemp(prefix="b2c-init-"))
     path = directory / "init"
-    path.write_bytes(render_init(InitSettings(default_cmdline=default_cmdline, modules=modules)))
+    path.write_bytes(render_init(InitSettings(default_cmdline=default_cmdline)))
     return path
 
 

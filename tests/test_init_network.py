@@ -309,13 +309,12 @@ def test_proxy_is_exported(tmp_path: Path) -> None:
     ]
 
 
-def test_modules_from_the_archive_list_the_build_and_the_command_line(tmp_path: Path) -> None:
+def test_modules_from_the_archive_list_and_the_command_line(tmp_path: Path) -> None:
     sh = Shell(tmp_path)
     sh.write("lib/modules/6.1.0-test/modules.dep", "")
     sh.write("lib/modules/6.1.0-test/b2c.modules", "virtio_net\n# comment\n\nmissing_mod\next4\n")
     sh.stub("modprobe", '[ "$1" != missing_mod ]')
     result = sh.run(
-        "B2C_BUILTIN_MODULES=overlay\n"
         "b2c_parse_cmdline 'b2c.insmods=e1000e,igb b2c.modules=r8169' cmdline || exit 99\n"
         "b2c_load_modules"
     )
@@ -323,7 +322,6 @@ def test_modules_from_the_archive_list_the_build_and_the_command_line(tmp_path: 
         ["virtio_net"],
         ["missing_mod"],
         ["ext4"],
-        ["overlay"],
         ["e1000e"],
         ["igb"],
         ["r8169"],
