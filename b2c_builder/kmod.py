@@ -353,18 +353,17 @@ def add_modules(
     names: Iterable[str],
     *,
     required: Collection[str],
-    moddir: str | None = None,
 ) -> list[Module]:
     """Add the closure of ``names`` to ``manifest``, ready for busybox modprobe and /init.
 
     Names in ``required`` (what the user asked for) must exist; the others (the default set)
-    are skipped when this kernel has no such module. ``moddir`` defaults to
-    usr/lib/modules/<version> (see the module docstring). Returns the closure, in load order.
+    are skipped when this kernel has no such module. Files go under usr/lib/modules/<version>
+    (see the module docstring). Returns the closure, in load order.
     """
     names = list(dict.fromkeys(normalize(n) for n in names))
     must = {normalize(n) for n in required}
     closure = module_closure(modules, names, optional=[n for n in names if n not in must])
-    moddir = moddir or f"{MODULES_DIR}/{modules.version}"
+    moddir = f"{MODULES_DIR}/{modules.version}"
     for module in closure:
         manifest.add_file(
             posixpath.join(moddir, module.plain_path),

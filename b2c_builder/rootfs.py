@@ -48,6 +48,8 @@ class Origin:
 
 
 BUILDER = Origin("b2c-builder", "generated")
+# Symlinks one path resolution may cross before it counts as a loop (Linux's MAXSYMLINKS).
+MAX_SYMLINKS = 40
 
 
 @dataclass(frozen=True)
@@ -231,7 +233,6 @@ class Manifest:
         path: str,
         *,
         strict: bool = True,
-        max_links: int = 40,
         on_link: Callable[[Entry], None] | None = None,
     ) -> str | None:
         """Follow symlinks inside the image (absolute targets are image-rooted).
@@ -253,7 +254,7 @@ class Manifest:
                 return "/".join([*done, part, *parts])
             if entry.kind is Kind.SYMLINK:
                 links += 1
-                if links > max_links:
+                if links > MAX_SYMLINKS:
                     return None
                 if on_link is not None:
                     on_link(entry)

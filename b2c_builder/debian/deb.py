@@ -1,7 +1,7 @@
 """Read .deb files in Python (ar + control.tar + data.tar.{xz,zst,gz}) into a staging Manifest.
 
 Nothing touches the disk: members become manifest entries. A member whose path escapes the
-root (``../x``, ``/x``) is refused. With ``usrmerge`` each member's parent directory is
+root (``../x``, ``/x``) is refused. Each member's parent directory is
 resolved through the staging manifest's symlinks first, so on a merged-/usr staging tree
 (see ``new_staging``) ``./lib/x86_64-linux-gnu/libc.so.6`` lands at
 ``usr/lib/x86_64-linux-gnu/libc.so.6``, as dpkg does on a merged-/usr system.
@@ -15,7 +15,7 @@ import io
 import lzma
 import posixpath
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -135,11 +135,8 @@ def extract_into(
     manifest: Manifest,
     deb: Path,
     origin: Origin,
-    *,
-    usrmerge: bool = True,
-    select: Callable[[str], bool] | None = None,
 ) -> Extracted:
-    """Add every member of ``deb`` (or those whose image path ``select`` accepts).
+    """Add every member of ``deb`` to ``manifest``, each at its canonical path.
 
     A path that already exists keeps its first entry: directories merge and identical
     content is fine. Two packages shipping one path with different contents (which Debian
@@ -150,7 +147,7 @@ def extract_into(
     control = _control_fields(control_tar, deb)
     try:
         with tarfile.open(fileobj=io.BytesIO(data_tar)) as tar:
-            added = _extract(manifest, tar, deb, origin, usrmerge, select)
+            added = _extract(manifest, tar, deb, origin)
     except tarfile.TarError as exc:
         raise ExtractError(f"{deb}: corrupt data.tar: {exc}") from exc
     return Extracted(control, tuple(added))
@@ -161,8 +158,6 @@ def _extract(
     tar: tarfile.TarFile,
     deb: Path,
     origin: Origin,
-    usrmerge: bool,
-    select: Callable[[str], bool] | None,
 ) -> list[str]:
     added: list[str] = []
     members = tar.getmembers()
@@ -175,11 +170,8 @@ def _extract(
         if not path:
             continue  # the root directory itself
         try:
-            if usrmerge:
-                path = _canonical(manifest, path, follow_last=member.isdir())
-            if select is not None and not select(path):
-                continue
-            if _add_member(manifest, tar, member, path, origin, deb, usrmerge):
+            path = _canonical(manifest, path, follow_last=member.isdir())
+            if _add_member(manifest, tar, member, path, origin, deb):
                 added.append(path)
         except ManifestError as exc:
             raise ExtractError(f"{deb}: cannot add member {member.name!r}: {exc}") from exc
@@ -203,14 +195,11 @@ def _add_member(
     path: str,
     origin: Origin,
     deb: Path,
-    usrmerge: bool,
 ) -> bool:
     """Add one tar member at ``path``; False when the path was already taken or unsupported."""
     mode, mtime = member.mode & 0o7777, int(member.mtime)
     if member.islnk():
-        target = member_path(member.linkname, str(deb))
-        if usrmerge:
-            target = _canonical(manifest, target, follow_last=False)
+        target = _canonical(manifest, member_path(member.linkname, str(deb)), follow_last=False)
         first = manifest.get(target)
         if first is None or first.kind is not Kind.FILE:
             raise ExtractError(f"{deb}: hard link {member.name!r} to a missing file {target!r}")
