@@ -31,6 +31,7 @@ from b2c_builder.config import Arch
 from b2c_builder.console import ConsoleResult, ExitCode
 from b2c_builder.errors import BootError, ConfigError, ToolError
 from b2c_builder.log import log
+from b2c_builder.options import parse_cmdline
 from b2c_builder.run import run, which
 
 
@@ -118,12 +119,13 @@ class RunConfig:
 
 
 def _kernel_param_names(cmdline: str) -> set[str]:
-    """Names of the kernel's own parameters in ``cmdline`` (before ``--``), quotes honoured."""
+    """Names of the kernel's own parameters in ``cmdline``: those before ``--`` (the rest is
+    for init), split by the kernel's rules (options.parse_cmdline)."""
     names: set[str] = set()
-    for token in re.findall(r'(?:[^\s"]|"[^"]*"?)+', cmdline):
-        if token == "--":
+    for name, value in parse_cmdline(cmdline):
+        if name == "--" and value is None:
             break
-        names.add(token.replace('"', "").split("=", 1)[0])
+        names.add(name)
     return names
 
 

@@ -132,6 +132,9 @@ def test_missing_disk_is_a_config_error(tmp_path: Path) -> None:
         ('b2c.run="-e console=x img"', 'console=ttyS0 panic=-1 b2c.run="-e console=x img"'),
         ("-- console=x panic=1", "console=ttyS0 panic=-1 -- console=x panic=1"),
         ("consoleblank=0", "console=ttyS0 panic=-1 consoleblank=0"),
+        # The kernel's isspace(), not Python's: \x1c does not separate parameters.
+        ("quiet\x1cconsole=x", "console=ttyS0 panic=-1 quiet\x1cconsole=x"),
+        ('a="-- console=x"', 'console=ttyS0 panic=-1 a="-- console=x"'),
     ],
 )  # fmt: skip
 def test_append_defaults_are_not_duplicated(append: str, expected: str) -> None:
