@@ -24,9 +24,7 @@ are not followed: put the module that provides one in the requested set (crc32c_
 from __future__ import annotations
 
 import difflib
-import gzip
 import io
-import lzma
 import os
 import posixpath
 import re
@@ -34,10 +32,11 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import zstandard
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from b2c_builder import compress
+from b2c_builder.compress import CompressError
 from b2c_builder.errors import ExtractError, ResolveError
 from b2c_builder.log import log
 from b2c_builder.rootfs import Kind, Manifest, Origin
@@ -64,12 +63,8 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "virtiofs",
 )
 
-_DECOMPRESS: dict[str, Callable[[bytes], bytes]] = {
-    ".ko": lambda data: data,
-    ".ko.xz": lzma.decompress,
-    ".ko.zst": lambda data: zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read(),
-    ".ko.gz": gzip.decompress,
-}
+# Module file names; the data is decompressed by its magic (compress.unpack).
+_SUFFIXES = (".ko.xz", ".ko.zst", ".ko.gz", ".ko")
 _MODULES_DIR_RE = re.compile(r"^(?:usr/)?lib/modules/([^/]+)$")
 MODULES_DIR = "usr/lib/modules"  # /lib/modules in the usr-merged image
 LOAD_LIST = "b2c.modules"  # read by init/modules.sh
@@ -88,10 +83,7 @@ def name_of(path: str) -> str:
 
 
 def _suffix(path: str) -> str | None:
-    for suffix in sorted(_DECOMPRESS, key=len, reverse=True):
-        if path.endswith(suffix):
-            return suffix
-    return None
+    return next((suffix for suffix in _SUFFIXES if path.endswith(suffix)), None)
 
 
 @dataclass(frozen=True)
@@ -245,11 +237,10 @@ class ModuleTree:
         return self._plain(module.path)
 
     def _plain(self, path: str) -> bytes:
-        decompress = _DECOMPRESS[_suffix(path) or ".ko"]
         try:
-            return decompress(self.read(path))
-        except (lzma.LZMAError, zstandard.ZstdError, OSError, EOFError) as exc:
-            raise ExtractError(f"cannot decompress module {path}: {exc}") from exc
+            return compress.unpack(self.read(path))
+        except CompressError as exc:
+            raise ExtractError(f"cannot decompress module {path}: {exc.message}") from exc
 
     def module(self, name: str) -> Module:
         """The module called ``name`` (its .modinfo read once); KeyError if it is not here."""

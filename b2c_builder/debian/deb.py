@@ -10,9 +10,7 @@ resolved through the staging manifest's symlinks first, so on a merged-/usr stag
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import io
-import lzma
 import posixpath
 import tarfile
 from collections.abc import Iterator
@@ -20,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import zstandard
 from debian import deb822
 
+from b2c_builder import compress
+from b2c_builder.compress import CompressError
 from b2c_builder.config import Arch
 from b2c_builder.errors import ExtractError, ManifestError
 from b2c_builder.log import log
@@ -65,19 +64,17 @@ def ar_members(data: BinaryIO, source: str) -> Iterator[tuple[str, bytes]]:
         yield name, body
 
 
+_MEMBER_SUFFIXES = (".tar", ".tar.xz", ".tar.zst", ".tar.gz")
+
+
 def _decompress(name: str, body: bytes, source: str) -> bytes:
+    """A control.tar or data.tar member, decompressed by its magic (compress.unpack)."""
+    if not name.endswith(_MEMBER_SUFFIXES):
+        raise ExtractError(f"{source}: unsupported member compression {name}")
     try:
-        if name.endswith(".xz"):
-            return lzma.decompress(body)
-        if name.endswith(".zst"):
-            return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body)).read()
-        if name.endswith(".gz"):
-            return gzip.decompress(body)
-    except (lzma.LZMAError, zstandard.ZstdError, OSError, EOFError) as exc:
-        raise ExtractError(f"{source}: cannot decompress {name}: {exc}") from exc
-    if name.endswith(".tar"):
-        return body
-    raise ExtractError(f"{source}: unsupported member compression {name}")
+        return compress.unpack(body)
+    except CompressError as exc:
+        raise ExtractError(f"{source}: cannot decompress {name}: {exc.message}") from exc
 
 
 def _tars(deb: Path) -> tuple[bytes, bytes]:
