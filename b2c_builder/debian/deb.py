@@ -230,8 +230,10 @@ _DEVICES = {tarfile.CHRTYPE: Kind.CHAR, tarfile.BLKTYPE: Kind.BLOCK, tarfile.FIF
 def _taken(manifest: Manifest, entry: Entry, deb: Path) -> bool:
     """Is ``entry.path`` already in the manifest? Warn when the two entries differ."""
     old = manifest.get(entry.path)
-    if old is None or manifest.implicit(entry.path):
+    if old is None:
         return False
+    if manifest.implicit(entry.path) and entry.kind is Kind.DIR:
+        return False  # a parent filled in earlier: the package's own entry replaces it
     if old.kind is Kind.DIR and entry.kind is Kind.DIR:
         if old.mode != entry.mode:
             log.warning(
