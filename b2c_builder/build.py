@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +62,8 @@ def build(cfg: BuildConfig) -> BuildResult:
     epoch = cfg.source_date_epoch if cfg.source_date_epoch is not None else archive.date
     log.info("SOURCE_DATE_EPOCH=%d", epoch)
 
-    staging = stage_packages(session, archive, cfg, [*image.PACKAGES, *cfg.extra_packages])
+    staged = stage_packages(session, archive, cfg)
+    staging = staged.image
     with step("Selecting the image contents"):
         rootfs = image.new_image(cfg.arch)
         image.add_binaries(staging, rootfs, cfg.arch)
@@ -90,7 +91,7 @@ def build(cfg: BuildConfig) -> BuildResult:
         kernel_art = modules_art = None
         kver = None
         if cfg.kernel_package or cfg.modules_dir:
-            kernel_art, modules_art, kver = build_kernel_parts(session, archive, cfg, epoch, tmp)
+            kernel_art, modules_art, kver = build_kernel_parts(staged.kernel, cfg, epoch, tmp)
     final = BuildResult(
         image=_moved(result_image, cfg.output),
         manifest=cfg.output / manifest_path.name,
@@ -102,37 +103,51 @@ def build(cfg: BuildConfig) -> BuildResult:
     return final
 
 
-def stage_packages(
-    session: requests.Session,
-    archive: index.Archive,
-    cfg: BuildConfig,
-    names: list[str],
-    *,
-    keep: Callable[[index.Package], bool] | None = None,
-) -> Manifest:
-    """Resolve ``names``' Depends closure, download and verify every .deb, extract in memory.
+@dataclass(frozen=True)
+class Staged:
+    """The extracted packages: the image's search space, and the kernel package's files."""
 
-    ``keep`` narrows the closure (e.g. a kernel metapackage's closure to the linux-image
-    packages: initramfs-tools and friends hold nothing we take).
-    """
+    image: Manifest
+    kernel: Manifest | None  # None without --kernel-package
+
+
+def kernel_packages(archive: index.Archive, name: str) -> list[index.Package]:
+    """``name`` and the linux-image packages of its Depends closure (a metapackage's
+    versioned kernel); initramfs-tools and friends hold nothing we take."""
+    return [
+        p
+        for p in resolve.closure(archive, [name])
+        if p.name == name or p.name.startswith("linux-image-")
+    ]
+
+
+def stage_packages(session: requests.Session, archive: index.Archive, cfg: BuildConfig) -> Staged:
+    """Resolve the image's packages and the kernel package together, download and verify
+    every .deb once, and extract each set into its own staging manifest (in memory)."""
     with step("Resolving dependencies"):
-        packages = resolve.closure(archive, names)
-        if keep is not None:
-            packages = [p for p in packages if keep(p) or p.name in names]
-        log.info("%d packages in the search space", len(packages))
+        image_packages = resolve.closure(archive, [*image.PACKAGES, *cfg.extra_packages])
+        kernel = kernel_packages(archive, cfg.kernel_package) if cfg.kernel_package else []
+        log.info(
+            "%d packages in the search space%s",
+            len(image_packages),
+            f", {len(kernel)} for the kernel" if cfg.kernel_package else "",
+        )
     with step("Fetching packages"):
-        debs = [
-            (
-                pkg,
-                download.fetch(session, archive.url_for(pkg), pkg.sha256, pkg.size, cfg.cache_dir),
+        debs = {
+            pkg.name: download.fetch(
+                session, archive.url_for(pkg), pkg.sha256, pkg.size, cfg.cache_dir
             )
-            for pkg in packages
-        ]
+            for pkg in [*image_packages, *kernel]
+        }
     with step("Extracting packages"):
         staging = deb.new_staging(cfg.arch)
-        for pkg, path in debs:
-            deb.extract_into(staging, path, Origin(pkg.name, pkg.version))
-    return staging
+        for pkg in image_packages:
+            deb.extract_into(staging, debs[pkg.name], Origin(pkg.name, pkg.version))
+        kernel_staging = deb.new_staging(cfg.arch) if cfg.kernel_package else None
+        for pkg in kernel:
+            assert kernel_staging is not None
+            deb.extract_into(kernel_staging, debs[pkg.name], Origin(pkg.name, pkg.version))
+    return Staged(staging, kernel_staging)
 
 
 def write_archive(rootfs: Manifest, path: Path, cfg: BuildConfig, epoch: int) -> Artifact:
@@ -170,19 +185,13 @@ def sbom(rootfs: Manifest, cfg: BuildConfig, epoch: int) -> str:
 
 
 def build_kernel_parts(
-    session: requests.Session, archive: index.Archive, cfg: BuildConfig, epoch: int, tmp: Path
+    kernel_staging: Manifest | None, cfg: BuildConfig, epoch: int, tmp: Path
 ) -> tuple[Artifact | None, Artifact, str]:
-    """The modules archive (and the kernel itself when it comes from a Debian package)."""
+    """The modules archive (and the kernel itself when it comes from a Debian package,
+    already extracted into ``kernel_staging``)."""
     with step("Preparing kernel modules"):
-        if cfg.kernel_package:
-            staging = stage_packages(
-                session,
-                archive,
-                cfg,
-                [cfg.kernel_package],
-                keep=lambda p: p.name.startswith("linux-image-"),
-            )
-            tree = kmod.ModuleTree.from_manifest(staging, arch=cfg.arch)
+        if kernel_staging is not None:
+            tree = kmod.ModuleTree.from_manifest(kernel_staging)
         else:
             assert cfg.modules_dir is not None
             tree = kmod.ModuleTree.from_directory(cfg.modules_dir)
@@ -192,7 +201,7 @@ def build_kernel_parts(
         name = f"modules-{tree.version}.linux_{cfg.arch}.cpio{cfg.compression.extension()}"
         modules_art = write_archive(modules, tmp / name, cfg, epoch)
         kernel_art = None
-        if cfg.kernel_package:
+        if kernel_staging is not None:
             vmlinuz = tree.kernel_image()
             kernel_path = tmp / f"linux-{tree.version}.linux_{cfg.arch}"
             kernel_path.write_bytes(vmlinuz)

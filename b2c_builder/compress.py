@@ -11,6 +11,8 @@ The settings are the ones the kernel's initramfs decompressors accept:
 - gzip: plain deflate, mtime 0, no file name.
 
 ``decompress`` reads them back with the same limits, so a build can check its own output.
+``unpack`` is the same decompressor by magic without the kernel's limits, for what other
+tools wrote: .deb members, kernel modules.
 """
 
 from __future__ import annotations
@@ -170,7 +172,11 @@ class _Decoder(Protocol):
     def unused_data(self) -> bytes: ...
 
 
-def _decoder(kind: Compression | None, data: bytes, offset: int) -> _Decoder:
+def _decoder(kind: Compression | None, data: bytes, offset: int, kernel: bool) -> _Decoder:
+    if kind is Compression.xz and not kernel:
+        return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    if kind is Compression.zstd and not kernel:
+        return zstandard.ZstdDecompressor().decompressobj()
     if kind is Compression.xz:
         check = data[offset + 7] & 0x0F if len(data) > offset + 7 else 0
         if check not in (0, 1):
@@ -199,8 +205,12 @@ def decompress_stream(data: bytes, offset: int = 0) -> tuple[bytes, int]:
 
     Applies the kernel's limits: xz must use a CRC32 (or no) check, zstd a window <= 2^27.
     """
+    return _stream(data, offset, kernel=True)
+
+
+def _stream(data: bytes, offset: int, *, kernel: bool) -> tuple[bytes, int]:
     kind = sniff(data, offset)
-    decoder = _decoder(kind, data, offset)
+    decoder = _decoder(kind, data, offset, kernel)
     view = memoryview(data)[offset:]
     try:
         plain = decoder.decompress(view)
@@ -215,10 +225,25 @@ def decompress_stream(data: bytes, offset: int = 0) -> tuple[bytes, int]:
 
 
 def decompress(data: bytes) -> bytes:
-    """Decompress every stream in ``data`` (NUL padding between them allowed) and join them.
+    """Decompress every stream in ``data`` (NUL padding between them allowed) and join them,
+    with the kernel's limits (see decompress_stream).
 
     Data that starts with no known compression magic (a raw cpio archive) is returned as is.
     """
+    return _all(data, kernel=True)
+
+
+def unpack(data: bytes) -> bytes:
+    """``data`` decompressed by its magic (xz, zstd, gzip; streams may follow one another),
+    without the kernel's limits: for .deb members and kernel modules, which other tools
+    compressed. Data with no compression magic (a tar, an ELF file) is returned as is.
+    Raises CompressError for corrupt, truncated or unsupported (bzip2, lz4...) data."""
+    if data.startswith(tuple(_FOREIGN)):
+        _decoder(None, data, 0, kernel=False)  # raises, naming the format
+    return _all(data, kernel=False)
+
+
+def _all(data: bytes, *, kernel: bool) -> bytes:
     if sniff(data) in (None, Compression.none):
         return data
     parts: list[bytes] = []
@@ -227,6 +252,6 @@ def decompress(data: bytes) -> bytes:
         if data[pos] == 0:
             pos += 1
             continue
-        plain, pos = decompress_stream(data, pos)
+        plain, pos = _stream(data, pos, kernel=kernel)
         parts.append(plain)
     return b"".join(parts)

@@ -42,11 +42,6 @@ class Arch(StrEnum):
         """The xz branch filter the kernel's decoder supports for this architecture."""
         return {Arch.amd64: lzma.FILTER_X86, Arch.arm64: None}[self]
 
-    @property
-    def kernel_image(self) -> str:
-        """Path of the bootable kernel inside the linux-image package (%s = version)."""
-        return {Arch.amd64: "boot/vmlinuz-%s", Arch.arm64: "boot/vmlinuz-%s"}[self]
-
     @classmethod
     def host(cls) -> Arch:
         machine = os.uname().machine

@@ -19,7 +19,6 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
@@ -63,8 +62,13 @@ class Needed:
     needed_by: str  # canonical path of the first object that asked for it
 
 
-def parse(data: bytes) -> ElfInfo | None:
-    """The loader-relevant fields of an ELF file, or None if ``data`` is not ELF."""
+def parse(data: bytes, what: str = "a file") -> ElfInfo | None:
+    """The loader-relevant fields of an ELF file, or None if ``data`` is not ELF at all.
+
+    Data that starts with the ELF magic but cannot be parsed (truncated, offsets out of
+    range...) raises ResolveError naming ``what``: it is a broken program or library, not
+    one that needs no libraries.
+    """
     if not data.startswith(_ELF_MAGIC):
         return None
     try:
@@ -102,9 +106,12 @@ def parse(data: bytes) -> ElfInfo | None:
             rpath=() if runpath else tuple(rpath),
             runpath=tuple(runpath),
         )
-    except (ELFError, ValueError, KeyError, UnicodeDecodeError) as exc:
-        log.debug("not a usable ELF file: %s", exc)
-        return None
+    except Exception as exc:  # pyelftools raises many kinds on malformed input
+        detail = str(exc) or type(exc).__name__
+        raise ResolveError(
+            f"{what} has the ELF magic but is not a valid ELF file ({detail})",
+            hint="the package is corrupt or truncated; fetch it again or report it",
+        ) from exc
 
 
 def system_dirs(arch: Arch) -> tuple[str, ...]:
@@ -137,7 +144,7 @@ class _Resolver:
 
     def info(self, canonical: str) -> ElfInfo | None:
         if canonical not in self.cache:
-            self.cache[canonical] = parse(self.tree.read(canonical))
+            self.cache[canonical] = parse(self.tree.read(canonical), f"/{canonical}")
         return self.cache[canonical]
 
     def program(self, path: str) -> list[Needed]:

@@ -54,7 +54,14 @@ class ToolError(B2CError):
 
 
 class BootError(B2CError):
-    """QEMU could not be started or the guest did not behave."""
+    """A boot cannot even start: QEMU is missing or cannot be executed.
+
+    Its exit code is console.ExitCode.QEMU_FAILED (253), the code ``b2c-builder run`` also
+    uses when QEMU starts and then exits with an error of its own. How a boot that did start
+    ended (timeout, panic, no status) is a RunResult, not an exception.
+    """
+
+    exit_code = 253
 
 
 class ReportError(B2CError):

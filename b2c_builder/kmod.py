@@ -24,9 +24,7 @@ are not followed: put the module that provides one in the requested set (crc32c_
 from __future__ import annotations
 
 import difflib
-import gzip
 import io
-import lzma
 import os
 import posixpath
 import re
@@ -34,11 +32,11 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import zstandard
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from b2c_builder.config import Arch
+from b2c_builder import compress
+from b2c_builder.compress import CompressError
 from b2c_builder.errors import ExtractError, ResolveError
 from b2c_builder.log import log
 from b2c_builder.rootfs import Kind, Manifest, Origin
@@ -65,15 +63,13 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "virtiofs",
 )
 
-_DECOMPRESS: dict[str, Callable[[bytes], bytes]] = {
-    ".ko": lambda data: data,
-    ".ko.xz": lzma.decompress,
-    ".ko.zst": lambda data: zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read(),
-    ".ko.gz": gzip.decompress,
-}
+# Module file names; the data is decompressed by its magic (compress.unpack).
+_SUFFIXES = (".ko.xz", ".ko.zst", ".ko.gz", ".ko")
 _MODULES_DIR_RE = re.compile(r"^(?:usr/)?lib/modules/([^/]+)$")
 MODULES_DIR = "usr/lib/modules"  # /lib/modules in the usr-merged image
 LOAD_LIST = "b2c.modules"  # read by init/modules.sh
+# Where a Debian linux-image package puts the bootable kernel, on every architecture.
+KERNEL_IMAGE = "boot/vmlinuz-{version}"
 
 
 def normalize(name: str) -> str:
@@ -87,10 +83,7 @@ def name_of(path: str) -> str:
 
 
 def _suffix(path: str) -> str | None:
-    for suffix in sorted(_DECOMPRESS, key=len, reverse=True):
-        if path.endswith(suffix):
-            return suffix
-    return None
+    return next((suffix for suffix in _SUFFIXES if path.endswith(suffix)), None)
 
 
 @dataclass(frozen=True)
@@ -189,29 +182,24 @@ class ModuleTree:
         return tree
 
     @classmethod
-    def from_manifest(
-        cls, manifest: Manifest, version: str | None = None, *, arch: Arch = Arch.amd64
-    ) -> ModuleTree:
-        """The kernel in an extracted linux-image package (lib/ or usr/lib/modules/<version>)."""
+    def from_manifest(cls, manifest: Manifest) -> ModuleTree:
+        """The one kernel in an extracted linux-image package (lib/ or usr/lib/modules/<version>,
+        and KERNEL_IMAGE). Raises ResolveError unless there is exactly one version."""
         dirs = kernel_versions(manifest)
-        if version is None:
-            if len(dirs) != 1:
-                found = ", ".join(sorted(dirs)) or "none"
-                raise ResolveError(
-                    f"expected one kernel version under lib/modules, found: {found}",
-                    hint="pass a single linux-image package",
-                )
-            version = next(iter(dirs))
-        if version not in dirs:
-            raise ResolveError(f"no lib/modules/{version} in the extracted kernel package")
-        base = dirs[version]
+        if len(dirs) != 1:
+            found = ", ".join(sorted(dirs)) or "none"
+            raise ResolveError(
+                f"expected one kernel version under lib/modules, found: {found}",
+                hint="pass a single linux-image package",
+            )
+        ((version, base),) = dirs.items()
         prefix = base + "/"
         paths = [
             path[len(prefix) :]
             for path, entry in manifest.entries.items()
             if path.startswith(prefix) and entry.kind is Kind.FILE
         ]
-        vmlinuz = manifest.resolve(arch.kernel_image % version)
+        vmlinuz = manifest.resolve(KERNEL_IMAGE.format(version=version))
 
         def origin(path: str) -> Origin | None:
             entry = manifest.entries.get(prefix + path)
@@ -220,10 +208,10 @@ class ModuleTree:
         return cls.from_paths(manifest, base, version, paths, vmlinuz=vmlinuz, origin=origin)
 
     def kernel_image(self) -> bytes:
-        """The bootable kernel (boot/vmlinuz-<version>) of the package the modules came from."""
+        """The bootable kernel (KERNEL_IMAGE) of the package the modules came from."""
         if self.vmlinuz is None:
             raise ResolveError(
-                f"no kernel image boot/vmlinuz-{self.version} beside the modules",
+                f"no kernel image {KERNEL_IMAGE.format(version=self.version)} beside the modules",
                 hint="use --kernel-package to take the kernel from Debian",
             )
         return self.tree.read(self.vmlinuz)
@@ -249,11 +237,10 @@ class ModuleTree:
         return self._plain(module.path)
 
     def _plain(self, path: str) -> bytes:
-        decompress = _DECOMPRESS[_suffix(path) or ".ko"]
         try:
-            return decompress(self.read(path))
-        except (lzma.LZMAError, zstandard.ZstdError, OSError, EOFError) as exc:
-            raise ExtractError(f"cannot decompress module {path}: {exc}") from exc
+            return compress.unpack(self.read(path))
+        except CompressError as exc:
+            raise ExtractError(f"cannot decompress module {path}: {exc.message}") from exc
 
     def module(self, name: str) -> Module:
         """The module called ``name`` (its .modinfo read once); KeyError if it is not here."""
@@ -357,18 +344,17 @@ def add_modules(
     names: Iterable[str],
     *,
     required: Collection[str],
-    moddir: str | None = None,
 ) -> list[Module]:
     """Add the closure of ``names`` to ``manifest``, ready for busybox modprobe and /init.
 
     Names in ``required`` (what the user asked for) must exist; the others (the default set)
-    are skipped when this kernel has no such module. ``moddir`` defaults to
-    usr/lib/modules/<version> (see the module docstring). Returns the closure, in load order.
+    are skipped when this kernel has no such module. Files go under usr/lib/modules/<version>
+    (see the module docstring). Returns the closure, in load order.
     """
     names = list(dict.fromkeys(normalize(n) for n in names))
     must = {normalize(n) for n in required}
     closure = module_closure(modules, names, optional=[n for n in names if n not in must])
-    moddir = moddir or f"{MODULES_DIR}/{modules.version}"
+    moddir = f"{MODULES_DIR}/{modules.version}"
     for module in closure:
         manifest.add_file(
             posixpath.join(moddir, module.plain_path),

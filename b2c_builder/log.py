@@ -45,7 +45,12 @@ def is_tty() -> bool:
 
 @contextlib.contextmanager
 def step(title: str) -> Iterator[None]:
-    """Log ``title``, run the body, then log how long it took. Steps nest with indentation."""
+    """Log ``title``, run the body, then say how it ended. Steps nest with indentation.
+
+    A body that returns logs "<title> done in N.Ns"; one that raises logs "<title> failed"
+    (or "interrupted" for Ctrl-C), without a duration, and the exception goes on: the caller
+    reports the error itself. Nothing is ever called done that did not finish.
+    """
     global _depth
     indent = "  " * _depth
     log.info("%s‣ %s", indent, title)
@@ -53,9 +58,16 @@ def step(title: str) -> Iterator[None]:
     _depth += 1
     try:
         yield
-    finally:
+    except Exception:
         _depth -= 1
-        log.info("%s  %s done in %.1fs", indent, title, time.monotonic() - start)
+        log.info("%s  %s failed", indent, title)
+        raise
+    except BaseException:
+        _depth -= 1
+        log.info("%s  %s interrupted", indent, title)
+        raise
+    _depth -= 1
+    log.info("%s  %s done in %.1fs", indent, title, time.monotonic() - start)
 
 
 def progress(total: int | None, description: str) -> Progress | None:

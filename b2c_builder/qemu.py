@@ -29,8 +29,9 @@ from typing import IO
 from b2c_builder import console, options
 from b2c_builder.config import Arch
 from b2c_builder.console import ConsoleResult, ExitCode
-from b2c_builder.errors import ConfigError, ToolError
+from b2c_builder.errors import BootError, ConfigError, ToolError
 from b2c_builder.log import log
+from b2c_builder.options import parse_cmdline
 from b2c_builder.run import run, which
 
 
@@ -196,12 +197,13 @@ class RunConfig:
 
 
 def _kernel_param_names(cmdline: str) -> set[str]:
-    """Names of the kernel's own parameters in ``cmdline`` (before ``--``), quotes honoured."""
+    """Names of the kernel's own parameters in ``cmdline``: those before ``--`` (the rest is
+    for init), split by the kernel's rules (options.parse_cmdline)."""
     names: set[str] = set()
-    for token in re.findall(r'(?:[^\s"]|"[^"]*"?)+', cmdline):
-        if token == "--":
+    for name, value in parse_cmdline(cmdline):
+        if name == "--" and value is None:
             break
-        names.add(token.replace('"', "").split("=", 1)[0])
+        names.add(name)
     return names
 
 
@@ -393,18 +395,12 @@ def kvm_unusable_reason(arch: Arch) -> str | None:
     return None
 
 
-def probe_kvm(arch: Arch | None = None) -> bool:
-    """True when KVM really works for ``arch`` (default: the host's) guests."""
-    return kvm_unusable_reason(arch or Arch.host()) is None
-
-
-def resolve_accel(
-    accel: Accel, arch: Arch, *, probe: Callable[[Arch], str | None] = kvm_unusable_reason
-) -> Accel:
-    """``kvm`` or ``tcg``. Only ``auto`` probes; the choice and its reason are logged."""
+def resolve_accel(accel: Accel, arch: Arch) -> Accel:
+    """``kvm`` or ``tcg``. Only ``auto`` probes (a KVM test boot); the choice and its reason
+    are logged."""
     if accel is not Accel.auto:
         return accel
-    reason = probe(arch)
+    reason = kvm_unusable_reason(arch)
     if reason is None:
         log.info("accel auto: using kvm (a test boot under KVM worked)")
         return Accel.kvm
@@ -441,10 +437,31 @@ def _initrd(cfg: RunConfig) -> Iterator[Path | None]:
         yield concatenate_initrds(cfg.initrds, Path(tmp) / "initrd.img")
 
 
-def dry_run(cfg: RunConfig, *, probe: Callable[[Arch], str | None] = kvm_unusable_reason) -> str:
-    """The command ``boot(cfg)`` would run, as shell text. ``--accel auto`` is still probed."""
-    accel = resolve_accel(cfg.accel, cfg.arch, probe=probe)
+def _kvm_guess(arch: Arch) -> tuple[Accel, str]:
+    """What ``--accel auto`` will likely pick, and why, without opening anything."""
+    try:
+        host: Arch | None = Arch.host()
+    except ConfigError:
+        host = None
+    if host is not arch:
+        return Accel.tcg, f"KVM cannot run {arch} guests on this {host or 'unknown'} host"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return Accel.tcg, "/dev/kvm is missing or not writable"
+    return Accel.kvm, "/dev/kvm is there"
+
+
+def dry_run(cfg: RunConfig) -> str:
+    """The command ``boot(cfg)`` would run, as shell text. It starts nothing: with
+    ``--accel auto`` the KVM test boot is not run; the command shows the likely choice and a
+    comment line says that the real run decides by that test boot."""
     lines = []
+    accel = cfg.accel
+    if accel is Accel.auto:
+        accel, why = _kvm_guess(cfg.arch)
+        lines.append(
+            f"# --accel auto: shown with {accel} ({why}); the run itself boots a tiny KVM "
+            "test guest first and falls back to tcg if that fails"
+        )
     initrd: Path | None = cfg.initrds[0] if cfg.initrds else None
     if len(cfg.initrds) > 1:
         initrd = Path(tempfile.gettempdir()) / "b2c-run-XXXX" / "initrd.img"
@@ -470,7 +487,7 @@ class RunResult:
     duration: float  # seconds from QEMU's start to its end
     timed_out: bool  # the --timeout expired and QEMU was killed
     stopped: str | None  # why the runner killed QEMU, if it did
-    qemu_returncode: int | None  # None if QEMU could not be started
+    qemu_returncode: int
     qemu_stderr: tuple[str, ...] = ()  # its last lines
     started: float = 0.0  # time.monotonic() when QEMU was started
 
@@ -553,16 +570,17 @@ def _drain_stderr(stream: IO[bytes], tail: deque[str]) -> None:
         log.warning("qemu: %s", line)
 
 
-def boot(
-    cfg: RunConfig,
-    *,
-    echo: Callable[[str], None] | None = echo_stdout,
-    probe: Callable[[Arch], str | None] = kvm_unusable_reason,
-) -> RunResult:
+def boot(cfg: RunConfig, *, echo: Callable[[str], None] | None = echo_stdout) -> RunResult:
     """Boot ``cfg`` under QEMU, stream its console to ``echo`` and the serial log, and
-    return how it ended. QEMU is killed at the timeout and on any exception."""
-    binary = which(QEMU_ARCHES[cfg.arch].binary, reason=f"boot {cfg.arch} guests")
-    accel = resolve_accel(cfg.accel, cfg.arch, probe=probe)
+    return how it ended. QEMU is killed at the timeout and on any exception.
+
+    Raises BootError when QEMU is missing or cannot be executed: there is no boot to report.
+    """
+    try:
+        binary = which(QEMU_ARCHES[cfg.arch].binary, reason=f"boot {cfg.arch} guests")
+    except ToolError as exc:
+        raise BootError(exc.message, hint=exc.hint) from exc
+    accel = resolve_accel(cfg.accel, cfg.arch)
     with contextlib.ExitStack() as stack:
         initrd = stack.enter_context(_initrd(cfg))
         cmd = qemu_cmdline(cfg, accel, initrd)
@@ -583,9 +601,10 @@ def boot(
                 stderr=subprocess.PIPE,
             )
         except OSError as exc:
-            return RunResult(
-                parser.result(), accel, tuple(cmd), 0.0, False, None, None, (str(exc),)
-            )
+            raise BootError(
+                f"cannot start {binary}: {exc.strerror or exc}",
+                hint=f"check the QEMU installation: {binary} --version must run",
+            ) from exc
         watchdog = _Watchdog(proc, start + cfg.timeout)
         threads = [
             threading.Thread(target=watchdog.watch, name="qemu-watchdog", daemon=True),

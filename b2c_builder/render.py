@@ -8,7 +8,6 @@ the boot-time kernel checks it generates from b2c_builder.kconfig.
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass
 
@@ -40,8 +39,6 @@ UDHCPC_SCRIPT = "udhcpc.script"
 INIT_PATH = "init"
 UDHCPC_PATH = "etc/udhcpc/default.script"
 
-_MODULE_RE = re.compile(r"[A-Za-z0-9_-]+")
-
 
 @dataclass(frozen=True)
 class InitSettings:
@@ -49,7 +46,6 @@ class InitSettings:
 
     version: str = __version__
     default_cmdline: str = ""
-    modules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         errors = [p for p in lint_cmdline(self.default_cmdline) if p.severity == "error"]
@@ -57,12 +53,6 @@ class InitSettings:
             raise ConfigError(
                 "--default-cmdline is invalid: " + "; ".join(str(p) for p in errors),
                 hint="e.g. --default-cmdline 'b2c.container=\"docker://IMAGE\" b2c.pipefail'",
-            )
-        bad = [m for m in self.modules if not _MODULE_RE.fullmatch(m)]
-        if bad:
-            raise ConfigError(
-                f"invalid kernel module names: {', '.join(map(repr, bad))}",
-                hint="give module names such as virtio_net, without .ko",
             )
 
 
@@ -111,7 +101,6 @@ def render_init(settings: InitSettings) -> bytes:
     text = template.render(
         version=settings.version,
         default_cmdline=settings.default_cmdline,
-        modules=settings.modules,
         options=OPTIONS,
         kernel_checks=init_checks(),
         libraries=_libraries(),

@@ -1,8 +1,9 @@
 """The rootfs manifest: archive path -> entry. No files on disk, no root, no mknod.
 
 Paths are stored relative to the image root, without a leading slash ("usr/bin/podman").
-Parents are filled in as directories, conflicting entries are errors, iteration is sorted
-so that parents always come before their children.
+Missing parents are filled in as 0755 directories (an explicit directory entry added later
+replaces them), conflicting entries are errors (two directories with different modes or
+owners included), iteration is sorted so that parents always come before their children.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class Origin:
 
 
 BUILDER = Origin("b2c-builder", "generated")
+# Symlinks one path resolution may cross before it counts as a loop (Linux's MAXSYMLINKS).
+MAX_SYMLINKS = 40
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,8 @@ class Manifest:
     """An in-memory image: add entries, then iterate them sorted."""
 
     entries: dict[str, Entry] = field(default_factory=dict)
+    # Directories filled in as parents, not added by anyone: an explicit entry replaces them.
+    _implicit: set[str] = field(default_factory=set, repr=False, compare=False)
 
     def __contains__(self, path: str) -> bool:
         return normalize(path) in self.entries
@@ -136,13 +141,22 @@ class Manifest:
             entry = dataclasses.replace(entry, path=path)
         self._add_parents(path)
         old = self.entries.get(path)
-        if old is not None and not replace and old != entry:
+        filled_in = path in self._implicit and entry.kind is Kind.DIR
+        if old is not None and not replace and old != entry and not filled_in:
             if not (old.kind is Kind.DIR and entry.kind is Kind.DIR):
                 raise ManifestError(
                     f"conflicting entries for /{path}: {_describe(old)} vs {_describe(entry)}",
                     hint="two sources provide the same path; drop one of them",
                 )
-            return old
+            if (old.mode, old.uid, old.gid) != (entry.mode, entry.uid, entry.gid):
+                raise ManifestError(
+                    f"conflicting directory entries for /{path}: {_describe(old)} vs "
+                    f"{_describe(entry)}",
+                    hint="two sources give the directory different modes or owners; "
+                    "make them agree",
+                )
+            return old  # the same directory (its mtime or origin aside): the first stays
+        self._implicit.discard(path)
         self.entries[path] = entry
         return entry
 
@@ -162,6 +176,11 @@ class Manifest:
             parent = posixpath.dirname(parent)
         for p in missing:
             self.entries[p] = Entry(p, Kind.DIR, 0o755, origin=BUILDER)
+            self._implicit.add(p)
+
+    def implicit(self, path: str) -> bool:
+        """Was the directory at ``path`` only filled in as a parent (no one added it)?"""
+        return normalize(path) in self._implicit
 
     def add_file(
         self,
@@ -214,7 +233,6 @@ class Manifest:
         path: str,
         *,
         strict: bool = True,
-        max_links: int = 40,
         on_link: Callable[[Entry], None] | None = None,
     ) -> str | None:
         """Follow symlinks inside the image (absolute targets are image-rooted).
@@ -236,7 +254,7 @@ class Manifest:
                 return "/".join([*done, part, *parts])
             if entry.kind is Kind.SYMLINK:
                 links += 1
-                if links > max_links:
+                if links > MAX_SYMLINKS:
                     return None
                 if on_link is not None:
                     on_link(entry)
@@ -250,6 +268,8 @@ class Manifest:
 
 def _describe(entry: Entry) -> str:
     origin = f" from {entry.origin.package}" if entry.origin else ""
+    if entry.kind is Kind.DIR:
+        return f"directory (mode {entry.mode:04o}, owner {entry.uid}:{entry.gid}){origin}"
     if entry.kind is Kind.SYMLINK:
         return f"symlink -> {entry.target}{origin}"
     if entry.kind is Kind.FILE:

@@ -11,6 +11,8 @@ import posixpath
 from pathlib import Path
 from typing import Protocol
 
+from b2c_builder.rootfs import MAX_SYMLINKS
+
 
 class Tree(Protocol):
     def resolve(self, path: str) -> str | None:
@@ -26,7 +28,7 @@ class HostTree:
     def __init__(self, root: Path | str = "/") -> None:
         self.root = Path(root)
 
-    def resolve(self, path: str, *, max_links: int = 40) -> str | None:
+    def resolve(self, path: str) -> str | None:
         parts = [p for p in path.split("/") if p and p != "."]
         done: list[str] = []
         links = 0
@@ -39,7 +41,7 @@ class HostTree:
             current = self.root.joinpath(*done, part)
             if current.is_symlink():
                 links += 1
-                if links > max_links:
+                if links > MAX_SYMLINKS:
                     return None
                 target = os.readlink(current)
                 if target.startswith("/"):

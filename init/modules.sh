@@ -3,7 +3,8 @@
 # modules.sh: load the kernel modules of the modules archive, then b2c.insmods.
 
 # b2c_load_modules: modules listed in /lib/modules/<kver>/b2c.modules (one a line, from the
-# modules archive riding beside the image), the build's list, then b2c.insmods.
+# modules archive riding beside the image: the build's default set and its --module), then
+# b2c.insmods.
 # No modules directory is fine: everything is built into the kernel.
 b2c_load_modules() {
     local kver='' dir module failed=0 loaded=0 old_ifs=$IFS
@@ -25,7 +26,7 @@ b2c_load_modules() {
     fi
     # b2c.insmods is repeatable: one comma-separated list a line.
     IFS=",$B2C_NL"
-    for module in $B2C_BUILTIN_MODULES $B2C_INSMODS; do
+    for module in $B2C_INSMODS; do
         IFS=$old_ifs
         if modprobe "$module" </dev/null; then
             b2c_log "Loaded the kernel module $module"

@@ -12,22 +12,40 @@ from pathlib import Path
 
 import pytest
 
+from tests.kernel import DebianKernel, fetch_debian_kernel
 from tests.oci import busybox_layer, make_layout
 from tests.registry import Registry, start_registry
 
 ROOT = Path(__file__).resolve().parent.parent
-# In CI (B2C_REQUIRE_ALL=1) a missing tool is a failure, never a skip.
+# In CI (B2C_REQUIRE_ALL=1) a missing tool or privilege is a failure, never a skip.
 REQUIRE_ALL = os.environ.get("B2C_REQUIRE_ALL") == "1"
 
 
+def require(condition: bool, missing: str) -> None:
+    """The one place that decides skip-or-fail when a test lacks a tool, a privilege or a file.
+
+    ``missing`` says what is missing and how to get it. With B2C_REQUIRE_ALL=1 (CI, where
+    `make test` installed everything) the test fails; elsewhere it is skipped. Tests never
+    call pytest.skip themselves (tests/test_linters.py checks it).
+    """
+    if condition:
+        return
+    if REQUIRE_ALL:
+        pytest.fail(f"{missing} (B2C_REQUIRE_ALL=1: missing means failed)")
+    pytest.skip(missing)
+
+
 def require_tool(name: str) -> str:
+    """Absolute path of the host tool ``name``; skip or fail (see require) if it is absent."""
     path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (make test installs it)"
-        if REQUIRE_ALL:
-            pytest.fail(message)
-        pytest.skip(message)
+    require(path is not None, f"{name} is not installed (make deps-test installs it)")
+    assert path is not None
     return path
+
+
+def require_root(why: str) -> None:
+    """Skip or fail (see require) unless the tests run as root; ``why`` names the need."""
+    require(os.geteuid() == 0, f"needs root: {why}")
 
 
 def b2c(*args: str, timeout: float = 1800, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -87,6 +105,12 @@ def shared_cache() -> Path:
 def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
     """The default release (trixie, amd64, Debian kernel + modules), built once per session."""
     return build_release(tmp_path_factory.mktemp("release"), shared_cache())
+
+
+@pytest.fixture(scope="session")
+def debian_kernel() -> DebianKernel:
+    """Debian's amd64 kernel and modules, fetched once through our own verified client."""
+    return fetch_debian_kernel(shared_cache())
 
 
 @pytest.fixture(scope="session")

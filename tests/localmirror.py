@@ -113,7 +113,8 @@ class FakePackage:
     provides: str = ""
     multi_arch: str = ""
     files: Mapping[str, bytes] = field(default_factory=dict)
-    modes: Mapping[str, int] = field(default_factory=dict)  # default 0o755 under */bin/
+    # file or directory modes; files default to 0o755 under */bin/, else 0o644
+    modes: Mapping[str, int] = field(default_factory=dict)
     symlinks: Mapping[str, str] = field(default_factory=dict)  # path -> target
     hardlinks: Mapping[str, str] = field(default_factory=dict)  # path -> existing file path
     compression: str = "xz"  # dpkg-deb -Z: xz, zstd, gzip, none
@@ -155,6 +156,9 @@ class FakePackage:
             target = root / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(link)
+        for path, mode in self.modes.items():
+            if path not in self.files:  # a directory
+                (root / path.lstrip("/")).chmod(mode)
         for path, existing in self.hardlinks.items():
             target = root / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)

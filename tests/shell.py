@@ -10,7 +10,6 @@ directory holding a fake /proc, /sys, /dev and /etc.
 from __future__ import annotations
 
 import functools
-import shutil
 import tempfile
 import textwrap
 from dataclasses import dataclass, field
@@ -18,8 +17,8 @@ from pathlib import Path
 
 from b2c_builder.render import InitSettings, render_init
 from b2c_builder.run import run
+from tests.conftest import require_tool
 
-BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 CMDLINES = Path(__file__).parent / "data" / "cmdlines"
 ARG_SEP, CALL_SEP = "\x1e", "\x1d"
 
@@ -137,11 +136,11 @@ def real_world_lines(name: str) -> list[str]:
 
 
 @functools.cache
-def rendered_init(default_cmdline: str = "", modules: tuple[str, ...] = ()) -> Path:
+def rendered_init(default_cmdline: str = "") -> Path:
     """The /init rendered from the checkout, written once per test session."""
     directory = Path(tempfile.mkdtemp(prefix="b2c-init-"))
     path = directory / "init"
-    path.write_bytes(render_init(InitSettings(default_cmdline=default_cmdline, modules=modules)))
+    path.write_bytes(render_init(InitSettings(default_cmdline=default_cmdline)))
     return path
 
 
@@ -247,7 +246,7 @@ class Shell:
         path.write_text(self.script(code))
         self.log.write_bytes(b"")
         proc = run(
-            ["env", "-i", "PATH=/usr/bin:/bin", BUSYBOX, "sh", str(path)],
+            ["env", "-i", "PATH=/usr/bin:/bin", require_tool("busybox"), "sh", str(path)],
             reason="run /init's shell functions under busybox sh",
             check=False,
             timeout=timeout,

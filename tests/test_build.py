@@ -28,11 +28,11 @@ from b2c_builder.config import Arch
 from b2c_builder.cpio import CpioEntry, read_initrd, write_cpio
 from b2c_builder.rootfs import Entry, Kind, Manifest
 from tests.conftest import (
-    REQUIRE_ALL,
     ROOT,
     Release,
     b2c,
     build_release,
+    require_root,
     require_tool,
     shared_cache,
 )
@@ -79,11 +79,7 @@ def read_manifest_json(output: Path) -> dict[str, Any]:
 
 
 def need_root() -> None:
-    if os.geteuid() != 0:
-        message = "needs root (GNU cpio makes device nodes, chroot runs the image's programs)"
-        if REQUIRE_ALL:
-            pytest.fail(message)
-        pytest.skip(message)
+    require_root("GNU cpio makes device nodes, chroot runs the image's programs")
 
 
 def extract(plain_cpio: bytes, dest: Path) -> Path:

@@ -12,19 +12,23 @@ import socket
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from b2c_builder import __version__
-from tests.conftest import ROOT, b2c
+from tests.conftest import ROOT, b2c, require_tool
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m b2c_builder ARGS`` with extra environment variables."""
+def cli(
+    *args: str, env: dict[str, str] | None = None, wrap: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """``python -m b2c_builder ARGS`` with extra environment variables, run through ``wrap``
+    (a command prefix) if given."""
     return subprocess.run(
-        [sys.executable, "-m", "b2c_builder", *args],
+        [*wrap, sys.executable, "-m", "b2c_builder", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -111,25 +115,40 @@ def test_build_refuses_a_file_where_a_folder_goes(
     assert a_file.read_text() == "not a folder\n"
 
 
+@dataclass(frozen=True)
+class ReadOnly:
+    """A folder the CLI cannot write in, and the command prefix that runs the CLI so."""
+
+    folder: Path
+    wrap: tuple[str, ...]
+
+
+# Root ignores permission bits: the folder is bind-mounted read-only over itself (its
+# old-release subfolder stays writable) in a private mount namespace that only the CLI run
+# sees. No chattr +i: not every file system has it.
+_READ_ONLY_MOUNT = (
+    'mount --bind -o ro "$1" "$1" && mount --bind "$1/old-release" "$1/old-release" && '
+    'mount -o remount,bind,rw "$1/old-release" && shift && exec "$@"'
+)
+
+
 @pytest.fixture
-def read_only(tmp_path: Path) -> Iterator[Path]:
-    """A folder nobody may write in, not even root (chattr +i), emptied of nothing."""
+def read_only(tmp_path: Path) -> Iterator[ReadOnly]:
+    """A folder nobody may write in, not even root, holding one old release folder."""
     folder = tmp_path / "read-only"
     folder.mkdir()
     (folder / "old-release").mkdir()
     if os.geteuid() == 0:
-        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
-            pytest.skip("this file system has no immutable attribute (chattr +i)")
-        try:
-            yield folder
-        finally:
-            subprocess.run(["chattr", "-i", str(folder)], check=True)
-    else:
-        folder.chmod(0o555)
-        try:
-            yield folder
-        finally:
-            folder.chmod(0o755)
+        unshare = require_tool("unshare")
+        yield ReadOnly(
+            folder, (unshare, "--mount", "sh", "-c", _READ_ONLY_MOUNT, "sh", str(folder))
+        )
+        return
+    folder.chmod(0o555)
+    try:
+        yield ReadOnly(folder, ())
+    finally:
+        folder.chmod(0o755)
 
 
 @pytest.mark.parametrize(
@@ -138,13 +157,14 @@ def read_only(tmp_path: Path) -> Iterator[Path]:
     ids=["output-in-it", "output-beside-it", "cache-dir"],
 )
 def test_build_refuses_a_folder_it_cannot_write(
-    dead_mirror: str, read_only: Path, option: str, below: str
+    dead_mirror: str, read_only: ReadOnly, option: str, below: str
 ) -> None:
     """--output old-release is writable itself, but the staging folder goes beside it."""
-    proc = cli("build", "--mirror", dead_mirror, option, str(read_only / below))
-    assert_clear_error(proc, option, "cannot write in", str(read_only))
+    folder = read_only.folder
+    proc = cli("build", "--mirror", dead_mirror, option, str(folder / below), wrap=read_only.wrap)
+    assert_clear_error(proc, option, "cannot write in", str(folder))
     assert "127.0.0.1" not in proc.stderr
-    assert sorted(p.name for p in read_only.iterdir()) == ["old-release"]
+    assert sorted(p.name for p in folder.iterdir()) == ["old-release"]
 
 
 @pytest.mark.parametrize(
@@ -156,6 +176,15 @@ def test_build_refuses_unknown_choices(dead_mirror: str, option: str, value: str
     assert "Traceback" not in proc.stderr
     assert option in proc.stderr and repr(value) in proc.stderr, proc.stderr
     assert "127.0.0.1" not in proc.stderr
+
+
+def test_a_failed_download_is_never_called_done(dead_mirror: str, tmp_path: Path) -> None:
+    proc = cli("build", "--mirror", dead_mirror, "--cache-dir", str(tmp_path / "cache"))
+    assert_clear_error(proc, "cannot download", dead_mirror)
+    assert proc.returncode == 1
+    steps = [line for line in proc.stderr.splitlines() if line.startswith("INFO: ")]
+    assert "done in" not in "\n".join(steps), proc.stderr
+    assert steps[-1] == "INFO:   Reading the Debian archive index (trixie/amd64) failed", steps
 
 
 def test_debug_shows_the_traceback(dead_mirror: str) -> None:
@@ -226,6 +255,21 @@ def test_run_dry_run_prints_the_qemu_command(kernel: Path, tmp_path: Path) -> No
     assert kernel_args.split()[:2] == ["console=ttyS0", "panic=-1"]
     assert kernel_args.endswith(append)
     assert "-no-reboot" in cmd
+
+
+def test_run_dry_run_with_accel_auto_says_the_run_decides(kernel: Path) -> None:
+    proc = cli("run", "--kernel", str(kernel), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    comment, line = proc.stdout.splitlines()
+    accel = option_value(shlex.split(line), "-accel")
+    assert comment.startswith(f"# --accel auto: shown with {accel} ("), comment
+    assert "KVM test guest" in comment and "accel auto: using" not in proc.stderr
+
+
+def test_run_without_qemu_exits_253(kernel: Path, tmp_path: Path) -> None:
+    proc = cli("run", "--kernel", str(kernel), "--accel", "tcg", env={"PATH": str(tmp_path)})
+    assert_clear_error(proc, "Could not find 'qemu-system-x86_64'")
+    assert proc.returncode == 253, "QEMU could not start: the documented exit code"
 
 
 def test_run_dry_run_with_two_initrds_names_both(kernel: Path, tmp_path: Path) -> None:

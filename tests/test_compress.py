@@ -190,3 +190,33 @@ def test_zstd_window_beyond_the_kernel_limit_is_refused() -> None:
 def test_foreign_compression_is_named(magic: bytes, name: str) -> None:
     with pytest.raises(CompressError, match=name):
         decompress_stream(magic + b"\0" * 16)
+
+
+# ------------------------------------------------- unpack: the same, without kernel limits
+
+
+def test_unpack_reads_what_other_tools_wrote_without_kernel_limits() -> None:
+    """.deb members and modules are not unpacked by the kernel: a CRC64 xz or a 2^28 zstd
+    window is fine there, while decompress() refuses both."""
+    crc64 = lzma.compress(b"deb member", format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64)
+    assert compress.unpack(crc64) == b"deb member"
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=28)
+    big_window = zstandard.ZstdCompressor(compression_params=params).compress(b"module")
+    assert compress.unpack(big_window) == b"module"
+    assert compress.unpack(gzip.compress(b"a") + gzip.compress(b"b")) == b"ab"
+    for plain in (b"\x7fELF a module", b"ustar-ish tar bytes", b""):
+        assert compress.unpack(plain) == plain
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (lzma.compress(b"x" * 1000, format=lzma.FORMAT_XZ)[:30], "truncated xz"),
+        (b"BZh91AY&SY" + b"\0" * 16, "bzip2"),
+        (b"\x02\x21\x4c\x18" + b"\0" * 16, "lz4"),
+    ],
+    ids=["truncated", "bzip2", "lz4"],
+)
+def test_unpack_errors_name_the_problem(data: bytes, match: str) -> None:
+    with pytest.raises(CompressError, match=match):
+        compress.unpack(data)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import logging
 import os
 import stat
 import tarfile
@@ -66,7 +68,7 @@ def manifest_tree(manifest: Manifest) -> dict[str, tuple[str, int, bytes | str]]
 def test_extraction_matches_dpkg_deb(tmp_path: Path, compression: str) -> None:
     deb = sample(compression).build(tmp_path / "sample.deb", tmp_path / "work")
     manifest = Manifest()
-    result = extract_into(manifest, deb, ORIGIN, usrmerge=False)
+    result = extract_into(manifest, deb, ORIGIN)
     assert manifest_tree(manifest) == dpkg_extract(deb, tmp_path / "oracle")
     assert result.control["Package"] == "sample"
     assert set(result.paths) == set(manifest.entries)
@@ -115,26 +117,32 @@ def test_new_staging_arm64_has_no_lib64() -> None:
     assert "lib64" not in staging and staging["lib"].target == "usr/lib"
 
 
-def test_overlapping_packages_keep_the_first(tmp_path: Path) -> None:
-    first = FakePackage("first", files={"usr/bin/x": b"first", "usr/share/same": b"same"})
-    second = FakePackage("second", files={"usr/bin/x": b"second", "usr/share/same": b"same"})
+def test_overlapping_packages_keep_the_first_and_warn(tmp_path: Path) -> None:
+    first = FakePackage(
+        "first",
+        files={"usr/bin/x": b"first", "usr/share/same": b"same", "etc/first/f": b""},
+        modes={"etc/first": 0o750},
+    )
+    second = FakePackage(
+        "second",
+        files={"usr/bin/x": b"second", "usr/share/same": b"same", "etc/first/g": b""},
+    )
     debs = [p.build(tmp_path / f"{p.name}.deb", tmp_path / "work") for p in (first, second)]
     staging = new_staging(Arch.amd64)
-    with capture_log() as messages:
+    with capture_log(logging.WARNING) as messages:
         for package, deb in zip((first, second), debs, strict=True):
             extract_into(staging, deb, Origin(package.name, package.version))
     assert staging.read("usr/bin/x") == b"first"
     assert staging["usr/bin/x"].origin == Origin("first", "1.0-1")
     assert staging.read("usr/share/same") == b"same"
-    conflicts = [m for m in messages if "keeping the first" in m]
-    assert len(conflicts) == 1 and "/usr/bin/x" in conflicts[0]
-
-
-def test_select_filters_members(tmp_path: Path) -> None:
-    deb = sample().build(tmp_path / "sample.deb", tmp_path / "work")
-    manifest = Manifest()
-    extract_into(manifest, deb, ORIGIN, select=lambda p: not p.startswith("usr/share/doc"))
-    assert "usr/bin/tool" in manifest and "usr/share/doc/sample/README" not in manifest
+    assert staging["etc/first"].mode == 0o750
+    sha = {name: hashlib.sha256(name.encode()).hexdigest()[:12] for name in ("first", "second")}
+    assert messages == [
+        "/etc/first: first makes it a directory with mode 0750, second with 0755; keeping 0750",
+        f"two packages ship /usr/bin/x with different contents: first (5 bytes, sha256 "
+        f"{sha['first']}) and second (6 bytes, sha256 {sha['second']}, in second.deb); "
+        "keeping the first",
+    ]
 
 
 # --- crafted, hostile packages ------------------------------------------------------------

@@ -14,7 +14,6 @@ import http.client
 import http.server
 import json
 import lzma
-import os
 import re
 import secrets
 import socket
@@ -32,7 +31,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from b2c_builder.cpio import read_initrd
-from tests.conftest import REQUIRE_ALL, ROOT, Release, require_tool
+from tests.conftest import ROOT, Release, require_root, require_tool
 from tests.oci import busybox_layer, make_layout
 from tests.registry import Registry
 
@@ -46,14 +45,6 @@ BOOT_TIMEOUT = 300  # seconds per boot; a healthy one takes 40-90 s under TCG
 PULL_ERROR = "b2c: error: could not pull or create the container"
 STATUS_RE = re.compile(r"Execution is over, pipeline status: (\d+)")
 STAMPED_RE = re.compile(r"\[(\d+\.\d+)\]: (.*)")
-
-
-def require(condition: bool, message: str) -> None:
-    """Skip on a laptop, fail in CI (B2C_REQUIRE_ALL=1), like conftest.require_tool."""
-    if not condition:
-        if REQUIRE_ALL:
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 # --- booting ------------------------------------------------------------------------------
@@ -356,7 +347,7 @@ def sntp_query(host: str, port: int = 123, timeout: float = 1.0) -> tuple[int, i
 def ntp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Debian's chronyd serving its own clock on 127.0.0.1:123, never touching the host's."""
     chronyd = require_tool("chronyd")
-    require(os.geteuid() == 0, "an NTP server on 127.0.0.1:123 needs root")
+    require_root("an NTP server on 127.0.0.1:123")
     workdir = tmp_path_factory.mktemp("chrony")
     config = workdir / "chrony.conf"
     config.write_text(

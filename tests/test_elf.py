@@ -15,15 +15,17 @@ from b2c_builder.errors import ResolveError
 from b2c_builder.rootfs import Manifest
 from b2c_builder.run import run
 from b2c_builder.tree import HostTree
+from tests.conftest import require, require_tool
 
 pytestmark = pytest.mark.skipif(Arch.host() is not Arch.amd64, reason="oracles run on amd64")
 
 ARCH = Arch.amd64
+# Dynamically linked programs that `make deps-test` installs (the Makefile's TEST_DEBS).
 HOST_PROGRAMS = [
     "/usr/bin/qemu-system-x86_64",
+    "/usr/bin/qemu-img",
     "/usr/bin/gpgv",
-    "/usr/bin/python3",
-    "/usr/bin/curl",
+    "/usr/bin/gpg",
     "/usr/bin/bsdtar",
     "/usr/bin/skopeo",
 ]
@@ -49,8 +51,7 @@ def ldd(program: str | Path) -> dict[str, str | None]:
 
 @pytest.mark.parametrize("program", HOST_PROGRAMS)
 def test_host_binaries_match_ldd(program: str) -> None:
-    if not Path(program).exists():
-        pytest.skip(f"{program} is not installed")
+    require(Path(program).exists(), f"{program} is not installed (make deps-test installs it)")
     expected = ldd(program)
     found = elf.needed_files(HostTree("/"), [program], ARCH)
 
@@ -248,3 +249,25 @@ def test_scripts_and_static_programs_need_nothing(tmp_path: Path) -> None:
 def test_missing_program_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ResolveError, match="/usr/bin/nothing is not in the tree"):
         elf.closure(HostTree(tmp_path), ["usr/bin/nothing"], ARCH)
+
+
+@pytest.mark.parametrize("cut", [5, 64, 100, 600, 5000])
+def test_a_truncated_elf_file_is_an_error_not_a_static_program(cut: int) -> None:
+    """ELF magic with a broken body: ld.so would refuse it, so must we (never 'no libraries')."""
+    program = Path(require_tool("gpgv")).resolve().read_bytes()
+    assert elf.parse(program) is not None  # whole, it parses
+    tree = Manifest()
+    tree.add_file("usr/bin/broken", program[:cut], 0o755)
+    with pytest.raises(ResolveError, match=r"/usr/bin/broken has the ELF magic but is not a valid"):
+        elf.closure(tree, ["usr/bin/broken"], ARCH)
+
+
+def test_offsets_out_of_range_are_an_error() -> None:
+    program = bytearray(Path(require_tool("gpgv")).resolve().read_bytes())
+    program[0x20:0x28] = b"\xff" * 8  # e_phoff far beyond the file
+    with pytest.raises(ResolveError, match="not a valid ELF file"):
+        elf.parse(bytes(program), "gpgv")
+
+
+def test_data_without_the_elf_magic_is_not_elf() -> None:
+    assert elf.parse(b"#!/bin/sh\necho hi\n") is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,16 +12,20 @@ from b2c_builder.config import Arch
 from b2c_builder.errors import ManifestError
 from b2c_builder.resources import data_path
 from b2c_builder.rootfs import Kind, Manifest, Origin
+from tests.conftest import require_tool
 
-HOST_BUSYBOX = Path("/bin/busybox")
+
+def host_busybox() -> Path:
+    """The host's static busybox (busybox-static, installed by make deps-test)."""
+    return Path(require_tool("busybox")).resolve()
 
 
-@pytest.mark.skipif(not HOST_BUSYBOX.exists(), reason="busybox-static not installed")
 def test_applet_table_matches_busybox_list() -> None:
+    busybox = host_busybox()
     listed = subprocess.run(
-        [str(HOST_BUSYBOX), "--list"], capture_output=True, text=True, check=True
+        [str(busybox), "--list"], capture_output=True, text=True, check=True
     ).stdout.split()
-    assert image.busybox_applets(HOST_BUSYBOX.read_bytes()) == sorted(listed)
+    assert image.busybox_applets(busybox.read_bytes()) == sorted(listed)
 
 
 def test_applet_table_missing_is_an_error() -> None:
@@ -74,10 +77,8 @@ def test_new_image_has_console_and_skeleton() -> None:
 
 
 def test_busybox_links_never_shadow_real_programs() -> None:
-    if not HOST_BUSYBOX.exists():
-        pytest.skip("busybox-static not installed")
     img = image.new_image(Arch.amd64)
-    img.add_file("usr/bin/busybox", HOST_BUSYBOX.read_bytes(), 0o755)
+    img.add_file("usr/bin/busybox", host_busybox().read_bytes(), 0o755)
     img.add_file("usr/bin/mount", b"real mount", 0o755)
     applets = image.add_busybox_links(img)
     assert "sh" in applets and "mount" in applets
@@ -102,14 +103,12 @@ def test_busybox_links_never_shadow_real_programs() -> None:
 def test_crun_wrapper_inserts_no_pivot(
     tmp_path: Path, argv: list[str], expected: list[str]
 ) -> None:
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.skip("busybox not installed")
+    busybox = host_busybox()
     fake = tmp_path / "crun"
     fake.write_text('#!/bin/sh\nfor a; do printf "%s\\n" "$a"; done\n')
     fake.chmod(0o755)
     out = subprocess.run(
-        [busybox, "sh", str(data_path("init/crun-no-pivot")), *argv],
+        [str(busybox), "sh", str(data_path("init/crun-no-pivot")), *argv],
         env={"B2C_CRUN": str(fake), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

@@ -327,7 +327,7 @@ def debian_kernel(arch: Arch) -> DebianKernel:
         _KERNELS[arch] = DebianKernel(
             package.name,
             staging[config].data.decode(),
-            kmod.ModuleTree.from_manifest(staging, arch=arch),
+            kmod.ModuleTree.from_manifest(staging),
         )
     return _KERNELS[arch]
 

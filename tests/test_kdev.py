@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from b2c_builder.kernel import kernel_release
 from tests.conftest import ROOT, Release, require_tool
+from tests.kernel import DebianKernel
 from tests.oci import busybox_layer, make_layout
 
 pytestmark = [pytest.mark.qemu, pytest.mark.network]
@@ -121,23 +123,12 @@ def test_archives_and_exit_codes(
     assert logged(proc, f"The container 1 exited with status {code}")
 
 
-def _debian_modules(release: Release, dest: Path) -> Path:
-    """The release kernel's own modules, unpacked from its package in the build cache."""
-    from tests.test_e2e_runtime import kernel_deb, kernel_version
-
-    dpkg_deb = require_tool("dpkg-deb")
-    version = kernel_version(release)
-    subprocess.run([dpkg_deb, "-x", str(kernel_deb(release, version)), str(dest)], check=True)
-    (tree,) = [p for p in dest.glob(f"*lib/modules/{version}") if p.is_dir()] or [
-        p for p in dest.glob(f"usr/lib/modules/{version}") if p.is_dir()
-    ]
-    return tree
-
-
 def test_modules_dir_boots_a_kernel_with_its_own_modules(
-    release: Release, images: dict[str, str], tmp_path: Path
+    release: Release, images: dict[str, str], debian_kernel: DebianKernel, tmp_path: Path
 ) -> None:
-    tree = _debian_modules(release, tmp_path / "pkg")
+    # Debian's modules unpacked to a folder, as `make modules_install` would leave them.
+    tree = debian_kernel.modules
+    assert kernel_release(release.kernel) == debian_kernel.release == tree.name
     share = tmp_path / "share"
     share.mkdir()
     proc = run(

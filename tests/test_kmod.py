@@ -1,9 +1,8 @@
 """Kernel-module closure: synthetic golden modules, busybox modprobe, and depmod/modprobe on a
-real Debian kernel (network: the package is fetched with apt-get and cached)."""
+real Debian kernel (network: fetched by our own verified client, tests/kernel.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import lzma
 import os
@@ -16,10 +15,11 @@ import pytest
 import zstandard
 
 from b2c_builder import kmod
-from b2c_builder.config import Arch, default_cache_dir
 from b2c_builder.errors import ExtractError, ResolveError
 from b2c_builder.rootfs import Kind, Manifest, Origin
 from b2c_builder.run import run, which
+from tests.conftest import require
+from tests.kernel import DebianKernel
 
 DATA = Path(__file__).parent / "data" / "kmod"
 KVER = "6.99.0-1-test"
@@ -171,9 +171,6 @@ def test_archive_requirements_and_directory(synthetic: Synthetic) -> None:
     with pytest.raises(ResolveError, match="no module named 'nope'"):
         kmod.add_modules(Manifest(), tree, ["solo", "nope"], required=["nope"])
     assert kmod.add_modules(Manifest(), tree, ["nope"], required=[]) == []
-    other = Manifest()
-    kmod.add_modules(other, tree, ["solo"], required=["solo"], moddir=f"lib/modules/{KVER}")
-    assert f"lib/modules/{KVER}/kernel/fs/solo/solo.ko" in other
 
 
 def test_from_manifest_finds_version_and_kernel(synthetic: Synthetic) -> None:
@@ -188,7 +185,7 @@ def test_from_manifest_finds_version_and_kernel(synthetic: Synthetic) -> None:
     staging.add_file(f"boot/vmlinuz-{KVER}", b"kernel", origin=origin)
     assert kmod.kernel_versions(staging) == {KVER: base}
 
-    tree = kmod.ModuleTree.from_manifest(staging, arch=Arch.amd64)
+    tree = kmod.ModuleTree.from_manifest(staging)
     assert (tree.version, tree.base, tree.vmlinuz) == (KVER, base, f"boot/vmlinuz-{KVER}")
     assert tree.kernel_image() == b"kernel"
     image = Manifest()
@@ -200,7 +197,6 @@ def test_from_manifest_finds_version_and_kernel(synthetic: Synthetic) -> None:
     staging.add_dir("lib/modules/5.0.0-other")
     with pytest.raises(ResolveError, match="expected one kernel version"):
         kmod.ModuleTree.from_manifest(staging)
-    assert kmod.ModuleTree.from_manifest(staging, KVER).version == KVER
     with pytest.raises(ResolveError, match="--kernel-package"):
         kmod.ModuleTree.from_directory(synthetic.root).kernel_image()
 
@@ -251,15 +247,20 @@ def busybox_root(
 ) -> tuple[Path, list[kmod.Module]]:
     """A chroot with busybox and the modules archive, in lib/modules/`uname -r` where busybox
     looks for the running kernel's modules."""
-    if os.geteuid() != 0 and run(["unshare", "-r", "true"], reason="probe", check=False).returncode:
-        pytest.skip("needs root or unprivileged user namespaces to chroot busybox")
+    require(
+        os.geteuid() == 0
+        or run(["unshare", "-r", "true"], reason="probe", check=False).returncode == 0,
+        "needs root or unprivileged user namespaces to chroot busybox",
+    )
     root = tmp_path / "bbroot"
     manifest = Manifest()
-    moddir = f"lib/modules/{os.uname().release}"
-    closure = kmod.add_modules(manifest, tree, names, required=(), moddir=moddir)
+    closure = kmod.add_modules(manifest, tree, names, required=())
     (root / "bin").mkdir(parents=True)
     shutil.copy(which("busybox", reason="check modules.dep with busybox"), root / "bin/busybox")
     write_manifest(manifest, root)
+    # busybox modprobe reads /lib/modules/`uname -r`: the host's release, not the tree's.
+    (root / "lib/modules").mkdir(parents=True)
+    (root / kmod.MODULES_DIR / tree.version).rename(root / "lib/modules" / os.uname().release)
     return root, closure
 
 
@@ -298,59 +299,29 @@ def test_busybox_modprobe_reads_our_modules_dep(tmp_path: Path, synthetic: Synth
 
 
 @dataclass
-class DebianKernel:
-    modules: Path  # the extracted package's lib/modules/<kver>
+class Oracle:
+    """Debian's kernel (tests/kernel.py) and kmod's depmod run on a copy of its modules."""
+
+    modules: Path  # the package's lib/modules/<kver>, modules as Debian ships them (.ko.xz)
     kver: str
     depmod_root: Path  # a copy where depmod ran (modules.softdep removed: hard deps only)
 
 
-def _kernel_package() -> str:
-    out = run(["apt-cache", "depends", "linux-image-amd64"], reason="find the kernel package")
-    match = re.search(r"Depends: (linux-image-\S+)", out.stdout.decode())
-    if match is None:
-        pytest.fail("apt-cache knows no linux-image-amd64: run apt-get update")
-    return match.group(1)
-
-
 @pytest.fixture(scope="session")
-def debian_kernel(tmp_path_factory: pytest.TempPathFactory) -> DebianKernel:
-    if Arch.host() is not Arch.amd64:
-        pytest.skip("the oracle kernel is amd64")
-    cache = default_cache_dir() / "test-kernels"
-    cache.mkdir(parents=True, exist_ok=True)
-    package = _kernel_package()
-    extracted = cache / package
-    if not (extracted / ".complete").exists():
-        debs = sorted(cache.glob(f"{package}_*_amd64.deb"))
-        if not debs:
-            with contextlib.chdir(cache):
-                run(["apt-get", "download", package], reason="download a Debian kernel")
-            debs = sorted(cache.glob(f"{package}_*_amd64.deb"))
-        partial = cache / f".{package}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        run(["dpkg-deb", "-x", str(debs[-1]), str(partial)], reason="extract the kernel")
-        (partial / ".complete").touch()
-        shutil.rmtree(extracted, ignore_errors=True)
-        partial.rename(extracted)
-    (modules,) = [
-        path
-        for pattern in ("lib/modules/*", "usr/lib/modules/*")
-        for path in extracted.glob(pattern)
-        if path.is_dir()
-    ]
-    kver = modules.name
+def oracle(debian_kernel: DebianKernel, tmp_path_factory: pytest.TempPathFactory) -> Oracle:
+    modules, kver = debian_kernel.modules, debian_kernel.release
     depmod_root = tmp_path_factory.mktemp("depmod")
     (depmod_root / "lib/modules").mkdir(parents=True)
     run(["cp", "-al", str(modules), str(depmod_root / "lib/modules")], reason="copy modules")
     run(["depmod", "-b", str(depmod_root), kver], reason="compute the oracle modules.dep")
     (depmod_root / f"lib/modules/{kver}/modules.softdep").unlink()
-    return DebianKernel(modules, kver, depmod_root)
+    return Oracle(modules, kver, depmod_root)
 
 
 DEEP = ("btrfs", "nf_tables", "nft_chain_nat", "kvm_intel", "xfs", "i915", "vhost_net", "bridge")
 
 
-def modprobe_show_depends(kernel: DebianKernel, name: str) -> list[str]:
+def modprobe_show_depends(kernel: Oracle, name: str) -> list[str]:
     """kmod's answer: insmod paths (relative to lib/modules/<kver>) in order; [] if built in."""
     out = run(
         ["modprobe", "-d", str(kernel.depmod_root), "-S", kernel.kver, "--show-depends", name],
@@ -368,30 +339,34 @@ def modprobe_show_depends(kernel: DebianKernel, name: str) -> list[str]:
 
 @pytest.mark.network
 @pytest.mark.parametrize("name", [*kmod.DEFAULT_MODULES, *DEEP])
-def test_closure_matches_modprobe(debian_kernel: DebianKernel, name: str) -> None:
-    tree = kmod.ModuleTree.from_directory(debian_kernel.modules)
+def test_closure_matches_modprobe(oracle: Oracle, name: str) -> None:
+    tree = kmod.ModuleTree.from_directory(oracle.modules)
     closure = kmod.module_closure(tree, [name])
-    expected = modprobe_show_depends(debian_kernel, name)
+    expected = modprobe_show_depends(oracle, name)
     assert sorted(m.path for m in closure) == sorted(expected)
     # Both orders load every module after its dependencies (as kmod computes them).
     position = {m.path: i for i, m in enumerate(closure)}
     for module in closure:
-        for dep in modprobe_show_depends(debian_kernel, module.name)[:-1]:
+        for dep in modprobe_show_depends(oracle, module.name)[:-1]:
             assert position[dep] < position[module.path], (dep, module.path)
 
 
 @pytest.mark.network
-def test_modules_dep_matches_depmod(debian_kernel: DebianKernel, tmp_path: Path) -> None:
-    tree = kmod.ModuleTree.from_directory(debian_kernel.modules)
+def test_modules_dep_matches_depmod(oracle: Oracle, tmp_path: Path) -> None:
+    tree = kmod.ModuleTree.from_directory(oracle.modules)
     root, closure = busybox_root(tmp_path, tree, [*kmod.DEFAULT_MODULES, *DEEP])
     ours = _parse_dep(kmod.modules_dep(closure).decode())
-    theirs = _parse_dep(
-        (debian_kernel.depmod_root / f"lib/modules/{debian_kernel.kver}/modules.dep").read_text()
-    )
+    theirs = _parse_dep((oracle.depmod_root / f"lib/modules/{oracle.kver}/modules.dep").read_text())
+    # We ship modules decompressed (kernel/fs/ext4/ext4.ko); Debian's are .ko.xz.
+    theirs = {_plain(p): [_plain(d) for d in deps] for p, deps in theirs.items()}
     assert {path: set(deps) for path, deps in ours.items()} == {
         path: set(theirs[path]) for path in ours
     }
     assert_busybox_follows(root, closure)
+
+
+def _plain(path: str) -> str:
+    return re.sub(r"\.ko\.(xz|zst|gz)$", ".ko", path)
 
 
 def _parse_dep(text: str) -> dict[str, list[str]]:
@@ -403,18 +378,23 @@ def _parse_dep(text: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.network
-def test_compressed_debian_modules(debian_kernel: DebianKernel, tmp_path: Path) -> None:
-    """As trixie ships them: the closure's modules xz- and zstd-compressed by the real tools."""
-    plain_tree = kmod.ModuleTree.from_directory(debian_kernel.modules)
-    plain = kmod.module_closure(plain_tree, kmod.DEFAULT_MODULES, optional=kmod.DEFAULT_MODULES)
-    root = tmp_path / debian_kernel.kver
-    run(["cp", "-al", str(debian_kernel.modules), str(root)], reason="copy modules")
-    for i, module in enumerate(plain):
+def test_compressed_debian_modules(oracle: Oracle, tmp_path: Path) -> None:
+    """Debian ships xz-compressed modules; half of the closure recompressed by the real zstd:
+    both read back to what the real xz decompresses."""
+    shipped = kmod.ModuleTree.from_directory(oracle.modules)
+    plain = kmod.module_closure(shipped, kmod.DEFAULT_MODULES, optional=kmod.DEFAULT_MODULES)
+    assert {m.path.rsplit(".", 1)[-1] for m in plain} == {"xz"}, "Debian ships .ko.xz"
+
+    def unxz(path: Path) -> bytes:
+        return run(["xz", "-dc", str(path)], reason="decompress a module as the oracle").stdout
+
+    root = tmp_path / oracle.kver
+    run(["cp", "-al", str(oracle.modules), str(root)], reason="copy modules")
+    for module in plain[::2]:
         path = root / module.path
         path.unlink()  # a hard link to the cache: replace, never modify in place
-        shutil.copy(debian_kernel.modules / module.path, path)
-        tool = ["xz", "--check=crc32"] if i % 2 else ["zstd", "-q", "--rm"]
-        run([*tool, str(path)], reason="compress a module as Debian does")
+        (root / module.plain_path).write_bytes(unxz(oracle.modules / module.path))
+        run(["zstd", "-q", "--rm", str(root / module.plain_path)], reason="compress a module")
     tree = kmod.ModuleTree.from_directory(root)
     manifest = Manifest()
     closure = kmod.add_modules(manifest, tree, kmod.DEFAULT_MODULES, required=())
@@ -423,4 +403,4 @@ def test_compressed_debian_modules(debian_kernel: DebianKernel, tmp_path: Path) 
     moddir = f"usr/lib/modules/{tree.version}"
     for module in plain:
         data = manifest.read(f"{moddir}/{module.plain_path}")
-        assert data == (debian_kernel.modules / module.path).read_bytes()
+        assert data == unxz(oracle.modules / module.path), module.name

@@ -26,8 +26,8 @@ from b2c_builder.console import ExitCode
 from b2c_builder.cpio import write_cpio
 from b2c_builder.rootfs import Kind, Manifest
 from tests.conftest import ROOT, b2c, require_tool
+from tests.kernel import DebianKernel
 from tests.test_bootcfg import GRUB_NASTY, IPXE_NASTY, NASTY
-from tests.test_qemu import debian_kernel  # noqa: F401 - the session fixture
 
 pytestmark = [pytest.mark.qemu, pytest.mark.network]
 
@@ -74,8 +74,8 @@ def write_payload(folder: Path, kernel: Path) -> Payload:
 
 
 @pytest.fixture
-def payload(debian_kernel: Path, tmp_path: Path) -> Payload:  # noqa: F811
-    return write_payload(tmp_path / "root", debian_kernel)
+def payload(debian_kernel: DebianKernel, tmp_path: Path) -> Payload:
+    return write_payload(tmp_path / "root", debian_kernel.vmlinuz)
 
 
 @dataclass(frozen=True)

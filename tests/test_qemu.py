@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
-import shutil
-import stat
-import subprocess
-import tempfile
+import re
 import time
 import uuid
 from pathlib import Path
@@ -15,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from b2c_builder import qemu
-from b2c_builder.config import Arch, default_cache_dir
+from b2c_builder.config import Arch
 from b2c_builder.console import ConsoleResult, ExitCode, Panic, Status
-from b2c_builder.errors import ConfigError
+from b2c_builder.cpio import write_cpio
+from b2c_builder.errors import BootError, ConfigError
 from b2c_builder.qemu import (
     PROBE_TIMEOUT,
     Accel,
@@ -29,12 +28,13 @@ from b2c_builder.qemu import (
     dry_run,
     kernel_cmdline,
     kvm_unusable_reason,
-    probe_kvm,
     qemu_cmdline,
     resolve_accel,
 )
+from b2c_builder.rootfs import Kind, Manifest
 from b2c_builder.run import run
 from tests.conftest import require_tool
+from tests.kernel import DebianKernel
 
 # --- the command line, without QEMU ----------------------------------------------------
 
@@ -132,6 +132,9 @@ def test_missing_disk_is_a_config_error(tmp_path: Path) -> None:
         ('b2c.run="-e console=x img"', 'console=ttyS0 panic=-1 b2c.run="-e console=x img"'),
         ("-- console=x panic=1", "console=ttyS0 panic=-1 -- console=x panic=1"),
         ("consoleblank=0", "console=ttyS0 panic=-1 consoleblank=0"),
+        # The kernel's isspace(), not Python's: \x1c does not separate parameters.
+        ("quiet\x1cconsole=x", "console=ttyS0 panic=-1 quiet\x1cconsole=x"),
+        ('a="-- console=x"', 'console=ttyS0 panic=-1 a="-- console=x"'),
     ],
 )  # fmt: skip
 def test_append_defaults_are_not_duplicated(append: str, expected: str) -> None:
@@ -157,26 +160,53 @@ def test_initrds_are_concatenated_on_4_byte_boundaries(tmp_path: Path) -> None:
     assert out.read_bytes() == b"12345\0\0\0abcdxy\0\0"
 
 
-def _no_probe(arch: Arch) -> str | None:
-    raise AssertionError("the KVM probe must not run")
+@pytest.fixture
+def no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to probe KVM (open /dev/kvm, boot the test guest) fails the test."""
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the KVM probe must not run")
+
+    for name in ("kvm_unusable_reason", "_kvm_device_unusable_reason", "run"):
+        monkeypatch.setattr(qemu, name, forbidden)
 
 
+@pytest.mark.usefixtures("no_probe")
 def test_explicit_accel_does_not_probe() -> None:
-    assert resolve_accel(Accel.tcg, Arch.amd64, probe=_no_probe) is Accel.tcg
-    assert resolve_accel(Accel.kvm, Arch.amd64, probe=_no_probe) is Accel.kvm
+    assert resolve_accel(Accel.tcg, Arch.amd64) is Accel.tcg
+    assert resolve_accel(Accel.kvm, Arch.amd64) is Accel.kvm
 
 
-def test_auto_follows_the_probe() -> None:
-    assert resolve_accel(Accel.auto, Arch.amd64, probe=lambda arch: None) is Accel.kvm
-    assert resolve_accel(Accel.auto, Arch.amd64, probe=lambda arch: "no /dev/kvm") is Accel.tcg
+def test_auto_follows_the_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(qemu, "kvm_unusable_reason", lambda arch: None)
+    assert resolve_accel(Accel.auto, Arch.amd64) is Accel.kvm
+    monkeypatch.setattr(qemu, "kvm_unusable_reason", lambda arch: "no /dev/kvm")
+    assert resolve_accel(Accel.auto, Arch.amd64) is Accel.tcg
 
 
+@pytest.mark.usefixtures("no_probe")
+def test_dry_run_with_auto_starts_nothing(kernel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "access", lambda path, mode: path == "/dev/kvm")
+    monkeypatch.setattr(Arch, "host", classmethod(lambda cls: Arch.amd64))
+    comment, command = dry_run(RunConfig(kernel=kernel)).splitlines()
+    assert comment.startswith("# --accel auto: shown with kvm (/dev/kvm is there);")
+    assert " -accel kvm -cpu host " in command
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    comment, command = dry_run(RunConfig(kernel=kernel)).splitlines()
+    assert comment.startswith("# --accel auto: shown with tcg (/dev/kvm is missing")
+    assert " -accel tcg -cpu max " in command
+    comment, command = dry_run(RunConfig(kernel=kernel, arch=Arch.arm64)).splitlines()
+    assert "KVM cannot run arm64 guests on this amd64 host" in comment
+    assert command.startswith("qemu-system-aarch64 ") and " -accel tcg " in command
+
+
+@pytest.mark.usefixtures("no_probe")
 def test_dry_run_prints_the_command(kernel: Path, tmp_path: Path) -> None:
     initrds = (tmp_path / "base.cpio.zst", tmp_path / "modules.cpio.zst")
     for initrd in initrds:
         initrd.write_bytes(b"x")
-    cfg = RunConfig(kernel=kernel, initrds=initrds, append="b2c.container='a b'")
-    text = dry_run(cfg, probe=lambda arch: "no KVM in this test")
+    cfg = RunConfig(kernel=kernel, initrds=initrds, append="b2c.container='a b'", accel=Accel.tcg)
+    text = dry_run(cfg)
     comment, command = text.splitlines()
     assert comment.startswith("# ") and comment.endswith(f"{initrds[0]} {initrds[1]}")
     assert command.startswith("qemu-system-x86_64 -M q35 -accel tcg -cpu max ")
@@ -184,46 +214,86 @@ def test_dry_run_prints_the_command(kernel: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("console", "timed_out", "stopped", "returncode", "expected"),
+    ("console", "timed_out", "stopped", "returncode", "expected", "summary"),
     [
-        (ConsoleResult(statuses=(Status(3, 1),)), False, None, 0, 3),
+        (ConsoleResult(statuses=(Status(3, 1),)), False, None, 0, 3,
+         "the guest printed pipeline status 3 after 1.0s"),
         # The status wins over what happened after it (a hang at poweroff, a panic).
-        (ConsoleResult(statuses=(Status(0, 1),)), True, "timeout", -9, 0),
-        (ConsoleResult(statuses=(Status(0, 1),), panic=Panic("x", 2)), False, None, 0, 0),
-        (ConsoleResult(statuses=(Status(0, 1), Status(1, 2))), False, None, 0, 254),
-        (ConsoleResult(statuses=(Status(300, 1),)), False, None, 0, 254),
-        (ConsoleResult(panic=Panic("x", 1)), False, None, 0, 251),
-        (ConsoleResult(panic=Panic("x", 1)), False, "kernel panic", -9, 251),
-        (ConsoleResult(), True, "timeout", -9, 250),
-        (ConsoleResult(), False, None, 0, 252),
-        (ConsoleResult(), False, "the guest did not power off", -9, 252),
-        (ConsoleResult(), False, None, 1, 253),
-        (ConsoleResult(), False, None, None, 253),
+        (ConsoleResult(statuses=(Status(0, 1),)), True, "timeout", -9, 0,
+         "the guest printed pipeline status 0 after 1.0s"),
+        (ConsoleResult(statuses=(Status(0, 1),), panic=Panic("x", 2)), False, None, 0, 0,
+         "the guest printed pipeline status 0 after 1.0s"),
+        (ConsoleResult(statuses=(Status(0, 1), Status(1, 2)), problems=("two statuses",)),
+         False, None, 0, 254, "console contract broken: two statuses"),
+        (ConsoleResult(statuses=(Status(300, 1),), problems=("status 300 above 255",)),
+         False, None, 0, 254, "console contract broken: status 300 above 255"),
+        (ConsoleResult(panic=Panic("VFS: unable to mount root", 1)), False, None, 0, 251,
+         "kernel panic after 1.0s: VFS: unable to mount root"),
+        (ConsoleResult(panic=Panic("x", 1)), False, "kernel panic", -9, 251,
+         "kernel panic after 1.0s: x"),
+        (ConsoleResult(), True, "timeout", -9, 250,
+         "timeout after 1.0s: the guest was still running; QEMU was killed"),
+        (ConsoleResult(), False, None, 0, 252,
+         "the guest ended after 1.0s without printing a pipeline status"),
+        (ConsoleResult(), False, "the guest did not power off", -9, 252,
+         "the guest ended after 1.0s without printing a pipeline status"),
+        (ConsoleResult(), False, None, 1, 253, "QEMU failed (exit code 1): no message"),
     ],
-)
-def test_exit_code(
+)  # fmt: skip
+def test_exit_code_and_summary(
     console: ConsoleResult,
     timed_out: bool,
     stopped: str | None,
-    returncode: int | None,
+    returncode: int,
     expected: int,
+    summary: str,
 ) -> None:
     result = RunResult(console, Accel.tcg, (), 1.0, timed_out, stopped, returncode)
     assert result.exit_code == expected
-    assert result.summary()
+    assert result.summary() == summary
+
+
+def fake_qemu(directory: Path, body: bytes) -> Path:
+    """An executable file named like QEMU in ``directory``."""
+    directory.mkdir(exist_ok=True)
+    path = directory / "qemu-system-x86_64"
+    path.write_bytes(body)
+    path.chmod(0o755)
+    return path
+
+
+def test_a_boot_that_cannot_start_is_a_boot_error(
+    kernel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = RunConfig(kernel=kernel, accel=Accel.tcg)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(BootError, match="Could not find 'qemu-system-x86_64'") as missing:
+        boot(cfg, echo=None)
+    assert missing.value.hint == "install it: apt-get install qemu-system-x86"
+    qemu_bin = fake_qemu(tmp_path / "bin", b"\x00not an executable format\n")
+    monkeypatch.setenv("PATH", str(qemu_bin.parent))
+    with pytest.raises(BootError, match=r"cannot start .*qemu-system-x86_64: Exec format error"):
+        boot(cfg, echo=None)
+    assert BootError.exit_code == ExitCode.QEMU_FAILED
 
 
 # --- the KVM probe ----------------------------------------------------------------------
 
 
-def test_kvm_probe_is_bounded() -> None:
+def test_kvm_probe_is_bounded_and_names_the_failing_layer() -> None:
+    """The probe ends within its time limit, and its answer agrees with what can be checked
+    without it: no /dev/kvm, a /dev/kvm this user cannot open, else only the test boot."""
     require_tool(f"qemu-system-{os.uname().machine}")
     start = time.monotonic()
     reason = kvm_unusable_reason(Arch.host())
     took = time.monotonic() - start
-    assert reason is None or reason.strip()
     assert took < PROBE_TIMEOUT + 2, f"the probe took {took:.1f}s"
-    assert isinstance(probe_kvm(), bool)
+    if not os.path.exists("/dev/kvm"):
+        assert reason is not None and reason.startswith("/dev/kvm does not exist"), reason
+    elif not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        assert reason is not None and reason.startswith("cannot open /dev/kvm"), reason
+    elif reason is not None:  # the device works: only creating a VM or the boot can fail
+        assert re.match(r"(/dev/kvm cannot create a VM|QEMU with KVM (failed|did not))", reason)
 
 
 def test_kvm_probe_refuses_a_foreign_architecture() -> None:
@@ -234,67 +304,38 @@ def test_kvm_probe_refuses_a_foreign_architecture() -> None:
 
 # --- real boots ---------------------------------------------------------------------------
 
-KERNEL_CACHE = default_cache_dir() / "test-kernels"
-
 
 @pytest.fixture(scope="session")
-def debian_kernel() -> Path:
-    """The host suite's linux-image-amd64 kernel, downloaded once into the user's cache."""
-    found = sorted(KERNEL_CACHE.glob("boot/vmlinuz-*"))
-    if found:
-        return found[-1]
-    for tool in ("apt-get", "apt-cache", "dpkg-deb"):
-        require_tool(tool)
-    depends = run(["apt-cache", "depends", "linux-image-amd64"], reason="find the kernel")
-    package = next(
-        line.split()[1]
-        for line in depends.stdout.decode().splitlines()
-        if line.strip().startswith("Depends: linux-image")
-    )
-    KERNEL_CACHE.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=KERNEL_CACHE) as tmp:
-        # apt-get download writes into the current directory; run.run() has no cwd.
-        subprocess.run(["apt-get", "download", package], cwd=tmp, check=True)
-        (deb,) = Path(tmp).glob("*.deb")
-        run(["dpkg-deb", "-x", str(deb), f"{tmp}/root"], reason="extract the kernel")
-        (vmlinuz,) = Path(tmp).glob("root/boot/vmlinuz-*")
-        (KERNEL_CACHE / "boot").mkdir(exist_ok=True)
-        vmlinuz.rename(KERNEL_CACHE / "boot" / vmlinuz.name)
-    return KERNEL_CACHE / "boot" / vmlinuz.name
+def vmlinuz(debian_kernel: DebianKernel) -> Path:
+    """Debian's amd64 kernel image (tests/kernel.py: fetched by our own verified client)."""
+    return debian_kernel.vmlinuz
 
 
-def newc(root: Path) -> bytes:
-    """A newc archive of ``root`` made by GNU cpio, owned by root."""
-    require_tool("cpio")
-    names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-    proc = run(
-        ["cpio", "-o", "-H", "newc", "-R", "0:0", "--quiet", "-D", str(root)],
-        input="\n".join(names).encode(),
-        reason="make a test initramfs",
-    )
-    return proc.stdout
+def newc(manifest: Manifest) -> bytes:
+    """A newc archive of ``manifest`` by our own writer: device nodes without root or mknod."""
+    out = io.BytesIO()
+    write_cpio(manifest, out, source_date_epoch=0)
+    return out.getvalue()
 
 
-def busybox_root(tmp_path: Path, init: str) -> Path:
-    """A staging tree: static busybox, /dev/console, /proc and a shell /init."""
+def busybox_manifest(init: str) -> Manifest:
+    """A minimal initramfs: static busybox, /dev/console, /proc and a shell /init."""
     busybox = Path(require_tool("busybox")).resolve()
-    root = tmp_path / "root"
-    for directory in ("bin", "dev", "proc", "etc"):
-        (root / directory).mkdir(parents=True)
-    shutil.copy(busybox, root / "bin" / "busybox")
-    (root / "bin" / "sh").symlink_to("busybox")
-    if os.geteuid() != 0:
-        pytest.skip("making /dev/console needs root until the project's cpio writer is used")
-    os.mknod(root / "dev" / "console", stat.S_IFCHR | 0o600, os.makedev(5, 1))
+    manifest = Manifest()
+    manifest.add_file("bin/busybox", busybox.read_bytes(), 0o755)
+    manifest.add_symlink("bin/sh", "busybox")
+    for directory in ("dev", "proc", "etc"):
+        manifest.add_dir(directory)
+    # The kernel opens /dev/console for init's stdio before anything is mounted.
+    manifest.add_device("dev/console", Kind.CHAR, 5, 1, 0o600)
     script = "#!/bin/sh\nexport PATH=/bin\nbusybox mount -t proc proc /proc\n" + init
-    (root / "init").write_text(script)
-    (root / "init").chmod(0o755)
-    return root
+    manifest.add_file("init", script.encode(), 0o755)
+    return manifest
 
 
 def initramfs(tmp_path: Path, init: str) -> Path:
     path = tmp_path / "initrd.cpio"
-    path.write_bytes(newc(busybox_root(tmp_path, init)))
+    path.write_bytes(newc(busybox_manifest(init)))
     return path
 
 
@@ -329,29 +370,28 @@ def boot_busybox(
 
 @pytest.mark.qemu
 @pytest.mark.network
-def test_status_from_two_concatenated_initrds(debian_kernel: Path, tmp_path: Path) -> None:
+def test_status_from_two_concatenated_initrds(vmlinuz: Path, tmp_path: Path) -> None:
     token = uuid.uuid4().hex
     init = (
         'echo "SENTINEL $(busybox cat /etc/extra.txt)"\n'
         'echo "Execution is over, pipeline status: 3"\n'
         "busybox poweroff -f\n"
     )
-    base = busybox_root(tmp_path / "base", init)
+    base = busybox_manifest(init)
     # gzip the base archive, and pad it to an odd size, so that the uncompressed second
     # archive lands off a 4-byte boundary unless the runner pads between them.
     pad = 0
     while len(first := gzip.compress(newc(base), mtime=0)) % 4 == 0:
         pad += 1
-        (base / "pad").write_bytes(b"p" * pad)
+        base.add_file("pad", b"p" * pad, replace=True)
     (tmp_path / "base.cpio.gz").write_bytes(first)
-    extra = tmp_path / "extra" / "etc"
-    extra.mkdir(parents=True)
-    (extra / "extra.txt").write_text(f"second-archive-{token}\n")
-    (tmp_path / "extra.cpio").write_bytes(newc(extra.parent))
+    extra = Manifest()
+    extra.add_file("etc/extra.txt", f"second-archive-{token}\n".encode())
+    (tmp_path / "extra.cpio").write_bytes(newc(extra))
     log_path = tmp_path / "serial.log"
 
     result, lines, seen = boot_busybox(
-        debian_kernel,
+        vmlinuz,
         (tmp_path / "base.cpio.gz", tmp_path / "extra.cpio"),
         serial_log=log_path,
     )
@@ -369,9 +409,9 @@ def test_status_from_two_concatenated_initrds(debian_kernel: Path, tmp_path: Pat
 
 @pytest.mark.qemu
 @pytest.mark.network
-def test_kernel_panic(debian_kernel: Path, tmp_path: Path) -> None:
+def test_kernel_panic(vmlinuz: Path, tmp_path: Path) -> None:
     initrd = initramfs(tmp_path, "echo SENTINEL-PANIC\nexit 1\n")
-    result, lines, seen = boot_busybox(debian_kernel, (initrd,))
+    result, lines, seen = boot_busybox(vmlinuz, (initrd,))
     assert "SENTINEL-PANIC" in seen, "\n".join(lines[-30:])
     assert result.exit_code == ExitCode.KERNEL_PANIC, result.summary()
     assert result.console.panic is not None
@@ -380,10 +420,10 @@ def test_kernel_panic(debian_kernel: Path, tmp_path: Path) -> None:
 
 @pytest.mark.qemu
 @pytest.mark.network
-def test_timeout(debian_kernel: Path, tmp_path: Path) -> None:
+def test_timeout(vmlinuz: Path, tmp_path: Path) -> None:
     timeout = 40.0  # 2.5 times the boot time measured on a loaded 2-core machine
     initrd = initramfs(tmp_path, "echo SENTINEL-SLEEPING\nwhile :; do busybox sleep 1000; done\n")
-    result, lines, seen = boot_busybox(debian_kernel, (initrd,), timeout=timeout)
+    result, lines, seen = boot_busybox(vmlinuz, (initrd,), timeout=timeout)
     assert "SENTINEL-SLEEPING" in seen, "\n".join(lines[-30:])
     assert result.exit_code == ExitCode.TIMEOUT, result.summary()
     assert timeout <= result.duration < timeout + 3
@@ -391,9 +431,9 @@ def test_timeout(debian_kernel: Path, tmp_path: Path) -> None:
 
 @pytest.mark.qemu
 @pytest.mark.network
-def test_poweroff_without_status(debian_kernel: Path, tmp_path: Path) -> None:
+def test_poweroff_without_status(vmlinuz: Path, tmp_path: Path) -> None:
     initrd = initramfs(tmp_path, "echo SENTINEL-NO-STATUS\nbusybox poweroff -f\n")
-    result, lines, seen = boot_busybox(debian_kernel, (initrd,))
+    result, lines, seen = boot_busybox(vmlinuz, (initrd,))
     assert "SENTINEL-NO-STATUS" in seen, "\n".join(lines[-30:])
     assert result.exit_code == ExitCode.NO_STATUS, result.summary()
     assert result.qemu_returncode == 0 and result.stopped is None
@@ -460,11 +500,11 @@ def firmware_config(kernel: Path, firmware: Path, timeout: float) -> RunConfig:
 
 @pytest.mark.qemu
 @pytest.mark.network
-def test_timeout_is_enforced_from_the_side(debian_kernel: Path, tmp_path: Path) -> None:
+def test_timeout_is_enforced_from_the_side(vmlinuz: Path, tmp_path: Path) -> None:
     require_tool("qemu-system-x86_64")
     firmware = serial_firmware(tmp_path / "fw.bin", "FIRMWARE-SENTINEL\n")
     lines: list[str] = []
-    result = boot(firmware_config(debian_kernel, firmware, 2.0), echo=lines.append)
+    result = boot(firmware_config(vmlinuz, firmware, 2.0), echo=lines.append)
     assert lines == ["FIRMWARE-SENTINEL"]
     assert result.exit_code == ExitCode.TIMEOUT, result.summary()
     assert 2.0 <= result.duration < 4.0
@@ -474,13 +514,13 @@ def test_timeout_is_enforced_from_the_side(debian_kernel: Path, tmp_path: Path) 
 @pytest.mark.qemu
 @pytest.mark.network
 def test_stops_a_guest_that_does_not_power_off(
-    debian_kernel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    vmlinuz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     require_tool("qemu-system-x86_64")
     monkeypatch.setattr(qemu, "SHUTDOWN_GRACE", 0.5)
     text = "Execution is over, pipeline status: 7\nIt's now safe to turn off your computer\n"
     firmware = serial_firmware(tmp_path / "fw.bin", text)
-    result = boot(firmware_config(debian_kernel, firmware, 60.0), echo=None)
+    result = boot(firmware_config(vmlinuz, firmware, 60.0), echo=None)
     assert result.exit_code == 7, result.summary()
     assert result.stopped == "the guest did not power off"
     assert not result.timed_out
@@ -489,7 +529,7 @@ def test_stops_a_guest_that_does_not_power_off(
 
 @pytest.mark.qemu
 @pytest.mark.network
-def test_qemu_is_killed_when_the_reader_fails(debian_kernel: Path, tmp_path: Path) -> None:
+def test_qemu_is_killed_when_the_reader_fails(vmlinuz: Path, tmp_path: Path) -> None:
     require_tool("qemu-system-x86_64")
     firmware = serial_firmware(tmp_path / "fw.bin", "FIRMWARE-SENTINEL\n")
 
@@ -498,5 +538,5 @@ def test_qemu_is_killed_when_the_reader_fails(debian_kernel: Path, tmp_path: Pat
         raise RuntimeError(f"reader failed on {line!r}")
 
     with pytest.raises(RuntimeError, match="FIRMWARE-SENTINEL"):
-        boot(firmware_config(debian_kernel, firmware, 60.0), echo=echo)
+        boot(firmware_config(vmlinuz, firmware, 60.0), echo=echo)
     assert qemu_children() == []

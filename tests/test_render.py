@@ -33,15 +33,12 @@ def test_data_dir_finds_the_checkout() -> None:
 
 
 def test_render_is_deterministic_and_self_contained() -> None:
-    settings = InitSettings(
-        version="1.2.3", default_cmdline="b2c.pipefail", modules=("virtio_net",)
-    )
+    settings = InitSettings(version="1.2.3", default_cmdline="b2c.pipefail")
     text = render_init(settings).decode()
     assert render_init(settings).decode() == text
     assert text.startswith("#!/bin/sh\n# shellcheck shell=dash\n")
     assert "B2C_VERSION=1.2.3\n" in text
     assert "B2C_DEFAULT_CMDLINE=b2c.pipefail\n" in text
-    assert "B2C_BUILTIN_MODULES=virtio_net\n" in text
     assert not [ln for ln in text.splitlines() if ln.lstrip().startswith((". ", "source "))]
     for name in INIT_LIBRARIES:
         assert f"# --- init/{name} " in text
@@ -68,14 +65,12 @@ def test_default_cmdline_is_quoted_not_evaluated() -> None:
 def test_invalid_default_cmdline_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"b2c\.poweroff_delay"):
         InitSettings(default_cmdline="b2c.poweroff_delay=soon")
-    with pytest.raises(ConfigError, match="module"):
-        InitSettings(modules=("virtio net",))
 
 
 def test_template_is_strict() -> None:
     template = _environment().get_template("init.sh.j2")
     with pytest.raises(jinja2.UndefinedError):
-        template.render(version="1", default_cmdline="", modules=(), options=OPTIONS)
+        template.render(version="1", default_cmdline="", options=OPTIONS)
 
 
 def test_add_init_adds_manifest_entries() -> None:
@@ -96,7 +91,7 @@ def _shellcheck(*paths: Path) -> None:
 
 def test_shellcheck_rendered_init(tmp_path: Path) -> None:
     init = tmp_path / "init"
-    init.write_bytes(render_init(InitSettings(default_cmdline=HOSTILE, modules=("ext4",))))
+    init.write_bytes(render_init(InitSettings(default_cmdline=HOSTILE)))
     _shellcheck(init)
 
 

@@ -82,3 +82,26 @@ def test_device_nodes_must_be_char_or_block() -> None:
     assert m.add_device("dev/null", Kind.CHAR, 1, 3, 0o666).rdev == (1, 3)
     with pytest.raises(ManifestError):
         m.add_device("dev/x", Kind.FILE, 1, 1)
+
+
+def test_directories_with_different_modes_are_a_conflict() -> None:
+    m = Manifest()
+    m.add_dir("root", 0o700)
+    m.add_dir("root", 0o700)  # the same directory again is fine
+    with pytest.raises(
+        ManifestError, match=r"/root: directory \(mode 0700.* vs directory \(mode 0755"
+    ):
+        m.add_dir("root", 0o755)
+    assert m["root"].mode == 0o700
+
+
+def test_an_explicit_directory_replaces_a_filled_in_parent() -> None:
+    m = Manifest()
+    m.add_file("var/tmp/x", b"")
+    assert m["var/tmp"].mode == 0o755 and m.implicit("var/tmp")
+    m.add_dir("var/tmp", 0o1777)
+    assert m["var/tmp"].mode == 0o1777 and not m.implicit("var/tmp")
+    with pytest.raises(ManifestError, match="conflicting directory entries for /var/tmp"):
+        m.add_dir("var/tmp", 0o755)
+    with pytest.raises(ManifestError, match="conflicting entries for /var"):
+        m.add_file("var", b"a file cannot replace a filled-in directory")

@@ -19,7 +19,7 @@ import pytest
 
 from b2c_builder import image
 from b2c_builder.debian import download
-from tests.conftest import b2c, require_tool
+from tests.conftest import b2c, require, require_tool
 from tests.localmirror import FakePackage, GpgKey, LocalMirror
 
 DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -136,8 +136,7 @@ def tamper_deb(mirror: LocalMirror) -> tuple[str, ...]:
 
 
 def wrong_keyring(mirror: LocalMirror) -> tuple[str, ...]:
-    if not DEBIAN_KEYRING.is_file():
-        pytest.skip(f"{DEBIAN_KEYRING} is missing (apt-get install debian-archive-keyring)")
+    require(DEBIAN_KEYRING.is_file(), f"{DEBIAN_KEYRING} is missing (make deps-test installs it)")
     return ("--keyring", str(DEBIAN_KEYRING))  # valid keys, none of them signed this archive
 
 
@@ -186,6 +185,38 @@ def test_untampered_archive_passes_verification(
     fetched = {r.rsplit("/", 1)[-1] for r in mirror.requests if r.endswith(".deb")}
     assert fetched == {f"{name}_1.0-1_amd64.deb" for name in image.PACKAGES}
     assert_untouched(out, before)
+
+
+def test_image_and_kernel_packages_are_resolved_and_fetched_once(
+    key: GpgKey, out: Path, tmp_path: Path
+) -> None:
+    """One resolution and one download pass for the image's packages and the kernel's (only
+    its linux-image part: initramfs-tools is never fetched), each .deb fetched once."""
+    kver = "6.99.0-1-test"
+    kernel = [
+        FakePackage("linux-image-amd64", depends=f"linux-image-{kver}"),
+        FakePackage(
+            f"linux-image-{kver}",
+            depends="initramfs-tools",
+            files={f"boot/vmlinuz-{kver}": b"kernel", f"usr/lib/modules/{kver}/modules.order": b""},
+        ),
+        FakePackage("initramfs-tools"),
+    ]
+    with LocalMirror(tmp_path / "archive", [*fake_packages(), *kernel], key=key) as mirror:
+        code, stderr, _ = build(
+            mirror.url, out, tmp_path / "cache", "--keyring", str(mirror.keyring),
+            "--kernel-package", "linux-image-amd64",
+        )  # fmt: skip
+    assert code != 0 and "/usr/bin/busybox" in error_line(stderr)  # the fakes have no programs
+    steps = [line.removeprefix("INFO: ").strip() for line in stderr.splitlines()]
+    assert steps.count("‣ Resolving dependencies") == 1
+    assert steps.count("‣ Fetching packages") == 1
+    assert f"{len(image.PACKAGES)} packages in the search space, 2 for the kernel" in steps
+    debs = sorted(r.rsplit("/", 1)[-1] for r in mirror.requests if r.endswith(".deb"))
+    assert debs == sorted(
+        [f"{name}_1.0-1_amd64.deb" for name in image.PACKAGES]
+        + ["linux-image-amd64_1.0-1_amd64.deb", f"linux-image-{kver}_1.0-1_amd64.deb"]
+    )
 
 
 def test_no_verify_signature_warns_loudly(mirror: LocalMirror, out: Path, tmp_path: Path) -> None:

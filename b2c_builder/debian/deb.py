@@ -1,7 +1,7 @@
 """Read .deb files in Python (ar + control.tar + data.tar.{xz,zst,gz}) into a staging Manifest.
 
 Nothing touches the disk: members become manifest entries. A member whose path escapes the
-root (``../x``, ``/x``) is refused. With ``usrmerge`` each member's parent directory is
+root (``../x``, ``/x``) is refused. Each member's parent directory is
 resolved through the staging manifest's symlinks first, so on a merged-/usr staging tree
 (see ``new_staging``) ``./lib/x86_64-linux-gnu/libc.so.6`` lands at
 ``usr/lib/x86_64-linux-gnu/libc.so.6``, as dpkg does on a merged-/usr system.
@@ -10,19 +10,18 @@ resolved through the staging manifest's symlinks first, so on a merged-/usr stag
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import io
-import lzma
 import posixpath
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import zstandard
 from debian import deb822
 
+from b2c_builder import compress
+from b2c_builder.compress import CompressError
 from b2c_builder.config import Arch
 from b2c_builder.errors import ExtractError, ManifestError
 from b2c_builder.log import log
@@ -65,19 +64,17 @@ def ar_members(data: BinaryIO, source: str) -> Iterator[tuple[str, bytes]]:
         yield name, body
 
 
+_MEMBER_SUFFIXES = (".tar", ".tar.xz", ".tar.zst", ".tar.gz")
+
+
 def _decompress(name: str, body: bytes, source: str) -> bytes:
+    """A control.tar or data.tar member, decompressed by its magic (compress.unpack)."""
+    if not name.endswith(_MEMBER_SUFFIXES):
+        raise ExtractError(f"{source}: unsupported member compression {name}")
     try:
-        if name.endswith(".xz"):
-            return lzma.decompress(body)
-        if name.endswith(".zst"):
-            return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body)).read()
-        if name.endswith(".gz"):
-            return gzip.decompress(body)
-    except (lzma.LZMAError, zstandard.ZstdError, OSError, EOFError) as exc:
-        raise ExtractError(f"{source}: cannot decompress {name}: {exc}") from exc
-    if name.endswith(".tar"):
-        return body
-    raise ExtractError(f"{source}: unsupported member compression {name}")
+        return compress.unpack(body)
+    except CompressError as exc:
+        raise ExtractError(f"{source}: cannot decompress {name}: {exc.message}") from exc
 
 
 def _tars(deb: Path) -> tuple[bytes, bytes]:
@@ -135,20 +132,19 @@ def extract_into(
     manifest: Manifest,
     deb: Path,
     origin: Origin,
-    *,
-    usrmerge: bool = True,
-    select: Callable[[str], bool] | None = None,
 ) -> Extracted:
-    """Add every member of ``deb`` (or those whose image path ``select`` accepts).
+    """Add every member of ``deb`` to ``manifest``, each at its canonical path.
 
-    A path that already exists keeps its first entry: directories merge, identical content
-    is fine and a differing entry is logged at debug level (Debian packages do not overlap).
+    A path that already exists keeps its first entry: directories merge and identical
+    content is fine. Two packages shipping one path with different contents (which Debian
+    forbids unless one Replaces the other) is logged as a warning naming both packages: the
+    image could otherwise get a file other than the one a reader of the log expects.
     """
     control_tar, data_tar = _tars(deb)
     control = _control_fields(control_tar, deb)
     try:
         with tarfile.open(fileobj=io.BytesIO(data_tar)) as tar:
-            added = _extract(manifest, tar, deb, origin, usrmerge, select)
+            added = _extract(manifest, tar, deb, origin)
     except tarfile.TarError as exc:
         raise ExtractError(f"{deb}: corrupt data.tar: {exc}") from exc
     return Extracted(control, tuple(added))
@@ -159,8 +155,6 @@ def _extract(
     tar: tarfile.TarFile,
     deb: Path,
     origin: Origin,
-    usrmerge: bool,
-    select: Callable[[str], bool] | None,
 ) -> list[str]:
     added: list[str] = []
     members = tar.getmembers()
@@ -173,11 +167,8 @@ def _extract(
         if not path:
             continue  # the root directory itself
         try:
-            if usrmerge:
-                path = _canonical(manifest, path, follow_last=member.isdir())
-            if select is not None and not select(path):
-                continue
-            if _add_member(manifest, tar, member, path, origin, deb, usrmerge):
+            path = _canonical(manifest, path, follow_last=member.isdir())
+            if _add_member(manifest, tar, member, path, origin, deb):
                 added.append(path)
         except ManifestError as exc:
             raise ExtractError(f"{deb}: cannot add member {member.name!r}: {exc}") from exc
@@ -201,14 +192,11 @@ def _add_member(
     path: str,
     origin: Origin,
     deb: Path,
-    usrmerge: bool,
 ) -> bool:
     """Add one tar member at ``path``; False when the path was already taken or unsupported."""
     mode, mtime = member.mode & 0o7777, int(member.mtime)
     if member.islnk():
-        target = member_path(member.linkname, str(deb))
-        if usrmerge:
-            target = _canonical(manifest, target, follow_last=False)
+        target = _canonical(manifest, member_path(member.linkname, str(deb)), follow_last=False)
         first = manifest.get(target)
         if first is None or first.kind is not Kind.FILE:
             raise ExtractError(f"{deb}: hard link {member.name!r} to a missing file {target!r}")
@@ -240,21 +228,50 @@ _DEVICES = {tarfile.CHRTYPE: Kind.CHAR, tarfile.BLKTYPE: Kind.BLOCK, tarfile.FIF
 
 
 def _taken(manifest: Manifest, entry: Entry, deb: Path) -> bool:
-    """Is ``entry.path`` already in the manifest? Log it when the contents differ."""
+    """Is ``entry.path`` already in the manifest? Warn when the two entries differ."""
     old = manifest.get(entry.path)
     if old is None:
         return False
-    differs = (old.kind, old.data, old.target, old.rdev) != (
+    if manifest.implicit(entry.path) and entry.kind is Kind.DIR:
+        return False  # a parent filled in earlier: the package's own entry replaces it
+    if old.kind is Kind.DIR and entry.kind is Kind.DIR:
+        if old.mode != entry.mode:
+            log.warning(
+                "/%s: %s makes it a directory with mode %04o, %s with %04o; keeping %04o",
+                entry.path,
+                _package(old),
+                old.mode,
+                _package(entry),
+                entry.mode,
+                old.mode,
+            )
+        return True
+    if (old.kind, old.data, old.target, old.rdev) != (
         entry.kind,
         entry.data,
         entry.target,
         entry.rdev,
-    )
-    if differs and not (old.kind is Kind.DIR and entry.kind is Kind.DIR):
-        log.debug(
-            "%s: /%s is already provided by %s; keeping the first",
-            deb.name,
+    ):
+        log.warning(
+            "two packages ship /%s with different contents: %s (%s) and %s (%s, in %s); "
+            "keeping the first",
             entry.path,
-            old.origin.package if old.origin else "the builder",
+            _package(old),
+            _summary(old),
+            _package(entry),
+            _summary(entry),
+            deb.name,
         )
     return True
+
+
+def _package(entry: Entry) -> str:
+    return entry.origin.package if entry.origin else "the builder"
+
+
+def _summary(entry: Entry) -> str:
+    if entry.kind is Kind.FILE:
+        return f"{entry.size} bytes, sha256 {entry.sha256()[:12]}"
+    if entry.kind is Kind.SYMLINK:
+        return f"symlink to {entry.target}"
+    return str(entry.kind)

@@ -32,14 +32,14 @@ USER_AGENT = "b2c-builder"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def make_session(*, retries: int = RETRIES, backoff: float = BACKOFF) -> requests.Session:
-    """The one HTTP session of a build: retries on connection errors and 5xx, bounded waits."""
+def make_session() -> requests.Session:
+    """The one HTTP session of a build: RETRIES on connection errors and 5xx, bounded waits."""
     retry = Retry(
-        total=retries,
-        connect=retries,
-        read=retries,
-        status=retries,
-        backoff_factor=backoff,
+        total=RETRIES,
+        connect=RETRIES,
+        read=RETRIES,
+        status=RETRIES,
+        backoff_factor=BACKOFF,
         backoff_max=5.0,
         status_forcelist=(429, 500, 502, 503, 504),
         allowed_methods=frozenset({"GET", "HEAD"}),
