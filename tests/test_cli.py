@@ -257,8 +257,15 @@ def test_run_dry_run_prints_the_qemu_command(kernel: Path, tmp_path: Path) -> No
     assert "-no-reboot" in cmd
 
 
-def test_run_dry_run_with_accel_auto_says_the_run_decides(kernel: Path) -> None:
-    proc = cli("run", "--kernel", str(kernel), "--dry-run")
+def plain_initrd(tmp_path: Path) -> Path:
+    """An (empty) uncompressed initrd: without --initrd, run looks for a release."""
+    path = tmp_path / "initrd.cpio"
+    path.write_bytes(b"")
+    return path
+
+
+def test_run_dry_run_with_accel_auto_says_the_run_decides(kernel: Path, tmp_path: Path) -> None:
+    proc = cli("run", "--kernel", str(kernel), "--initrd", str(plain_initrd(tmp_path)), "--dry-run")
     assert proc.returncode == 0, proc.stderr
     comment, line = proc.stdout.splitlines()
     accel = option_value(shlex.split(line), "-accel")
@@ -267,7 +274,11 @@ def test_run_dry_run_with_accel_auto_says_the_run_decides(kernel: Path) -> None:
 
 
 def test_run_without_qemu_exits_253(kernel: Path, tmp_path: Path) -> None:
-    proc = cli("run", "--kernel", str(kernel), "--accel", "tcg", env={"PATH": str(tmp_path)})
+    initrd = str(plain_initrd(tmp_path))
+    proc = cli(
+        "run", "--kernel", str(kernel), "--initrd", initrd, "--accel", "tcg",
+        env={"PATH": str(tmp_path)},
+    )  # fmt: skip
     assert_clear_error(proc, "Could not find 'qemu-system-x86_64'")
     assert proc.returncode == 253, "QEMU could not start: the documented exit code"
 

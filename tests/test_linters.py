@@ -88,6 +88,10 @@ TEST_TOOLS = {
     "gpg-agent": "gpg-agent",
     "gpgconf": "gpg",  # a Depends of gpg
     "gpgv": "gpgv",
+    "grub-mknetdir": "grub-common",
+    "grub-script-check": "grub-common",
+    "mtype": "mtools",
+    "xorriso": "xorriso",
     "ldd": "libc-bin",
     "mkfs.ext4": "e2fsprogs",
     "modprobe": "kmod",
