@@ -77,11 +77,9 @@ def test_no_cache_is_a_tmpfs(tmp_path: Path) -> None:
         # Pulls stage blobs in /var/tmp: on the storage's tmpfs, not in the initramfs.
         ["-o", "bind", "/var/lib/containers/tmp", "/var/tmp"],
     ]
-    assert result.lines[-3:] == [
-        "rc=0",
-        f"{tmp_path}/root/var/lib/containers",
-        f"{tmp_path}/root/var/tmp",
-    ]
+    assert result.lines[-1] == "rc=0"
+    # Not recorded for the shutdown path: a tmpfs has nothing to flush.
+    assert not (result.root / "run/b2c/mounts").exists()
 
 
 def test_auto_reuses_the_labelled_partition(tmp_path: Path) -> None:
@@ -165,7 +163,7 @@ def test_a_missing_device_is_waited_for_then_skipped(tmp_path: Path) -> None:
     assert result.warnings() == [
         "b2c: warning: the cache device /dev/sdz did not appear within 10s: no cache"
     ]
-    assert result.lines[-3] == "rc=0"
+    assert result.lines[-1] == "rc=0"
 
 
 def test_a_filesystem_as_cache(tmp_path: Path) -> None:
