@@ -219,25 +219,26 @@ def launch(request: RunRequest, *, dry_run: bool = False, junit: Path | None = N
         if dry_run:
             print("\n".join([*describe(plan), qemu.dry_run(cfg)]))
             return 0
-        lines: list[str] = []
-
-        def echo(line: str) -> None:
-            lines.append(line)
-            qemu.echo_stdout(line)
-
-        result = qemu.boot(cfg, echo=echo)
-    if junit is not None:
-        write_junit(junit, lines, result)
-    return int(result.exit_code)
+        return boot_and_report(cfg, junit)
 
 
-def write_junit(path: Path, lines: Sequence[str], result: qemu.RunResult) -> None:
-    """The JUnit report of a boot: one testsuite per container (see junit.py)."""
+def boot_and_report(cfg: qemu.RunConfig, junit_path: Path | None) -> int:
+    """Boot ``cfg`` with its console on stdout; write the JUnit report (one testsuite per
+    container, see junit.py) when asked; return ``b2c-builder run``'s exit code."""
     from b2c_builder import console, junit
 
-    runs = console.container_runs(lines)
-    junit.write(path, runs)
-    log.info("JUnit report: %s (%d containers)", path, len(runs))
+    lines: list[str] = []
+
+    def echo(line: str) -> None:
+        lines.append(line)
+        qemu.echo_stdout(line)
+
+    result = qemu.boot(cfg, echo=echo)
+    if junit_path is not None:
+        runs = console.container_runs(lines)
+        junit.write(junit_path, runs)
+        log.info("JUnit report: %s (%d containers)", junit_path, len(runs))
+    return int(result.exit_code)
 
 
 def firmware_run_config(request: RunRequest) -> qemu.RunConfig:
@@ -286,13 +287,4 @@ def launch_firmware_boot(
     if dry_run:
         print(qemu.dry_run(cfg))
         return 0
-    lines: list[str] = []
-
-    def echo(line: str) -> None:
-        lines.append(line)
-        qemu.echo_stdout(line)
-
-    result = qemu.boot(cfg, echo=echo)
-    if junit is not None:
-        write_junit(junit, lines, result)
-    return int(result.exit_code)
+    return boot_and_report(cfg, junit)
