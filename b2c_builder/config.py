@@ -5,9 +5,11 @@ from __future__ import annotations
 import lzma
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 
 from b2c_builder.errors import ConfigError
 
@@ -15,40 +17,94 @@ MiB = 1024 * 1024
 
 
 class Arch(StrEnum):
-    """A Debian architecture we can build for, with everything that depends on it."""
+    """A Debian architecture we can build for and boot. Everything that differs between
+    architectures is a field of its ``ArchFacts`` in ``ARCHES``: ``Arch.arm64.facts.loader``."""
 
     amd64 = "amd64"
     arm64 = "arm64"
 
     @property
-    def multiarch(self) -> str:
-        return {Arch.amd64: "x86_64-linux-gnu", Arch.arm64: "aarch64-linux-gnu"}[self]
-
-    @property
-    def loader(self) -> str:
-        """The ELF interpreter at its ABI path."""
-        return {
-            Arch.amd64: "/lib64/ld-linux-x86-64.so.2",
-            Arch.arm64: "/lib/ld-linux-aarch64.so.1",
-        }[self]
-
-    @property
-    def elf_machine(self) -> str:
-        """e_machine as pyelftools names it."""
-        return {Arch.amd64: "EM_X86_64", Arch.arm64: "EM_AARCH64"}[self]
-
-    @property
-    def xz_bcj(self) -> int | None:
-        """The xz branch filter the kernel's decoder supports for this architecture."""
-        return {Arch.amd64: lzma.FILTER_X86, Arch.arm64: None}[self]
+    def facts(self) -> ArchFacts:
+        """This architecture's row of ARCHES."""
+        return ARCHES[self]
 
     @classmethod
     def host(cls) -> Arch:
+        """The architecture of this machine; ConfigError when it is none of ours."""
         machine = os.uname().machine
-        mapping = {"x86_64": cls.amd64, "aarch64": cls.arm64}
-        if machine not in mapping:
-            raise ConfigError(f"unsupported host machine {machine!r}", hint="pass --arch")
-        return mapping[machine]
+        for arch, facts in ARCHES.items():
+            if facts.uname_machine == machine:
+                return arch
+        raise ConfigError(f"unsupported host machine {machine!r}", hint="pass --arch")
+
+
+@dataclass(frozen=True)
+class ArchFacts:
+    """What differs between architectures: one field per fact, with where it comes from.
+
+    A new fact is a new field here and a value in each row of ARCHES; code reads it as
+    ``arch.facts.<field>``.
+    """
+
+    uname_machine: str  # os.uname().machine of such a host (the kernel's UTS_MACHINE)
+    multiarch: str  # Debian's multiarch tuple: /usr/lib/<multiarch>/ holds the libraries
+    loader: str  # the ELF interpreter at its ABI path (PT_INTERP of Debian's binaries)
+    elf_machine: str  # e_machine, as pyelftools names it
+    # Top-level folders that are symlinks into usr/ on a merged-/usr Debian system (and in
+    # our staging tree and image): those where the ABI puts files, so none dangles.
+    usrmerge: tuple[str, ...]
+    xz_bcj: int | None  # the xz branch filter the kernel's decoder supports (lib/xz/)
+    kconfig_symbol: str  # the symbol every .config for it sets (arch/<arch>/Kconfig)
+    # COMMAND_LINE_SIZE: the kernel's buffer for its command line, terminating NUL
+    # included, so a line may hold one byte less (riscv64's would be 1024).
+    command_line_size: int
+    qemu_binary: str  # the QEMU system emulator
+    qemu_package: str  # the Debian package that ships qemu_binary
+    qemu_machine: str  # -M
+    qemu_console: str  # the board's serial console device, as console= names it
+    qemu_nic: str  # the virtio NIC device
+    qemu_tcg_cpu: str = "max"  # -cpu under TCG: every instruction TCG can emulate
+    qemu_kvm_cpu: str = "host"  # -cpu under KVM
+
+
+ARCHES: Mapping[Arch, ArchFacts] = MappingProxyType(
+    {
+        Arch.amd64: ArchFacts(
+            uname_machine="x86_64",
+            multiarch="x86_64-linux-gnu",
+            loader="/lib64/ld-linux-x86-64.so.2",
+            elf_machine="EM_X86_64",
+            usrmerge=("bin", "sbin", "lib", "lib64"),
+            xz_bcj=lzma.FILTER_X86,
+            kconfig_symbol="X86_64",
+            # arch/x86/include/asm/setup.h (the bzImage setup header's cmdline_size field
+            # says 2047 in Debian's kernels).
+            command_line_size=2048,
+            qemu_binary="qemu-system-x86_64",
+            qemu_package="qemu-system-x86",
+            qemu_machine="q35",
+            qemu_console="ttyS0",
+            qemu_nic="virtio-net-pci",
+        ),
+        Arch.arm64: ArchFacts(
+            uname_machine="aarch64",
+            multiarch="aarch64-linux-gnu",
+            loader="/lib/ld-linux-aarch64.so.1",
+            elf_machine="EM_AARCH64",
+            usrmerge=("bin", "sbin", "lib"),  # no lib64: the loader is in /lib
+            xz_bcj=None,
+            kconfig_symbol="ARM64",
+            # arch/arm64/include/uapi/asm/setup.h; measured on Debian's 6.12 arm64 kernel:
+            # of a 2048-byte line it keeps 2047 bytes.
+            command_line_size=2048,
+            qemu_binary="qemu-system-aarch64",
+            qemu_package="qemu-system-arm",
+            qemu_machine="virt,gic-version=max",
+            qemu_console="ttyAMA0",
+            qemu_nic="virtio-net-pci",
+        ),
+    }
+)
 
 
 class Compression(StrEnum):

@@ -19,11 +19,10 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from types import MappingProxyType
 from typing import IO
 
 from b2c_builder import console, options
@@ -41,26 +40,6 @@ class Accel(StrEnum):
     auto = "auto"
     kvm = "kvm"
     tcg = "tcg"
-
-
-@dataclass(frozen=True)
-class QemuArch:
-    """What differs between architectures when booting a kernel directly."""
-
-    binary: str
-    machine: str
-    console: str  # the serial console device, as console= names it
-    tcg_cpu: str = "max"  # all the instructions TCG can emulate
-    kvm_cpu: str = "host"
-    nic: str = "virtio-net-pci"
-
-
-QEMU_ARCHES: Mapping[Arch, QemuArch] = MappingProxyType(
-    {
-        Arch.amd64: QemuArch("qemu-system-x86_64", "q35", "ttyS0"),
-        Arch.arm64: QemuArch("qemu-system-aarch64", "virt,gic-version=max", "ttyAMA0"),
-    }
-)
 
 
 class Firmware(StrEnum):
@@ -225,7 +204,7 @@ def kernel_cmdline(append: str, console_device: str) -> str:
 def added_by_run(append: str, arch: Arch) -> str:
     """What ``b2c-builder run`` adds to ``append`` on the kernel's command line (see
     kernel_cmdline), e.g. ``"console=ttyS0 panic=-1 "``; for the length check."""
-    full = kernel_cmdline(append, QEMU_ARCHES[arch].console)
+    full = kernel_cmdline(append, arch.facts.qemu_console)
     return full[: len(full) - len(append)] if append.strip() else full
 
 
@@ -250,7 +229,7 @@ def network_args(cfg: RunConfig) -> list[str]:
     ``bootfile`` from that folder and the NIC, first in the boot order, keeps its iPXE
     option ROM (Debian's ipxe-qemu); otherwise ``romfile=`` drops the ROM, which costs a
     second of firmware time."""
-    nic = QEMU_ARCHES[cfg.arch].nic
+    nic = cfg.arch.facts.qemu_nic
     if cfg.pxe is None:
         return ["-netdev", "user,id=net0", "-device", f"{nic},netdev=net0,romfile="]
     bootfile = cfg.bootfile.replace(",", ",,")
@@ -262,11 +241,11 @@ def qemu_cmdline(cfg: RunConfig, accel: Accel, initrd: Path | None) -> list[str]
     """The QEMU command for ``cfg`` with a resolved ``accel`` and the (concatenated) initrd."""
     if accel is Accel.auto:
         raise ValueError("resolve --accel auto with resolve_accel() first")
-    arch = QEMU_ARCHES[cfg.arch]
-    cpu = arch.kvm_cpu if accel is Accel.kvm else arch.tcg_cpu
+    arch = cfg.arch.facts
+    cpu = arch.qemu_kvm_cpu if accel is Accel.kvm else arch.qemu_tcg_cpu
     cmd = [
-        arch.binary,
-        "-M", arch.machine,
+        arch.qemu_binary,
+        "-M", arch.qemu_machine,
         "-accel", str(accel),
         "-cpu", cpu,
         "-m", cfg.memory,
@@ -281,7 +260,7 @@ def qemu_cmdline(cfg: RunConfig, accel: Accel, initrd: Path | None) -> list[str]
         cmd += ["-kernel", str(cfg.kernel)]
         if initrd is not None:
             cmd += ["-initrd", str(initrd)]
-        cmd += ["-append", kernel_cmdline(cfg.append, arch.console)]
+        cmd += ["-append", kernel_cmdline(cfg.append, arch.qemu_console)]
     cmd += network_args(cfg)
     cmd += ["-device", "virtio-rng-pci"]
     if cfg.cdrom is not None:
@@ -343,12 +322,12 @@ def _kvm_device_unusable_reason() -> str | None:
 
 def _probe_command(arch: Arch, workdir: Path) -> tuple[list[str], bytes]:
     """A tiny boot under KVM that exits by itself, and what it must print."""
-    spec = QEMU_ARCHES[arch]
+    spec = arch.facts
     base = [
-        spec.binary,
-        "-M", spec.machine,
+        spec.qemu_binary,
+        "-M", spec.qemu_machine,
         "-accel", "kvm",
-        "-cpu", spec.kvm_cpu,
+        "-cpu", spec.qemu_kvm_cpu,
         "-m", "64",
         "-smp", "1",
         "-nodefaults",
@@ -577,7 +556,7 @@ def boot(cfg: RunConfig, *, echo: Callable[[str], None] | None = echo_stdout) ->
     Raises BootError when QEMU is missing or cannot be executed: there is no boot to report.
     """
     try:
-        binary = which(QEMU_ARCHES[cfg.arch].binary, reason=f"boot {cfg.arch} guests")
+        binary = which(cfg.arch.facts.qemu_binary, reason=f"boot {cfg.arch} guests")
     except ToolError as exc:
         raise BootError(exc.message, hint=exc.hint) from exc
     accel = resolve_accel(cfg.accel, cfg.arch)
