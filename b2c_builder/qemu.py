@@ -21,62 +21,22 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import IO
 
 from b2c_builder import console, options
-from b2c_builder.config import Arch
+from b2c_builder.config import DEFAULT_BOOTFILE, Accel, Arch, Disk, Firmware, run_field
 from b2c_builder.console import ConsoleResult, ExitCode
 from b2c_builder.errors import BootError, ConfigError, ToolError
 from b2c_builder.log import log
 from b2c_builder.options import parse_cmdline
 from b2c_builder.run import run, which
 
-
-class Accel(StrEnum):
-    """``--accel``: ``auto`` uses KVM when the probe shows it works, else TCG."""
-
-    auto = "auto"
-    kvm = "kvm"
-    tcg = "tcg"
-
-
-class Firmware(StrEnum):
-    """``--firmware``: what the guest boots with (amd64)."""
-
-    bios = "bios"  # SeaBIOS, QEMU's default
-    uefi = "uefi"  # OVMF, from Debian's ovmf package
-
-
 # Debian's ovmf: the firmware code, and the variable store template (used read-only: QEMU
 # writes the guest's changes to a temporary overlay, snapshot=on).
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
-DEFAULT_BOOTFILE = "pxelinux.0"
-
-QCOW2_MAGIC = b"QFI\xfb"
 _MEMORY_RE = re.compile(r"^\d+[KMGT]?$")
-
-
-@dataclass(frozen=True)
-class Disk:
-    """A disk image attached as a virtio block device."""
-
-    path: Path
-    format: str = "raw"  # "raw" or "qcow2"
-
-    @classmethod
-    def detect(cls, path: Path) -> Disk:
-        """A disk whose format is read from its first bytes (qcow2 magic, else raw)."""
-        try:
-            with path.open("rb") as image:
-                magic = image.read(len(QCOW2_MAGIC))
-        except OSError as exc:
-            raise ConfigError(
-                f"--disk {path}: {exc.strerror}", hint="pass an existing disk image file"
-            ) from exc
-        return cls(path, "qcow2" if magic == QCOW2_MAGIC else "raw")
 
 
 def check_settings(memory: str, cpus: int, timeout: float) -> None:
@@ -92,30 +52,29 @@ def check_settings(memory: str, cpus: int, timeout: float) -> None:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything one boot depends on; ``b2c-builder run`` options map onto these fields."""
+    """Everything one boot depends on. The fields that are ``b2c-builder run`` options take
+    their defaults from config.RUN_SETTINGS."""
 
     kernel: Path | None = None  # None: the firmware boots from --pxe or --cdrom
     initrds: tuple[Path, ...] = ()  # several are concatenated, as the kernel allows
-    append: str = ""
-    arch: Arch = Arch.amd64
-    accel: Accel = Accel.auto
-    memory: str = "2G"
-    # One vCPU: with several, multi-threaded TCG races the kernel's int3-based code patching
-    # (seen here: 'Oops: int3' in secure_tcp_seq_and_ts_off in 1 boot of 2 with -smp 2).
-    cpus: int = 1
-    disks: tuple[Disk, ...] = ()
-    timeout: float = 600.0  # seconds, from QEMU's start
-    serial_log: Path | None = None
-    qemu_args: tuple[str, ...] = ()  # appended as is, e.g. ("-rtc", "base=2020-01-01")
+    append: str = run_field("append")
+    arch: Arch = run_field("arch")
+    accel: Accel = run_field("accel")
+    memory: str = run_field("memory")
+    cpus: int = run_field("cpus")
+    disks: tuple[Disk, ...] = run_field("disks")
+    timeout: float = run_field("timeout")  # seconds, from QEMU's start
+    serial_log: Path | None = run_field("serial_log")
+    qemu_args: tuple[str, ...] = run_field("qemu_args")  # e.g. ("-rtc", "base=...")
     # (host folder, 9p mount tag): shared read-write; files are created as QEMU's user.
     shares: tuple[tuple[Path, str], ...] = ()
     # Firmware boots (amd64): from QEMU's TFTP server (the NIC keeps its iPXE ROM), the
     # DHCP boot file being a path in pxe or an http:// URL; or from an ISO; under SeaBIOS
     # or OVMF.
-    pxe: Path | None = None
-    bootfile: str = DEFAULT_BOOTFILE
-    cdrom: Path | None = None
-    firmware: Firmware = Firmware.bios
+    pxe: Path | None = run_field("pxe")
+    bootfile: str = run_field("bootfile")
+    cdrom: Path | None = run_field("cdrom")
+    firmware: Firmware = run_field("firmware")
 
     def __post_init__(self) -> None:
         self._check_boot_source()
