@@ -45,6 +45,11 @@ class BuildResult:
 
 def build(cfg: BuildConfig) -> BuildResult:
     """Build the release described by ``cfg``; nothing reaches cfg.output unless all succeed."""
+    if not cfg.verify_signature:
+        log.warning(
+            "!!! --no-verify-signature: the archive index is NOT authenticated; "
+            "anyone on the path to the mirror can change what goes into the image !!!"
+        )
     # Checked before any download: a bad --default-cmdline must not cost a fetch.
     init_settings = render.InitSettings(version=__version__, default_cmdline=cfg.default_cmdline)
     session = download.make_session()

@@ -5,29 +5,25 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from b2c_builder import __version__, log
 from b2c_builder.bootcfg import Format
 from b2c_builder.config import (
-    DEFAULT_KEYRING,
-    DEFAULT_MAX_SIZE,
-    DEFAULT_SUITE,
+    BUILD_SETTINGS,
+    RUN_SETTINGS,
     Arch,
     BuildConfig,
-    Compression,
-    default_cache_dir,
-    parse_epoch,
-    parse_size,
-    source_date_epoch_from_env,
+    Setting,
+    SettingsTable,
 )
 from b2c_builder.errors import B2CError, ConfigError
 from b2c_builder.options import OPTIONS, Kind, Option
-from b2c_builder.qemu import DEFAULT_BOOTFILE, Accel, Firmware
 
 app = typer.Typer(
     add_completion=False,
@@ -35,6 +31,56 @@ app = typer.Typer(
     help="Build boot2container-style initramfs releases from Debian packages, and boot them.",
 )
 _state = {"debug": False}
+
+
+def _setting_parameter(setting: Setting) -> inspect.Parameter:
+    """The typer parameter of ``setting``: its flag, help, type (a list for a repeatable
+    option) and default (``Setting.cli_default``; a default the command line cannot spell is
+    shown in words)."""
+    one: Any = setting.value_type
+    value: Any = types.GenericAlias(list, (one,)) if setting.repeatable else one
+    helptext = setting.description
+    info: Any
+    if setting.argument:
+        info = typer.Argument(help=helptext, metavar=setting.metavar or None, show_default=False)
+    else:
+        info = typer.Option(
+            setting.flags,
+            help=helptext,
+            metavar=setting.metavar or None,
+            show_default=True if setting.cli_default is not None else setting.shown or False,
+            rich_help_panel=setting.panel,
+        )
+    return inspect.Parameter(
+        setting.param,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=setting.cli_default,
+        annotation=Annotated[value if setting.switch else value | None, info],
+    )
+
+
+def _with_settings(table: SettingsTable) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give the command one CLI option per setting of ``table`` (config.BUILD_SETTINGS or
+    RUN_SETTINGS): flag, type, default and help come from there. The command receives them
+    as ``settings={config field: value typer read, None when not given}``, for
+    ``table.config_values``."""
+
+    def decorate(func: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(func, eval_str=True)
+        params = [p for p in signature.parameters.values() if p.name != "settings"]
+        extra = [_setting_parameter(setting) for setting in table]
+
+        @functools.wraps(func)
+        def wrapper(**kwargs: object) -> None:
+            settings = {setting.dest: kwargs.pop(setting.param) for setting in table}
+            func(settings=settings, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=[*extra, *params])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in [*extra, *params]}
+        del wrapper.__wrapped__  # typer must read the new signature, not func's
+        return wrapper
+
+    return decorate
 
 
 @app.callback()
@@ -46,78 +92,13 @@ def _main(
 
 
 @app.command()
-def build(
-    suite: Annotated[str, typer.Option(help="Debian codename.")] = DEFAULT_SUITE,
-    arch: Annotated[Arch, typer.Option(help="Debian architecture.")] = Arch.amd64,
-    compression: Annotated[Compression, typer.Option(help="Image compression.")] = Compression.zstd,
-    output: Annotated[Path, typer.Option(help="Output folder.")] = Path("releases"),
-    mirror: Annotated[
-        str | None, typer.Option(help="Debian mirror URL (default: the host's apt sources).")
-    ] = None,
-    keyring: Annotated[Path, typer.Option(help="OpenPGP keyring for InRelease.")] = DEFAULT_KEYRING,
-    verify_signature: Annotated[
-        bool,
-        typer.Option(
-            "--verify-signature/--no-verify-signature",
-            help="Check InRelease's signature (turning it off is unsafe).",
-        ),
-    ] = True,
-    cache_dir: Annotated[Path | None, typer.Option(help="Download cache folder.")] = None,
-    extra_package: Annotated[
-        list[str] | None, typer.Option(help="Add a package's programs (repeatable).")
-    ] = None,
-    max_size: Annotated[
-        str, typer.Option(help="Fail above this compressed size, e.g. 20MiB.")
-    ] = f"{DEFAULT_MAX_SIZE // 2**20}MiB",
-    source_date_epoch: Annotated[
-        str | None,
-        typer.Option(help="Clamp mtimes (default: $SOURCE_DATE_EPOCH, else the Release date)."),
-    ] = None,
-    kernel_package: Annotated[
-        str | None, typer.Option(help="Also ship this Debian kernel and a modules archive.")
-    ] = None,
-    modules_dir: Annotated[
-        Path | None, typer.Option(help="Build the modules archive from lib/modules/<version>.")
-    ] = None,
-    module: Annotated[
-        list[str] | None, typer.Option(help="Add a kernel module to the default set (repeatable).")
-    ] = None,
-    default_cmdline: Annotated[
-        str, typer.Option(help="Command line applied before /proc/cmdline.")
-    ] = "",
-) -> None:
+@_with_settings(BUILD_SETTINGS)
+def build(settings: dict[str, object]) -> None:
     """Build releases/initramfs.linux_<arch>.cpio.<ext> (+ .sha256 and manifest.json)."""
     from b2c_builder.build import build as run_build
 
     def action() -> None:
-        epoch = (
-            parse_epoch(source_date_epoch, "--source-date-epoch")
-            if source_date_epoch is not None
-            else source_date_epoch_from_env()
-        )
-        cfg = BuildConfig(
-            suite=suite,
-            arch=arch,
-            compression=compression,
-            output=output,
-            mirror=mirror,
-            keyring=keyring,
-            verify_signature=verify_signature,
-            cache_dir=cache_dir or default_cache_dir(),
-            extra_packages=tuple(extra_package or ()),
-            max_size=parse_size(max_size),
-            source_date_epoch=epoch,
-            kernel_package=kernel_package,
-            modules_dir=modules_dir,
-            modules=tuple(module or ()),
-            default_cmdline=default_cmdline,
-        )
-        if not verify_signature:
-            log.log.warning(
-                "!!! --no-verify-signature: the archive index is NOT authenticated; "
-                "anyone on the path to the mirror can change what goes into the image !!!"
-            )
-        result = run_build(cfg)
+        result = run_build(BuildConfig(**BUILD_SETTINGS.config_values(settings)))
         print(result.image.path)
 
     _guard(action)
@@ -202,141 +183,22 @@ def _with_b2c_flags(func: Callable[..., None]) -> Callable[..., None]:
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
+@_with_settings(RUN_SETTINGS)
 @_with_b2c_flags
-def run(
-    kernel: Annotated[
-        Path | None,
-        typer.Option(help="The kernel image (bzImage / Image). Default: the newest in releases/."),
-    ] = None,
-    initrd: Annotated[
-        list[Path] | None,
-        typer.Option(
-            help="An initramfs; repeat it to concatenate several (image, modules). Default: "
-            "the release image + the modules archive matching the kernel."
-        ),
-    ] = None,
-    modules_dir: Annotated[
-        Path | None,
-        typer.Option(help="Modules from this lib/modules/<release> tree (cached archive)."),
-    ] = None,
-    image: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="A container image, one pipeline container each, in order: docker://REF, "
-            "oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE, "
-            "containers-storage:NAME (repeatable)."
-        ),
-    ] = None,
-    share: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="HOST_DIR[:GUEST_DIR] shared read-write (9p) with the guest and the image "
-            "containers; the first one is their working directory (repeatable)."
-        ),
-    ] = None,
-    junit: Annotated[
-        Path | None,
-        typer.Option(help="Write a JUnit XML report (KTAP/TAP results become testcases)."),
-    ] = None,
-    releases: Annotated[
-        Path, typer.Option(help="Where the default kernel and initrds are looked for.")
-    ] = Path("releases"),
-    append: Annotated[str, typer.Option(help="Raw kernel command-line parameters.")] = "",
-    arch: Annotated[Arch, typer.Option(help="Guest architecture.")] = Arch.amd64,
-    accel: Annotated[
-        Accel, typer.Option(help="auto probes /dev/kvm for real and falls back to tcg.")
-    ] = Accel.auto,
-    memory: Annotated[str, typer.Option(help="Guest memory, as QEMU's -m.")] = "2G",
-    cpus: Annotated[int, typer.Option(help="Guest CPUs (more than 1 is unstable under TCG).")] = 1,
-    disk: Annotated[
-        list[Path] | None, typer.Option(help="A disk image (raw or qcow2), repeatable.")
-    ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds before the guest is killed.")] = 600,
-    serial_log: Annotated[
-        Path | None, typer.Option(help="Also write the serial console here.")
-    ] = None,
-    qemu_arg: Annotated[
-        list[str] | None, typer.Option(help="An extra QEMU argument, e.g. -rtc (repeatable).")
-    ] = None,
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="Cache for --modules-dir archives.")
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the QEMU command and exit.")
-    ] = False,
-    pxe: Annotated[
-        Path | None,
-        typer.Option(
-            help="Boot from the network: QEMU's DHCP/TFTP server serves this folder, the NIC "
-            "keeps its iPXE ROM (amd64; instead of --kernel).",
-            rich_help_panel="Firmware boots (PXE, ISO)",
-        ),
-    ] = None,
-    bootfile: Annotated[
-        str,
-        typer.Option(
-            help="With --pxe: the DHCP boot file, a path in the folder or an http:// URL.",
-            rich_help_panel="Firmware boots (PXE, ISO)",
-        ),
-    ] = DEFAULT_BOOTFILE,
-    cdrom: Annotated[
-        Path | None,
-        typer.Option(
-            help="Boot this ISO image (amd64; instead of --kernel).",
-            rich_help_panel="Firmware boots (PXE, ISO)",
-        ),
-    ] = None,
-    firmware: Annotated[
-        Firmware,
-        typer.Option(
-            help="bios (SeaBIOS) or uefi (OVMF, Debian's ovmf package).",
-            rich_help_panel="Firmware boots (PXE, ISO)",
-        ),
-    ] = Firmware.bios,
-    command: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="After --: the command of the last --image, argument by argument, byte for byte."
-        ),
-    ] = None,
-    b2c: dict[str, object] | None = None,
-) -> None:
+def run(settings: dict[str, object], b2c: dict[str, object] | None = None) -> None:
     """Boot a kernel + initramfs under QEMU; exit with the pipeline status the guest printed.
 
     Other exit codes: 250 timeout, 251 kernel panic, 252 the guest printed no status,
     253 QEMU failed, 254 the guest broke the console contract (e.g. two statuses).
     """
-    from b2c_builder import launch, qemu
+    from b2c_builder import launch
 
     code = 0
 
     def action() -> None:
         nonlocal code
-        request = launch.RunRequest(
-            kernel=kernel,
-            initrds=tuple(initrd or ()),
-            modules_dir=modules_dir,
-            images=tuple(image or ()),
-            shares=tuple(share or ()),
-            command=tuple(command or ()),
-            b2c=dict(b2c or {}),  # type: ignore[arg-type]
-            append=append,
-            arch=arch,
-            releases=releases,
-            cache_dir=cache_dir or default_cache_dir(),
-            memory=memory,
-            accel=accel,
-            cpus=cpus,
-            disks=tuple(qemu.Disk.detect(p) for p in disk or ()),
-            timeout=timeout,
-            serial_log=serial_log,
-            qemu_args=tuple(qemu_arg or ()),
-            pxe=pxe,
-            bootfile=bootfile,
-            cdrom=cdrom,
-            firmware=firmware,
-        )
-        code = launch.launch(request, dry_run=dry_run, junit=junit)
+        values = RUN_SETTINGS.config_values(settings)
+        code = launch.launch(launch.RunRequest(**values, b2c=dict(b2c or {})))  # type: ignore[arg-type]
 
     _guard(action)
     raise typer.Exit(code)

@@ -65,9 +65,9 @@ class _Stream(Protocol):
 def xz_filters(arch: Arch) -> list[dict[str, Any]]:
     """The xz filter chain: the arch's branch filter (if the kernel has one), then LZMA2."""
     lzma2 = {"id": lzma.FILTER_LZMA2, "preset": XZ_PRESET, "dict_size": XZ_DICT_SIZE}
-    if arch.xz_bcj is None:
+    if arch.facts.xz_bcj is None:
         return [lzma2]
-    return [{"id": arch.xz_bcj}, lzma2]
+    return [{"id": arch.facts.xz_bcj}, lzma2]
 
 
 def zstd_compressor() -> zstandard.ZstdCompressor:

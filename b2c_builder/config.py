@@ -1,13 +1,24 @@
-"""Typed build configuration: enums that carry behaviour and a frozen BuildConfig."""
+"""Typed configuration: enums that carry behaviour, the per-architecture table, and the
+settings tables of ``build`` and ``run`` with the frozen BuildConfig they define.
+
+Every option of ``b2c-builder build`` and ``run`` is one ``Setting`` row of BUILD_SETTINGS or
+RUN_SETTINGS: its config field, default, flag and help. The config classes (BuildConfig here,
+launch.RunRequest, qemu.RunConfig) take their field defaults from it, cli.py its typer
+options, settings.py the README tables.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import lzma
 import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from b2c_builder.errors import ConfigError
 
@@ -15,40 +26,94 @@ MiB = 1024 * 1024
 
 
 class Arch(StrEnum):
-    """A Debian architecture we can build for, with everything that depends on it."""
+    """A Debian architecture we can build for and boot. Everything that differs between
+    architectures is a field of its ``ArchFacts`` in ``ARCHES``: ``Arch.arm64.facts.loader``."""
 
     amd64 = "amd64"
     arm64 = "arm64"
 
     @property
-    def multiarch(self) -> str:
-        return {Arch.amd64: "x86_64-linux-gnu", Arch.arm64: "aarch64-linux-gnu"}[self]
-
-    @property
-    def loader(self) -> str:
-        """The ELF interpreter at its ABI path."""
-        return {
-            Arch.amd64: "/lib64/ld-linux-x86-64.so.2",
-            Arch.arm64: "/lib/ld-linux-aarch64.so.1",
-        }[self]
-
-    @property
-    def elf_machine(self) -> str:
-        """e_machine as pyelftools names it."""
-        return {Arch.amd64: "EM_X86_64", Arch.arm64: "EM_AARCH64"}[self]
-
-    @property
-    def xz_bcj(self) -> int | None:
-        """The xz branch filter the kernel's decoder supports for this architecture."""
-        return {Arch.amd64: lzma.FILTER_X86, Arch.arm64: None}[self]
+    def facts(self) -> ArchFacts:
+        """This architecture's row of ARCHES."""
+        return ARCHES[self]
 
     @classmethod
     def host(cls) -> Arch:
+        """The architecture of this machine; ConfigError when it is none of ours."""
         machine = os.uname().machine
-        mapping = {"x86_64": cls.amd64, "aarch64": cls.arm64}
-        if machine not in mapping:
-            raise ConfigError(f"unsupported host machine {machine!r}", hint="pass --arch")
-        return mapping[machine]
+        for arch, facts in ARCHES.items():
+            if facts.uname_machine == machine:
+                return arch
+        raise ConfigError(f"unsupported host machine {machine!r}", hint="pass --arch")
+
+
+@dataclass(frozen=True)
+class ArchFacts:
+    """What differs between architectures: one field per fact, with where it comes from.
+
+    A new fact is a new field here and a value in each row of ARCHES; code reads it as
+    ``arch.facts.<field>``.
+    """
+
+    uname_machine: str  # os.uname().machine of such a host (the kernel's UTS_MACHINE)
+    multiarch: str  # Debian's multiarch tuple: /usr/lib/<multiarch>/ holds the libraries
+    loader: str  # the ELF interpreter at its ABI path (PT_INTERP of Debian's binaries)
+    elf_machine: str  # e_machine, as pyelftools names it
+    # Top-level folders that are symlinks into usr/ on a merged-/usr Debian system (and in
+    # our staging tree and image): those where the ABI puts files, so none dangles.
+    usrmerge: tuple[str, ...]
+    xz_bcj: int | None  # the xz branch filter the kernel's decoder supports (lib/xz/)
+    kconfig_symbol: str  # the symbol every .config for it sets (arch/<arch>/Kconfig)
+    # COMMAND_LINE_SIZE: the kernel's buffer for its command line, terminating NUL
+    # included, so a line may hold one byte less (riscv64's would be 1024).
+    command_line_size: int
+    qemu_binary: str  # the QEMU system emulator
+    qemu_package: str  # the Debian package that ships qemu_binary
+    qemu_machine: str  # -M
+    qemu_console: str  # the board's serial console device, as console= names it
+    qemu_nic: str  # the virtio NIC device
+    qemu_tcg_cpu: str = "max"  # -cpu under TCG: every instruction TCG can emulate
+    qemu_kvm_cpu: str = "host"  # -cpu under KVM
+
+
+ARCHES: Mapping[Arch, ArchFacts] = MappingProxyType(
+    {
+        Arch.amd64: ArchFacts(
+            uname_machine="x86_64",
+            multiarch="x86_64-linux-gnu",
+            loader="/lib64/ld-linux-x86-64.so.2",
+            elf_machine="EM_X86_64",
+            usrmerge=("bin", "sbin", "lib", "lib64"),
+            xz_bcj=lzma.FILTER_X86,
+            kconfig_symbol="X86_64",
+            # arch/x86/include/asm/setup.h (the bzImage setup header's cmdline_size field
+            # says 2047 in Debian's kernels).
+            command_line_size=2048,
+            qemu_binary="qemu-system-x86_64",
+            qemu_package="qemu-system-x86",
+            qemu_machine="q35",
+            qemu_console="ttyS0",
+            qemu_nic="virtio-net-pci",
+        ),
+        Arch.arm64: ArchFacts(
+            uname_machine="aarch64",
+            multiarch="aarch64-linux-gnu",
+            loader="/lib/ld-linux-aarch64.so.1",
+            elf_machine="EM_AARCH64",
+            usrmerge=("bin", "sbin", "lib"),  # no lib64: the loader is in /lib
+            xz_bcj=None,
+            kconfig_symbol="ARM64",
+            # arch/arm64/include/uapi/asm/setup.h; measured on Debian's 6.12 arm64 kernel:
+            # of a 2048-byte line it keeps 2047 bytes.
+            command_line_size=2048,
+            qemu_binary="qemu-system-aarch64",
+            qemu_package="qemu-system-arm",
+            qemu_machine="virt,gic-version=max",
+            qemu_console="ttyAMA0",
+            qemu_nic="virtio-net-pci",
+        ),
+    }
+)
 
 
 class Compression(StrEnum):
@@ -66,18 +131,61 @@ class Compression(StrEnum):
         }[self]
 
 
+class Accel(StrEnum):
+    """``run --accel``: ``auto`` uses KVM when a test boot shows it works, else TCG."""
+
+    auto = "auto"
+    kvm = "kvm"
+    tcg = "tcg"
+
+
+class Firmware(StrEnum):
+    """``run --firmware``: what the guest boots with (amd64)."""
+
+    bios = "bios"  # SeaBIOS, QEMU's default
+    uefi = "uefi"  # OVMF, from Debian's ovmf package
+
+
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+@dataclass(frozen=True)
+class Disk:
+    """``run --disk``: a disk image attached as a virtio block device."""
+
+    path: Path
+    format: str = "raw"  # "raw" or "qcow2"
+
+    @classmethod
+    def detect(cls, path: Path) -> Disk:
+        """A disk whose format is read from its first bytes (qcow2 magic, else raw).
+        Raises ConfigError when the file cannot be read."""
+        try:
+            with path.open("rb") as image:
+                magic = image.read(len(QCOW2_MAGIC))
+        except OSError as exc:
+            raise ConfigError(
+                f"--disk {path}: {exc.strerror}", hint="pass an existing disk image file"
+            ) from exc
+        return cls(path, "qcow2" if magic == QCOW2_MAGIC else "raw")
+
+
 DEFAULT_SUITE = "trixie"
 DEFAULT_MAX_SIZE = 20 * MiB
 DEFAULT_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+DEFAULT_BOOTFILE = "pxelinux.0"
 SUITE_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
 def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/b2c-builder, else ~/.cache/b2c-builder."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "b2c-builder"
 
 
 def source_date_epoch_from_env() -> int | None:
+    """$SOURCE_DATE_EPOCH as a number (None when unset or empty); ConfigError when it is
+    not one (see parse_epoch)."""
     value = os.environ.get("SOURCE_DATE_EPOCH")
     if value is None or value == "":
         return None
@@ -88,6 +196,8 @@ MAX_EPOCH = 0xFFFFFFFF  # cpio newc stores mtimes in 32 bits
 
 
 def parse_epoch(value: str, what: str) -> int:
+    """Seconds since 1970 from ``value``; ConfigError naming ``what`` (an option or variable)
+    for anything but ASCII digits, or a time after 2106."""
     if not (value.isascii() and value.isdigit()):
         raise ConfigError(
             f"{what} must be a number of seconds since 1970, not {value!r}",
@@ -99,6 +209,27 @@ def parse_epoch(value: str, what: str) -> int:
             hint=f"use a date up to {MAX_EPOCH}",
         )
     return int(value)
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'20MiB', '20M', '512KiB', '1048576' -> bytes (binary multiples)."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise ConfigError(f"cannot read {text!r} as a size", hint="e.g. 20MiB, 512KiB, 1048576")
+    number, unit = float(match.group(1)), (match.group(2) or "B").upper()
+    factor = {"B": 1, "K": 1024, "M": MiB, "G": 1024 * MiB}[unit[0]]
+    return int(number * factor)
+
+
+def format_size(size: int) -> str:
+    """Bytes as parse_size reads them back: ``20MiB``, ``512KiB``, ``1000``."""
+    for unit, factor in (("GiB", 1024 * MiB), ("MiB", MiB), ("KiB", 1024)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
 
 
 def _check_folder(path: Path, option: str) -> None:
@@ -118,25 +249,258 @@ def _check_folder(path: Path, option: str) -> None:
         )
 
 
+# --- the settings of build and run --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One option of ``b2c-builder build`` or ``run``, stated once: the config field it sets,
+    that field's default, the command-line flag and the help (one text for ``--help`` and
+    the README).
+
+    On the command line every option but a switch defaults to "not given" (None), which
+    leaves the config field at its default. A given value goes through ``parse`` (each value
+    of a repeatable option, which the config gets as a tuple).
+    """
+
+    dest: str  # the config field it sets
+    value_type: type[Any]  # one value as the command line reads it (typer parses it)
+    help: str
+    default: Any = None  # the config field's default; a repeatable option's is ()
+    factory: Callable[[], Any] | None = None  # instead of default: computed at each use
+    parse: Callable[[Any], Any] | None = None  # one command-line value -> the config's
+    flag: str = ""  # default --<dest, - for _>; "--on/--off" for a switch with two flags
+    metavar: str = ""  # how a value is written in --help and the README
+    repeatable: bool = False
+    argument: bool = False  # the words after --, not a flag
+    shown_default: str = ""  # the default in words: computed at each use, or spelled so
+    panel: str | None = None  # the --help panel that lists it
+
+    @property
+    def flags(self) -> str:
+        """The flag(s) as typer declares them: ``--max-size``, ``--dry-run``,
+        ``--verify-signature/--no-verify-signature``."""
+        return self.flag or "--" + self.dest.replace("_", "-")
+
+    @property
+    def param(self) -> str:
+        """The Python parameter name of the option (its first flag's)."""
+        return self.flags.split("/")[0].removeprefix("--").replace("-", "_")
+
+    @property
+    def switch(self) -> bool:
+        """A flag without a value: on or off."""
+        return self.value_type is bool
+
+    @property
+    def description(self) -> str:
+        """The help, and whether the option may be given several times."""
+        return self.help + (" Repeatable." if self.repeatable and not self.argument else "")
+
+    @property
+    def cli_default(self) -> Any:
+        """What the command line defaults to: the config default when the command line spells
+        it as is (a switch, a plain value), else None, "not given", which leaves the config
+        class to compute or parse its default."""
+        if self.switch:
+            return self.default
+        if self.shown_default or self.parse or self.factory or self.repeatable:
+            return None
+        return self.default
+
+    @property
+    def shown(self) -> str:
+        """The default as ``--help`` and the README show it ('' when there is none to show)."""
+        value = self.default
+        if self.shown_default or self.repeatable or value is None or value == "":
+            return self.shown_default
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, float):
+            return f"{value:g}"
+        return str(value)
+
+    @property
+    def config_default(self) -> Any:
+        """The config field's default (a repeatable option's is the empty tuple)."""
+        return () if self.repeatable else self.default
+
+    def config_value(self, given: Any) -> Any:
+        """The config field's value for what the command line gave (not None)."""
+        parse = self.parse or (lambda value: value)
+        if self.repeatable:
+            return tuple(parse(value) for value in given)
+        return parse(given)
+
+
+class SettingsTable:
+    """The settings of one command, in ``--help`` and README order, by config field."""
+
+    def __init__(self, command: str, settings: Sequence[Setting]) -> None:
+        self.command = command
+        self.settings = tuple(settings)
+        self._by_dest = {setting.dest: setting for setting in self.settings}
+        if len(self._by_dest) != len(self.settings):
+            raise ValueError(f"{command}: two settings set the same config field")
+
+    def __iter__(self) -> Iterator[Setting]:
+        return iter(self.settings)
+
+    def __getitem__(self, dest: str) -> Setting:
+        return self._by_dest[dest]
+
+    def field(self, dest: str) -> Any:
+        """The dataclass field of setting ``dest``, with its default:
+        ``suite: str = BUILD_SETTINGS.field("suite")``. Raises KeyError for no such setting."""
+        setting = self[dest]
+        if setting.factory is not None:
+            return dataclasses.field(default_factory=setting.factory)
+        return dataclasses.field(default=setting.config_default)
+
+    def config_values(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The config fields the command line set: ``given`` maps each setting's dest to what
+        typer read (None: not given; a switch is always given). Values are parsed (a
+        ConfigError from a parser propagates); settings not given are left out, so the
+        config class's defaults apply."""
+        return {
+            setting.dest: setting.config_value(given[setting.dest])
+            for setting in self.settings
+            if given[setting.dest] is not None
+        }
+
+
+def _build_epoch(value: str) -> int:
+    return parse_epoch(value, "--source-date-epoch")
+
+
+_XDG_CACHE = "$XDG_CACHE_HOME/b2c-builder, else ~/.cache/b2c-builder"
+
+BUILD_SETTINGS = SettingsTable(
+    "build",
+    [
+        Setting("suite", str, "Debian codename.", DEFAULT_SUITE, metavar="CODENAME"),
+        Setting("arch", Arch, "Debian architecture.", Arch.amd64),
+        Setting("compression", Compression, "Image compression.", Compression.zstd),
+        Setting(
+            "output",
+            Path,
+            "Output folder; nothing is written there unless the whole build succeeds.",
+            Path("releases"),
+            metavar="DIR",
+        ),
+        Setting(
+            "mirror",
+            str,
+            "Debian mirror URL.",
+            shown_default="the first Debian mirror in the host's apt sources (one-line and deb822)",
+            metavar="URL",
+        ),
+        Setting(
+            "keyring",
+            Path,
+            "OpenPGP keyring for InRelease (gpgv).",
+            DEFAULT_KEYRING,
+            metavar="FILE",
+        ),
+        Setting(
+            "verify_signature",
+            bool,
+            "Check InRelease's signature. Turning it off is unsafe (loudly warned; the "
+            "hashes are still checked).",
+            True,
+            flag="--verify-signature/--no-verify-signature",
+        ),
+        Setting(
+            "cache_dir",
+            Path,
+            "Download cache folder (files keyed by SHA-256).",
+            factory=default_cache_dir,
+            shown_default=_XDG_CACHE,
+            metavar="DIR",
+        ),
+        Setting(
+            "extra_packages",
+            str,
+            "Add a package's programs (/usr/bin, /usr/sbin, /usr/libexec) and their libraries.",
+            flag="--extra-package",
+            repeatable=True,
+            metavar="NAME",
+        ),
+        Setting(
+            "max_size",
+            str,
+            "Fail above this compressed size (binary multiples: KiB, MiB, GiB).",
+            DEFAULT_MAX_SIZE,
+            parse=parse_size,
+            shown_default=format_size(DEFAULT_MAX_SIZE),
+            metavar="SIZE",
+        ),
+        Setting(
+            "source_date_epoch",
+            str,
+            "Clamp every mtime to this time (seconds since 1970).",
+            factory=source_date_epoch_from_env,
+            parse=_build_epoch,
+            shown_default="$SOURCE_DATE_EPOCH, else the signed Release file's date",
+            metavar="SECONDS",
+        ),
+        Setting(
+            "kernel_package",
+            str,
+            "Also write this Debian kernel (e.g. linux-image-amd64) and a modules archive.",
+            metavar="NAME",
+        ),
+        Setting(
+            "modules_dir",
+            Path,
+            "Build the modules archive from this lib/modules/<version> tree instead.",
+            metavar="DIR",
+        ),
+        Setting(
+            "modules",
+            str,
+            "Add a kernel module (and its dependencies) to the default set.",
+            flag="--module",
+            repeatable=True,
+            metavar="NAME",
+        ),
+        Setting(
+            "default_cmdline",
+            str,
+            "Command line applied before /proc/cmdline (the boot loader's wins).",
+            "",
+            metavar="CMDLINE",
+        ),
+    ],
+)
+
+
+def build_field(dest: str) -> Any:
+    """``BUILD_SETTINGS.field(dest)``: a config field with the default of setting ``dest``."""
+    return BUILD_SETTINGS.field(dest)
+
+
 @dataclass(frozen=True)
 class BuildConfig:
-    """Everything one build depends on. CLI options map onto these fields one to one."""
+    """Everything one build depends on: one field per setting of BUILD_SETTINGS, which gives
+    its default (``mirror`` None: the host's apt sources; ``source_date_epoch`` None: the
+    signed Release file's date). Raises ConfigError, with a hint, for a bad value."""
 
-    suite: str = DEFAULT_SUITE
-    arch: Arch = Arch.amd64
-    compression: Compression = Compression.zstd
-    output: Path = Path("releases")
-    mirror: str | None = None  # None: the first Debian mirror in the host's apt sources
-    keyring: Path = DEFAULT_KEYRING
-    verify_signature: bool = True
-    cache_dir: Path = field(default_factory=default_cache_dir)
-    extra_packages: tuple[str, ...] = ()
-    max_size: int = DEFAULT_MAX_SIZE
-    source_date_epoch: int | None = None  # None: the signed Release file's Date
-    kernel_package: str | None = None
-    modules_dir: Path | None = None
-    modules: tuple[str, ...] = ()
-    default_cmdline: str = ""
+    suite: str = build_field("suite")
+    arch: Arch = build_field("arch")
+    compression: Compression = build_field("compression")
+    output: Path = build_field("output")
+    mirror: str | None = build_field("mirror")
+    keyring: Path = build_field("keyring")
+    verify_signature: bool = build_field("verify_signature")
+    cache_dir: Path = build_field("cache_dir")
+    extra_packages: tuple[str, ...] = build_field("extra_packages")
+    max_size: int = build_field("max_size")
+    source_date_epoch: int | None = build_field("source_date_epoch")
+    kernel_package: str | None = build_field("kernel_package")
+    modules_dir: Path | None = build_field("modules_dir")
+    modules: tuple[str, ...] = build_field("modules")
+    default_cmdline: str = build_field("default_cmdline")
 
     def __post_init__(self) -> None:
         if not SUITE_RE.match(self.suite):
@@ -169,14 +533,149 @@ class BuildConfig:
         return f"initramfs.linux_{self.arch}.cpio{self.compression.extension()}"
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
+_FIRMWARE_BOOTS = "Firmware boots (PXE, ISO)"
+
+RUN_SETTINGS = SettingsTable(
+    "run",
+    [
+        Setting(
+            "kernel",
+            Path,
+            "The kernel image (bzImage / Image).",
+            shown_default="the newest linux-*.linux_<arch> in --releases",
+            metavar="FILE",
+        ),
+        Setting(
+            "initrds",
+            Path,
+            "An initramfs; several are concatenated, in order (image, modules).",
+            flag="--initrd",
+            repeatable=True,
+            shown_default="the release image + the modules archive matching the kernel",
+            metavar="FILE",
+        ),
+        Setting(
+            "modules_dir",
+            Path,
+            "Modules from this lib/modules/<release> tree (an archive built and cached).",
+            metavar="DIR",
+        ),
+        Setting(
+            "images",
+            str,
+            "A container image, one pipeline container each, in order: docker://REF, "
+            "oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE, "
+            "containers-storage:NAME.",
+            flag="--image",
+            repeatable=True,
+            metavar="IMAGE",
+        ),
+        Setting(
+            "shares",
+            str,
+            "A folder shared read-write (9p) with the guest and the image containers; the "
+            "first one is their working directory.",
+            flag="--share",
+            repeatable=True,
+            metavar="HOST_DIR[:GUEST_DIR]",
+        ),
+        Setting(
+            "junit",
+            Path,
+            "Write a JUnit XML report (KTAP/TAP results become testcases).",
+            metavar="FILE",
+        ),
+        Setting(
+            "releases",
+            Path,
+            "Where the default kernel and initrds are looked for.",
+            Path("releases"),
+            metavar="DIR",
+        ),
+        Setting("append", str, "Raw kernel command-line parameters.", "", metavar="CMDLINE"),
+        Setting("arch", Arch, "Guest architecture.", Arch.amd64),
+        Setting("accel", Accel, "auto probes /dev/kvm for real and falls back to tcg.", Accel.auto),
+        Setting("memory", str, "Guest memory, as QEMU's -m.", "2G", metavar="SIZE"),
+        # One vCPU: with several, multi-threaded TCG races the kernel's int3-based code
+        # patching (seen here: 'Oops: int3' in secure_tcp_seq_and_ts_off in 1 boot of 2
+        # with -smp 2).
+        Setting("cpus", int, "Guest CPUs (more than 1 is unstable under TCG).", 1, metavar="N"),
+        Setting(
+            "disks",
+            Path,
+            "A disk image (raw or qcow2, read from its first bytes).",
+            flag="--disk",
+            parse=Disk.detect,
+            repeatable=True,
+            metavar="FILE",
+        ),
+        Setting(
+            "timeout",
+            float,
+            "Seconds from QEMU's start before the guest is killed.",
+            600.0,
+            metavar="SECONDS",
+        ),
+        Setting("serial_log", Path, "Also write the serial console here.", metavar="FILE"),
+        Setting(
+            "qemu_args",
+            str,
+            "An extra QEMU argument, e.g. -rtc, appended as is.",
+            flag="--qemu-arg",
+            repeatable=True,
+            metavar="ARG",
+        ),
+        Setting(
+            "cache_dir",
+            Path,
+            "Cache for --modules-dir archives and uncompressed initrds.",
+            factory=default_cache_dir,
+            shown_default=_XDG_CACHE,
+            metavar="DIR",
+        ),
+        Setting("dry_run", bool, "Print the QEMU command and exit.", False, flag="--dry-run"),
+        Setting(
+            "pxe",
+            Path,
+            "Boot from the network: QEMU's DHCP/TFTP server serves this folder, the NIC "
+            "keeps its iPXE ROM (amd64; instead of --kernel).",
+            metavar="DIR",
+            panel=_FIRMWARE_BOOTS,
+        ),
+        Setting(
+            "bootfile",
+            str,
+            "With --pxe: the DHCP boot file, a path in the folder or an http:// URL.",
+            DEFAULT_BOOTFILE,
+            metavar="FILE",
+            panel=_FIRMWARE_BOOTS,
+        ),
+        Setting(
+            "cdrom",
+            Path,
+            "Boot this ISO image (amd64; instead of --kernel).",
+            metavar="FILE",
+            panel=_FIRMWARE_BOOTS,
+        ),
+        Setting(
+            "firmware",
+            Firmware,
+            "bios (SeaBIOS) or uefi (OVMF, Debian's ovmf package).",
+            Firmware.bios,
+            panel=_FIRMWARE_BOOTS,
+        ),
+        Setting(
+            "command",
+            str,
+            "After --: the command of the last --image, argument by argument, byte for byte.",
+            repeatable=True,
+            argument=True,
+            metavar="COMMAND",
+        ),
+    ],
+)
 
 
-def parse_size(text: str) -> int:
-    """'20MiB', '20M', '512KiB', '1048576' -> bytes (binary multiples)."""
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise ConfigError(f"cannot read {text!r} as a size", hint="e.g. 20MiB, 512KiB, 1048576")
-    number, unit = float(match.group(1)), (match.group(2) or "B").upper()
-    factor = {"B": 1, "K": 1024, "M": MiB, "G": 1024 * MiB}[unit[0]]
-    return int(number * factor)
+def run_field(dest: str) -> Any:
+    """``RUN_SETTINGS.field(dest)``: a config field with the default of setting ``dest``."""
+    return RUN_SETTINGS.field(dest)

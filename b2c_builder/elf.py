@@ -116,12 +116,12 @@ def parse(data: bytes, what: str = "a file") -> ElfInfo | None:
 
 def system_dirs(arch: Arch) -> tuple[str, ...]:
     """The loader's built-in search path on Debian (``ld.so --help``), without a leading /."""
-    return (f"lib/{arch.multiarch}", f"usr/lib/{arch.multiarch}", "lib", "usr/lib")
+    return (f"lib/{arch.facts.multiarch}", f"usr/lib/{arch.facts.multiarch}", "lib", "usr/lib")
 
 
 def matches(info: ElfInfo, arch: Arch) -> bool:
     """Whether ld.so for ``arch`` would accept this object (class, byte order, machine)."""
-    return info.elfclass == 64 and info.little_endian and info.machine == arch.elf_machine
+    return info.elfclass == 64 and info.little_endian and info.machine == arch.facts.elf_machine
 
 
 @dataclass

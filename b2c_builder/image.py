@@ -20,9 +20,6 @@ from b2c_builder.errors import ManifestError, ResolveError
 from b2c_builder.resources import data_path
 from b2c_builder.rootfs import BUILDER, Entry, Kind, Manifest, Origin, normalize
 
-# Top-level usr-merge symlinks, identical in the staging tree and in the image.
-USRMERGE = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
-
 CRUN_WRAPPER = "usr/local/bin/crun-no-pivot"
 NETAVARK_STUB = "usr/lib/podman/netavark"
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
@@ -113,16 +110,20 @@ def copy_from(staging: Manifest, image: Manifest, path: str, *, dest: str | None
 
 
 def new_image(arch: Arch) -> Manifest:
-    """An empty image with the directory skeleton, usr-merge links and device nodes."""
+    """An empty image with the directory skeleton, usr-merge links and device nodes.
+
+    The usr-merge links are the staging tree's (``arch.facts.usrmerge``): one per folder the
+    architecture's ABI uses, so none dangles (arm64 has no lib64).
+    """
     image = Manifest()
-    for link, target in USRMERGE.items():
-        image.add_symlink(link, target)
+    for link in arch.facts.usrmerge:
+        image.add_symlink(link, f"usr/{link}")
     for directory in ("proc", "sys", "dev", "run", "mnt", "root", "etc", "usr/bin", "usr/sbin"):
         image.add_dir(directory, 0o700 if directory == "root" else 0o755)
     for directory in ("tmp", "var/tmp"):
         image.add_dir(directory, 0o1777)
     image.add_dir("var/lib/containers")
-    image.add_dir(f"usr/lib/{arch.multiarch}")
+    image.add_dir(f"usr/lib/{arch.facts.multiarch}")
     # The kernel opens /dev/console for init's stdio before anything is mounted.
     image.add_device("dev/console", Kind.CHAR, 5, 1, 0o600)
     image.add_device("dev/null", Kind.CHAR, 1, 3, 0o666)

@@ -432,14 +432,11 @@ def parse_config(text: str, *, source: str = "the .config") -> dict[str, str | N
     return values
 
 
-# The symbol each architecture's .config sets (arch/x86/Kconfig, arch/arm64/Kconfig).
-_ARCH_SYMBOLS: dict[Arch, str] = {Arch.amd64: "X86_64", Arch.arm64: "ARM64"}
-
-
 def config_arch(values: dict[str, str | None]) -> Arch | None:
-    """The architecture a parsed .config is for, or None when it says nothing we know."""
-    for arch, symbol in _ARCH_SYMBOLS.items():
-        if values.get(symbol) == "y":
+    """The architecture a parsed .config is for (the symbol it sets, ``kconfig_symbol``), or
+    None when it says nothing we know."""
+    for arch in Arch:
+        if values.get(arch.facts.kconfig_symbol) == "y":
             return arch
     return None
 
@@ -511,7 +508,7 @@ def check_file(path: Path, arch: Arch | None = None) -> tuple[Arch, list[Problem
     if arch is None:
         arch = config_arch(parse_config(text, source=str(path)))
         if arch is None:
-            wanted = " nor ".join(f"CONFIG_{s}=y" for s in _ARCH_SYMBOLS.values())
+            wanted = " nor ".join(f"CONFIG_{a.facts.kconfig_symbol}=y" for a in Arch)
             raise ConfigError(
                 f"cannot tell which architecture {path} is for (it sets neither {wanted})",
                 hint="pass --arch amd64 or --arch arm64",

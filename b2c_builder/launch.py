@@ -17,7 +17,7 @@ from pathlib import Path
 from b2c_builder import job as jobs
 from b2c_builder import kernel as kernels
 from b2c_builder import options, qemu
-from b2c_builder.config import Arch
+from b2c_builder.config import Accel, Arch, Disk, Firmware, run_field
 from b2c_builder.errors import ConfigError
 from b2c_builder.log import log
 
@@ -39,31 +39,35 @@ _APPEND_NEEDS_NETWORK = re.compile(
 
 @dataclass(frozen=True)
 class RunRequest:
-    """What ``b2c-builder run`` was asked, before any default is resolved."""
+    """What ``b2c-builder run`` was asked, before any default is resolved: one field per
+    setting of config.RUN_SETTINGS (which gives its default), and the b2c option flags
+    (``{option name: value}``, see b2c_parameters)."""
 
-    kernel: Path | None = None
-    initrds: tuple[Path, ...] = ()
-    modules_dir: Path | None = None
-    images: tuple[str, ...] = ()
-    shares: tuple[str, ...] = ()
-    command: tuple[str, ...] = ()
-    b2c: Mapping[str, str | bool | Sequence[str] | None] = field(default_factory=dict)
-    append: str = ""
-    arch: Arch = Arch.amd64
-    releases: Path = Path("releases")
-    cache_dir: Path = Path(".")
-    memory: str = "2G"
-    accel: qemu.Accel = qemu.Accel.auto
-    cpus: int = 1
-    disks: tuple[qemu.Disk, ...] = ()
-    timeout: float = 600.0
-    serial_log: Path | None = None
-    qemu_args: tuple[str, ...] = ()
+    kernel: Path | None = run_field("kernel")
+    initrds: tuple[Path, ...] = run_field("initrds")
+    modules_dir: Path | None = run_field("modules_dir")
+    images: tuple[str, ...] = run_field("images")
+    shares: tuple[str, ...] = run_field("shares")
+    junit: Path | None = run_field("junit")
+    releases: Path = run_field("releases")
+    append: str = run_field("append")
+    arch: Arch = run_field("arch")
+    accel: Accel = run_field("accel")
+    memory: str = run_field("memory")
+    cpus: int = run_field("cpus")
+    disks: tuple[Disk, ...] = run_field("disks")
+    timeout: float = run_field("timeout")
+    serial_log: Path | None = run_field("serial_log")
+    qemu_args: tuple[str, ...] = run_field("qemu_args")
+    cache_dir: Path = run_field("cache_dir")
+    dry_run: bool = run_field("dry_run")
     # Firmware boots: the boot entry (PXE, ISO) names the kernel, initrds and command line.
-    pxe: Path | None = None
-    bootfile: str = qemu.DEFAULT_BOOTFILE
-    cdrom: Path | None = None
-    firmware: qemu.Firmware = qemu.Firmware.bios
+    pxe: Path | None = run_field("pxe")
+    bootfile: str = run_field("bootfile")
+    cdrom: Path | None = run_field("cdrom")
+    firmware: Firmware = run_field("firmware")
+    command: tuple[str, ...] = run_field("command")
+    b2c: Mapping[str, str | bool | Sequence[str] | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -199,14 +203,14 @@ def describe(plan: Plan) -> list[str]:
     return lines
 
 
-def launch(request: RunRequest, *, dry_run: bool = False, junit: Path | None = None) -> int:
-    """Boot ``request`` (or print its command when ``dry_run``); returns the exit code of
+def launch(request: RunRequest) -> int:
+    """Boot ``request`` (or print its command for a ``dry_run``); returns the exit code of
     ``b2c-builder run``: the pipeline status, or one of console.ExitCode's."""
     if request.pxe is not None or request.cdrom is not None:
-        return launch_firmware_boot(request, dry_run=dry_run, junit=junit)
+        return launch_firmware_boot(request)
     with jobs.workdir() as tmp:
         # A dry run decompresses nothing: it shows the initrds as given.
-        plan = prepare(request, tmp, uncompressed=not dry_run)
+        plan = prepare(request, tmp, uncompressed=not request.dry_run)
         if plan.job is not None and plan.job.images:
             jobs.check_memory(
                 request.memory,
@@ -216,10 +220,10 @@ def launch(request: RunRequest, *, dry_run: bool = False, junit: Path | None = N
             )
         job_initrd = plan.job.write(tmp / "job.cpio") if plan.job is not None else None
         cfg = run_config(request, plan, job_initrd)
-        if dry_run:
+        if request.dry_run:
             print("\n".join([*describe(plan), qemu.dry_run(cfg)]))
             return 0
-        return boot_and_report(cfg, junit)
+        return boot_and_report(cfg, request.junit)
 
 
 def boot_and_report(cfg: qemu.RunConfig, junit_path: Path | None) -> int:
@@ -278,13 +282,11 @@ def firmware_run_config(request: RunRequest) -> qemu.RunConfig:
     )
 
 
-def launch_firmware_boot(
-    request: RunRequest, *, dry_run: bool = False, junit: Path | None = None
-) -> int:
+def launch_firmware_boot(request: RunRequest) -> int:
     """``launch`` for ``--pxe`` and ``--cdrom``: same exit status contract (the guest's
     kernel command line must send the console to ttyS0)."""
     cfg = firmware_run_config(request)
-    if dry_run:
+    if request.dry_run:
         print(qemu.dry_run(cfg))
         return 0
-    return boot_and_report(cfg, junit)
+    return boot_and_report(cfg, request.junit)

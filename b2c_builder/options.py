@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from b2c_builder.config import Arch
 from b2c_builder.errors import ConfigError
 
 # The kernel's isspace(): ASCII white space plus Latin-1's non-breaking space (lib/ctype.c).
@@ -632,13 +633,6 @@ def _cross_check(seen: dict[str, list[str]]) -> list[Problem]:
 
 # --- the line as a whole: length, stray bytes, secrets ----------------------------------
 
-# COMMAND_LINE_SIZE: the kernel's buffer for its command line, terminating NUL included, so
-# a line may hold one byte less. x86: arch/x86/include/asm/setup.h (2048; the bzImage setup
-# header's cmdline_size field says 2047 in Debian's kernels). arm64: 2048 in
-# arch/arm64/include/uapi/asm/setup.h, and measured on Debian's 6.12 arm64 kernel: of a
-# 2048-byte line it keeps 2047 bytes. (riscv64 would be 1024: arch/riscv/include/uapi/asm/
-# setup.h; b2c-builder builds no riscv64 image.) Keys are Arch values.
-COMMAND_LINE_SIZE: dict[str, int] = {"amd64": 2048, "arm64": 2048}
 EXTRA_ARGS_HINT = (
     "put options in a file served over HTTP(S) and pass b2c.extra_args_url=URL instead"
 )
@@ -656,13 +650,14 @@ def _byte_offset(text: str, index: int) -> int:
 def check_length(cmdline: str, arch: str, *, added: str = "") -> Problem | None:
     """An error when ``cmdline`` plus ``added`` (what the boot loader or ``b2c-builder run``
     puts around it, e.g. ``BOOT_IMAGE=/vmlinuz ``) does not fit the ``arch`` kernel's
-    COMMAND_LINE_SIZE bytes (UTF-8, terminating NUL included), else None.
+    COMMAND_LINE_SIZE bytes (UTF-8, terminating NUL included; ``ArchFacts.command_line_size``
+    in config.ARCHES), else None.
 
     Pure. The kernel silently cuts a longer line; under QEMU's direct kernel boot an x86
-    kernel given 2048 bytes or more prints nothing at all. Raises KeyError for an
-    architecture missing from COMMAND_LINE_SIZE.
+    kernel given 2048 bytes or more prints nothing at all. Raises ValueError when ``arch``
+    is not an Arch value.
     """
-    limit = COMMAND_LINE_SIZE[arch]
+    limit = Arch(arch).facts.command_line_size
     own, extra = len(cmdline.encode()), len(added.encode())
     if own + extra + 1 <= limit:
         return None

@@ -19,85 +19,24 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from types import MappingProxyType
 from typing import IO
 
 from b2c_builder import console, options
-from b2c_builder.config import Arch
+from b2c_builder.config import DEFAULT_BOOTFILE, Accel, Arch, Disk, Firmware, run_field
 from b2c_builder.console import ConsoleResult, ExitCode
 from b2c_builder.errors import BootError, ConfigError, ToolError
 from b2c_builder.log import log
 from b2c_builder.options import parse_cmdline
 from b2c_builder.run import run, which
 
-
-class Accel(StrEnum):
-    """``--accel``: ``auto`` uses KVM when the probe shows it works, else TCG."""
-
-    auto = "auto"
-    kvm = "kvm"
-    tcg = "tcg"
-
-
-@dataclass(frozen=True)
-class QemuArch:
-    """What differs between architectures when booting a kernel directly."""
-
-    binary: str
-    machine: str
-    console: str  # the serial console device, as console= names it
-    tcg_cpu: str = "max"  # all the instructions TCG can emulate
-    kvm_cpu: str = "host"
-    nic: str = "virtio-net-pci"
-
-
-QEMU_ARCHES: Mapping[Arch, QemuArch] = MappingProxyType(
-    {
-        Arch.amd64: QemuArch("qemu-system-x86_64", "q35", "ttyS0"),
-        Arch.arm64: QemuArch("qemu-system-aarch64", "virt,gic-version=max", "ttyAMA0"),
-    }
-)
-
-
-class Firmware(StrEnum):
-    """``--firmware``: what the guest boots with (amd64)."""
-
-    bios = "bios"  # SeaBIOS, QEMU's default
-    uefi = "uefi"  # OVMF, from Debian's ovmf package
-
-
 # Debian's ovmf: the firmware code, and the variable store template (used read-only: QEMU
 # writes the guest's changes to a temporary overlay, snapshot=on).
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
-DEFAULT_BOOTFILE = "pxelinux.0"
-
-QCOW2_MAGIC = b"QFI\xfb"
 _MEMORY_RE = re.compile(r"^\d+[KMGT]?$")
-
-
-@dataclass(frozen=True)
-class Disk:
-    """A disk image attached as a virtio block device."""
-
-    path: Path
-    format: str = "raw"  # "raw" or "qcow2"
-
-    @classmethod
-    def detect(cls, path: Path) -> Disk:
-        """A disk whose format is read from its first bytes (qcow2 magic, else raw)."""
-        try:
-            with path.open("rb") as image:
-                magic = image.read(len(QCOW2_MAGIC))
-        except OSError as exc:
-            raise ConfigError(
-                f"--disk {path}: {exc.strerror}", hint="pass an existing disk image file"
-            ) from exc
-        return cls(path, "qcow2" if magic == QCOW2_MAGIC else "raw")
 
 
 def check_settings(memory: str, cpus: int, timeout: float) -> None:
@@ -113,30 +52,29 @@ def check_settings(memory: str, cpus: int, timeout: float) -> None:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything one boot depends on; ``b2c-builder run`` options map onto these fields."""
+    """Everything one boot depends on. The fields that are ``b2c-builder run`` options take
+    their defaults from config.RUN_SETTINGS."""
 
     kernel: Path | None = None  # None: the firmware boots from --pxe or --cdrom
     initrds: tuple[Path, ...] = ()  # several are concatenated, as the kernel allows
-    append: str = ""
-    arch: Arch = Arch.amd64
-    accel: Accel = Accel.auto
-    memory: str = "2G"
-    # One vCPU: with several, multi-threaded TCG races the kernel's int3-based code patching
-    # (seen here: 'Oops: int3' in secure_tcp_seq_and_ts_off in 1 boot of 2 with -smp 2).
-    cpus: int = 1
-    disks: tuple[Disk, ...] = ()
-    timeout: float = 600.0  # seconds, from QEMU's start
-    serial_log: Path | None = None
-    qemu_args: tuple[str, ...] = ()  # appended as is, e.g. ("-rtc", "base=2020-01-01")
+    append: str = run_field("append")
+    arch: Arch = run_field("arch")
+    accel: Accel = run_field("accel")
+    memory: str = run_field("memory")
+    cpus: int = run_field("cpus")
+    disks: tuple[Disk, ...] = run_field("disks")
+    timeout: float = run_field("timeout")  # seconds, from QEMU's start
+    serial_log: Path | None = run_field("serial_log")
+    qemu_args: tuple[str, ...] = run_field("qemu_args")  # e.g. ("-rtc", "base=...")
     # (host folder, 9p mount tag): shared read-write; files are created as QEMU's user.
     shares: tuple[tuple[Path, str], ...] = ()
     # Firmware boots (amd64): from QEMU's TFTP server (the NIC keeps its iPXE ROM), the
     # DHCP boot file being a path in pxe or an http:// URL; or from an ISO; under SeaBIOS
     # or OVMF.
-    pxe: Path | None = None
-    bootfile: str = DEFAULT_BOOTFILE
-    cdrom: Path | None = None
-    firmware: Firmware = Firmware.bios
+    pxe: Path | None = run_field("pxe")
+    bootfile: str = run_field("bootfile")
+    cdrom: Path | None = run_field("cdrom")
+    firmware: Firmware = run_field("firmware")
 
     def __post_init__(self) -> None:
         self._check_boot_source()
@@ -225,7 +163,7 @@ def kernel_cmdline(append: str, console_device: str) -> str:
 def added_by_run(append: str, arch: Arch) -> str:
     """What ``b2c-builder run`` adds to ``append`` on the kernel's command line (see
     kernel_cmdline), e.g. ``"console=ttyS0 panic=-1 "``; for the length check."""
-    full = kernel_cmdline(append, QEMU_ARCHES[arch].console)
+    full = kernel_cmdline(append, arch.facts.qemu_console)
     return full[: len(full) - len(append)] if append.strip() else full
 
 
@@ -250,7 +188,7 @@ def network_args(cfg: RunConfig) -> list[str]:
     ``bootfile`` from that folder and the NIC, first in the boot order, keeps its iPXE
     option ROM (Debian's ipxe-qemu); otherwise ``romfile=`` drops the ROM, which costs a
     second of firmware time."""
-    nic = QEMU_ARCHES[cfg.arch].nic
+    nic = cfg.arch.facts.qemu_nic
     if cfg.pxe is None:
         return ["-netdev", "user,id=net0", "-device", f"{nic},netdev=net0,romfile="]
     bootfile = cfg.bootfile.replace(",", ",,")
@@ -262,11 +200,11 @@ def qemu_cmdline(cfg: RunConfig, accel: Accel, initrd: Path | None) -> list[str]
     """The QEMU command for ``cfg`` with a resolved ``accel`` and the (concatenated) initrd."""
     if accel is Accel.auto:
         raise ValueError("resolve --accel auto with resolve_accel() first")
-    arch = QEMU_ARCHES[cfg.arch]
-    cpu = arch.kvm_cpu if accel is Accel.kvm else arch.tcg_cpu
+    arch = cfg.arch.facts
+    cpu = arch.qemu_kvm_cpu if accel is Accel.kvm else arch.qemu_tcg_cpu
     cmd = [
-        arch.binary,
-        "-M", arch.machine,
+        arch.qemu_binary,
+        "-M", arch.qemu_machine,
         "-accel", str(accel),
         "-cpu", cpu,
         "-m", cfg.memory,
@@ -281,7 +219,7 @@ def qemu_cmdline(cfg: RunConfig, accel: Accel, initrd: Path | None) -> list[str]
         cmd += ["-kernel", str(cfg.kernel)]
         if initrd is not None:
             cmd += ["-initrd", str(initrd)]
-        cmd += ["-append", kernel_cmdline(cfg.append, arch.console)]
+        cmd += ["-append", kernel_cmdline(cfg.append, arch.qemu_console)]
     cmd += network_args(cfg)
     cmd += ["-device", "virtio-rng-pci"]
     if cfg.cdrom is not None:
@@ -343,12 +281,12 @@ def _kvm_device_unusable_reason() -> str | None:
 
 def _probe_command(arch: Arch, workdir: Path) -> tuple[list[str], bytes]:
     """A tiny boot under KVM that exits by itself, and what it must print."""
-    spec = QEMU_ARCHES[arch]
+    spec = arch.facts
     base = [
-        spec.binary,
-        "-M", spec.machine,
+        spec.qemu_binary,
+        "-M", spec.qemu_machine,
         "-accel", "kvm",
-        "-cpu", spec.kvm_cpu,
+        "-cpu", spec.qemu_kvm_cpu,
         "-m", "64",
         "-smp", "1",
         "-nodefaults",
@@ -577,7 +515,7 @@ def boot(cfg: RunConfig, *, echo: Callable[[str], None] | None = echo_stdout) ->
     Raises BootError when QEMU is missing or cannot be executed: there is no boot to report.
     """
     try:
-        binary = which(QEMU_ARCHES[cfg.arch].binary, reason=f"boot {cfg.arch} guests")
+        binary = which(cfg.arch.facts.qemu_binary, reason=f"boot {cfg.arch} guests")
     except ToolError as exc:
         raise BootError(exc.message, hint=exc.hint) from exc
     accel = resolve_accel(cfg.accel, cfg.arch)

@@ -7,14 +7,14 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
+from b2c_builder.config import ARCHES
 from b2c_builder.errors import ToolError
 from b2c_builder.log import log
 
 # Which Debian package provides each host tool we call: used in "install X" hints.
 PROVIDERS: dict[str, str] = {
     "gpgv": "gpgv",
-    "qemu-system-x86_64": "qemu-system-x86",
-    "qemu-system-aarch64": "qemu-system-arm",
+    **{facts.qemu_binary: facts.qemu_package for facts in ARCHES.values()},
     "cpio": "cpio",
     "bsdtar": "libarchive-tools",
     "skopeo": "skopeo",

@@ -32,7 +32,7 @@ from pathlib import Path
 from b2c_builder import job as jobs
 from b2c_builder import launch, qemu
 from b2c_builder.compress import decompress, open_compressed
-from b2c_builder.config import Arch, Compression
+from b2c_builder.config import Accel, Arch, Compression, Disk
 from b2c_builder.cpio import write_cpio
 from b2c_builder.rootfs import Kind, Manifest
 from bench.phases import DESCRIPTIONS, PHASES, Event, Spread, events, spreads
@@ -160,7 +160,7 @@ def main() -> None:
         base = launch.RunRequest(
             kernel=release.kernel,
             releases=release.output,
-            accel=qemu.Accel.tcg,
+            accel=Accel.tcg,
             memory="1G",
             timeout=300.0,
         )
@@ -173,7 +173,7 @@ def main() -> None:
             "cache disk": lambda: replace(
                 base,
                 b2c={"b2c.container": [spec], "b2c.cache_device": "auto"},
-                disks=(qemu.Disk(_fresh_disk(disk)),),
+                disks=(Disk(_fresh_disk(disk)),),
             ),
         }
         runs: dict[str, list[dict[str, Event]]] = {name: [] for name in variants}

@@ -268,9 +268,11 @@ def test_image_size_and_contents(release: Release, tree: Manifest) -> None:
     assert tree.resolve("sbin/poweroff") == "usr/bin/busybox"
     # the loader at its ABI path, through lib64 -> usr/lib64
     assert tree["lib64"].kind is Kind.SYMLINK and tree["lib64"].target == "usr/lib64"
-    loader = tree.resolve(ARCH.loader)
+    loader = tree.resolve(ARCH.facts.loader)
     assert loader is not None and loader.startswith("usr/lib")
     assert tree.read(loader).startswith(ELF_MAGIC)
+    dangling = [e.path for e in tree if e.kind is Kind.SYMLINK and tree.resolve(e.path) is None]
+    assert dangling == []
     console = tree["dev/console"]
     assert (console.kind, console.rdev) == (Kind.CHAR, (5, 1))
     # never whole packages
@@ -307,7 +309,7 @@ _LDD_LINE = re.compile(r"^\s*(?:(\S+) => )?(\S+) \(0x[0-9a-f]+\)$")
 
 def test_elf_closure_matches_the_image_loader(rootdir: Path, tree: Manifest) -> None:
     """The image's own ld.so, run in the image, finds what b2c_builder.elf found."""
-    loader = ARCH.loader
+    loader = ARCH.facts.loader
     checked = 0
     for path in elf_files(tree):
         info = elf.parse(tree.read(path))

@@ -105,13 +105,13 @@ def make_tree(root: Path, *, new_dtags: bool) -> Path:
         f"-Wl,-rpath-link,{bar_dir}", f"-Wl,{dtags},-rpath,$ORIGIN/../lib",
     )  # fmt: skip
     # The C library and loader, laid out as in trixie (usr-merged, loader in /lib64).
-    multiarch = root / "usr/lib" / ARCH.multiarch
+    multiarch = root / "usr/lib" / ARCH.facts.multiarch
     multiarch.mkdir(parents=True)
     for name in ("libc.so.6", "ld-linux-x86-64.so.2"):
-        shutil.copy(os.path.realpath(f"/lib/{ARCH.multiarch}/{name}"), multiarch / name)
+        shutil.copy(os.path.realpath(f"/lib/{ARCH.facts.multiarch}/{name}"), multiarch / name)
     (root / "usr/lib64").mkdir()
     (root / "usr/lib64/ld-linux-x86-64.so.2").symlink_to(
-        f"../lib/{ARCH.multiarch}/ld-linux-x86-64.so.2"
+        f"../lib/{ARCH.facts.multiarch}/ld-linux-x86-64.so.2"
     )
     (root / "lib").symlink_to("usr/lib")
     (root / "lib64").symlink_to("usr/lib64")
@@ -141,7 +141,7 @@ def test_origin_search_path(tmp_path: Path, new_dtags: bool) -> None:
         "lib64/ld-linux-x86-64.so.2",
         "opt/app/lib/libfoo.so.1",
         "opt/app/lib/libbar.so.1",
-        f"lib/{ARCH.multiarch}/libc.so.6",
+        f"lib/{ARCH.facts.multiarch}/libc.so.6",
     }
     for tree in (HostTree(root), manifest_of(root)):
         found = elf.needed_files(tree, ["opt/app/bin/main"], ARCH)

@@ -9,6 +9,7 @@ import pytest
 
 from b2c_builder import image
 from b2c_builder.config import Arch
+from b2c_builder.debian import deb
 from b2c_builder.errors import ManifestError
 from b2c_builder.resources import data_path
 from b2c_builder.rootfs import Kind, Manifest, Origin
@@ -34,9 +35,7 @@ def test_applet_table_missing_is_an_error() -> None:
 
 
 def _staging() -> Manifest:
-    staging = Manifest()
-    for link, target in image.USRMERGE.items():
-        staging.add_symlink(link, target)
+    staging = deb.new_staging(Arch.amd64)
     origin = Origin("libfoo1", "1.0-1")
     staging.add_file(
         "usr/lib/x86_64-linux-gnu/libfoo.so.1.2.3", b"\x7fELFfoo", 0o644, origin=origin
@@ -74,6 +73,32 @@ def test_new_image_has_console_and_skeleton() -> None:
     assert (console.kind, console.rdev) == (Kind.CHAR, (5, 1))
     assert img["var/tmp"].mode == 0o1777
     assert img.resolve("bin") == "usr/bin"
+
+
+def dangling_symlinks(manifest: Manifest) -> list[str]:
+    """'path -> target' of every symlink in ``manifest`` that leads nowhere."""
+    return [
+        f"{entry.path} -> {entry.target}"
+        for entry in manifest
+        if entry.kind is Kind.SYMLINK and manifest.resolve(entry.path) is None
+    ]
+
+
+@pytest.mark.parametrize("arch", list(Arch))
+def test_usrmerge_links_lead_somewhere(arch: Arch) -> None:
+    """The image gets the staging tree's usr-merge links, and the loader: none dangles (the
+    image used to get lib64 -> usr/lib64 on arm64 too, where nothing is in usr/lib64)."""
+    staging = deb.new_staging(arch)
+    loader = staging.resolve(arch.facts.loader, strict=False)
+    assert loader is not None
+    staging.add_file(loader, b"\x7fELF loader", 0o755, origin=Origin("libc6", "2.41-1"))
+    img = image.new_image(arch)
+    image.copy_from(staging, img, arch.facts.loader)
+    links = sorted(e.path for e in img if e.kind is Kind.SYMLINK)
+    assert links == sorted(arch.facts.usrmerge)
+    assert [e.path for e in staging if e.kind is Kind.SYMLINK] == links
+    assert dangling_symlinks(img) == []
+    assert img.resolve(arch.facts.loader) == loader
 
 
 def test_busybox_links_never_shadow_real_programs() -> None:

@@ -22,6 +22,7 @@ import pytest
 
 from b2c_builder import qemu
 from b2c_builder.bootcfg import BootEntry, Format, kernel_cmdline
+from b2c_builder.config import Accel, Firmware
 from b2c_builder.console import ExitCode
 from b2c_builder.cpio import write_cpio
 from b2c_builder.rootfs import Kind, Manifest
@@ -111,7 +112,7 @@ def boot(cfg: qemu.RunConfig, name: str) -> Booted:
 
 def run_config(tmp_path: Path, **kwargs: object) -> qemu.RunConfig:
     return qemu.RunConfig(
-        accel=qemu.Accel.tcg,
+        accel=Accel.tcg,
         memory="512M",
         timeout=300,
         serial_log=tmp_path / "serial.log",
@@ -190,12 +191,12 @@ def served(payload: Payload) -> Iterator[tuple[int, subprocess.Popen[str]]]:
         proc.wait(timeout=10)
 
 
-@pytest.mark.parametrize("firmware", [qemu.Firmware.bios, qemu.Firmware.uefi])
+@pytest.mark.parametrize("firmware", [Firmware.bios, Firmware.uefi])
 def test_ipxe_script_over_http(
     payload: Payload,
     served: tuple[int, subprocess.Popen[str]],
     tmp_path: Path,
-    firmware: qemu.Firmware,
+    firmware: Firmware,
 ) -> None:
     port, server = served
     (payload.folder / "boot.ipxe").write_text(bootcfg(Format.ipxe, payload, IPXE_NASTY))
@@ -205,7 +206,7 @@ def test_ipxe_script_over_http(
     booted = boot(cfg, f"iPXE script over HTTP, {firmware}")
 
     assert booted.second == payload.token
-    uefi = firmware is qemu.Firmware.uefi
+    uefi = firmware is Firmware.uefi
     # Under UEFI the kernel found its initrds only through the initrd= names (Debian's
     # iPXE 1.0.0+git-20190125 has no LoadFile2 initrd support).
     assert booted.cmdline == ipxe_expected(IPXE_NASTY, uefi=uefi)
@@ -225,7 +226,7 @@ def test_ipxe_under_uefi_needs_the_initrd_names(payload: Payload, tmp_path: Path
     assert unnamed != script
     (payload.folder / "boot.ipxe").write_text(unnamed)
     cfg = run_config(tmp_path, pxe=payload.folder, bootfile="boot.ipxe")
-    cfg = qemu.RunConfig(**{**cfg.__dict__, "firmware": qemu.Firmware.uefi})
+    cfg = qemu.RunConfig(**{**cfg.__dict__, "firmware": Firmware.uefi})
     lines: list[str] = []
     result = qemu.boot(cfg, echo=lines.append)
     assert result.exit_code == ExitCode.KERNEL_PANIC, result.summary()
@@ -257,7 +258,7 @@ def test_iso_under_bios(payload: Payload, image: Path, tmp_path: Path) -> None:
 
 
 def test_iso_under_uefi(payload: Payload, image: Path, tmp_path: Path) -> None:
-    cfg = run_config(tmp_path, cdrom=image, firmware=qemu.Firmware.uefi)
+    cfg = run_config(tmp_path, cdrom=image, firmware=Firmware.uefi)
     booted = boot(cfg, "ISO, UEFI (systemd-boot)")
     assert booted.second == payload.token
     assert booted.cmdline == f"initrd=\\b2c\\initrd0.img initrd=\\b2c\\initrd1.img {NASTY}"

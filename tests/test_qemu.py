@@ -13,14 +13,12 @@ from pathlib import Path
 import pytest
 
 from b2c_builder import qemu
-from b2c_builder.config import Arch
+from b2c_builder.config import Accel, Arch, Disk
 from b2c_builder.console import ConsoleResult, ExitCode, Panic, Status
 from b2c_builder.cpio import write_cpio
 from b2c_builder.errors import BootError, ConfigError
 from b2c_builder.qemu import (
     PROBE_TIMEOUT,
-    Accel,
-    Disk,
     RunConfig,
     RunResult,
     boot,

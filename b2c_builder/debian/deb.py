@@ -28,17 +28,13 @@ from b2c_builder.log import log
 from b2c_builder.rootfs import BUILDER, Entry, Kind, Manifest, Origin
 
 AR_MAGIC = b"!<arch>\n"
-USRMERGE_DIRS = ("bin", "sbin", "lib")
 
 
 def new_staging(arch: Arch) -> Manifest:
-    """An empty merged-/usr staging tree: bin, sbin, lib (and lib64 where the loader lives
-    there) are symlinks into usr/."""
+    """An empty merged-/usr staging tree: the architecture's usr-merge folders (bin, sbin,
+    lib, and lib64 on amd64: ``arch.facts.usrmerge``) are symlinks into usr/."""
     manifest = Manifest()
-    links = list(USRMERGE_DIRS)
-    if arch.loader.startswith("/lib64/"):
-        links.append("lib64")
-    for name in links:
+    for name in arch.facts.usrmerge:
         manifest.add_dir(f"usr/{name}", origin=BUILDER)
         manifest.add_symlink(name, f"usr/{name}", origin=BUILDER)
     return manifest

@@ -1,0 +1,54 @@
+"""The per-architecture table (config.ARCHES) and what reads it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from elftools.elf.enums import ENUM_E_MACHINE
+
+from b2c_builder import kconfig, qemu, run
+from b2c_builder.config import ARCHES, Arch
+from b2c_builder.errors import ConfigError
+
+
+def test_every_arch_has_one_row() -> None:
+    assert list(ARCHES) == list(Arch)
+    assert all(arch.facts is ARCHES[arch] for arch in Arch)
+    machines = [facts.uname_machine for facts in ARCHES.values()]
+    assert len(set(machines)) == len(machines), machines
+
+
+@pytest.mark.parametrize("arch", list(Arch))
+def test_facts_agree_with_each_other(arch: Arch) -> None:
+    facts = arch.facts
+    # The loader's folder is a usr-merge link (else extraction would put it elsewhere).
+    assert facts.loader.split("/")[1] in facts.usrmerge
+    assert facts.multiarch.startswith(facts.uname_machine + "-")
+    assert facts.elf_machine in ENUM_E_MACHINE
+    assert facts.qemu_binary.endswith(facts.uname_machine)
+    assert run.PROVIDERS[facts.qemu_binary] == facts.qemu_package
+
+
+@pytest.mark.parametrize(("machine", "arch"), [("x86_64", Arch.amd64), ("aarch64", Arch.arm64)])
+def test_host_reads_the_machine_from_the_table(
+    monkeypatch: pytest.MonkeyPatch, machine: str, arch: Arch
+) -> None:
+    real = os.uname()
+    fake = os.uname_result((*real[:4], machine))
+    monkeypatch.setattr(os, "uname", lambda: fake)
+    assert Arch.host() is arch
+
+
+def test_an_unknown_host_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = os.uname_result((*os.uname()[:4], "riscv64"))
+    monkeypatch.setattr(os, "uname", lambda: fake)
+    with pytest.raises(ConfigError, match="'riscv64'") as info:
+        Arch.host()
+    assert info.value.hint == "pass --arch"
+
+
+@pytest.mark.parametrize("arch", list(Arch))
+def test_kconfig_and_qemu_read_the_same_row(arch: Arch) -> None:
+    assert kconfig.config_arch({arch.facts.kconfig_symbol: "y"}) is arch
+    assert qemu.added_by_run("", arch).startswith(f"console={arch.facts.qemu_console} ")
