@@ -31,6 +31,7 @@ INIT_LIBRARIES = (
     "time.sh",
     "storage.sh",
     "job.sh",
+    "podman.sh",
     "pipeline.sh",
     "shutdown.sh",
     "main.sh",

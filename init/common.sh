@@ -33,7 +33,9 @@ b2c_defaults() {
     B2C_CACHE_MNT=/storage
     B2C_NTP_POOL=pool.ntp.org
     B2C_WAIT_SECS=10
+    # Transient podman failures (see podman.sh): attempts, and the cap of the doubling delay.
     B2C_PULL_ATTEMPTS=3
+    B2C_RETRY_MAX_DELAY=30
     B2C_HALT_LOOP=1
     B2C_SECTION=
 }

@@ -2,9 +2,9 @@
 # (SC2034/SC2153: globals shared by the init/ libraries; /init is checked whole.)
 # pipeline.sh: services, the b2c.container pipeline, post containers, cleanup.
 #
-# Each container is created with podman create (pulling; retried a bounded number of
-# times, so that a transient registry failure does not fail the job), then run attached
-# with podman start: a failure to pull is thus never mistaken for the container's status.
+# Each container is created with podman create (pulling; a transient failure is retried a
+# bounded number of times, see podman.sh), then run attached with podman start: a failure
+# to pull is thus never mistaken for the container's status.
 
 # b2c_save_status: make the status visible to the shutdown path (see main.sh).
 b2c_save_status() {
@@ -22,31 +22,34 @@ b2c_fail() {
     b2c_save_status
 }
 
-# b2c_container_create ARGS: podman create with the pipeline's defaults, then ARGS (split
-# with quotes, never evaluated). Sets B2C_CID; returns podman's status on a final failure.
+# b2c_container_create SPEC: podman create with the pipeline's defaults, then the words of
+# SPEC (split with quotes, never evaluated). Sets B2C_CID; on a failure, an error line with
+# podman's message, and returns podman's status.
 b2c_container_create() {
-    local attempt=1 status out
+    local status
     b2c_spec_argv_dir "$1"
-    while :; do
-        out=$(b2c_with_words "$B2C_SPEC_REST" b2c_with_argv_dir "$B2C_ARGV_DIR" \
-            podman create --rm --privileged --network=host --pull=always \
-            -e "B2C_PIPELINE_STATUS=$B2C_PIPELINE_STATUS" \
-            -e "B2C_PIPELINE_FAILED_BY=$B2C_PIPELINE_FAILED_BY" \
-            -e "B2C_PIPELINE_PREV_CONTAINER=$B2C_PIPELINE_PREV_CONTAINER" \
-            -e "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE=$B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE" \
-            -e "B2C_PIPELINE_SHUTDOWN_MODE=$B2C_PIPELINE_SHUTDOWN_MODE" </dev/null)
-        status=$?
-        B2C_CID=${out##*"$B2C_NL"}
-        [ "$status" = 0 ] && [ -n "$B2C_CID" ] && return 0
-        [ "$status" != 0 ] || status=125
-        if [ "$attempt" -ge "$B2C_PULL_ATTEMPTS" ]; then
-            b2c_error "could not pull or create the container (podman exit status $status, $attempt attempts): $B2C_SPEC_TITLE"
-            return "$status"
-        fi
-        b2c_warn "could not pull or create the container (podman exit status $status), retrying in $((attempt * 2))s ($attempt/$B2C_PULL_ATTEMPTS)"
-        sleep $((attempt * 2))
-        attempt=$((attempt + 1))
-    done
+    b2c_with_words "$B2C_SPEC_REST" b2c_with_argv_dir "$B2C_ARGV_DIR" b2c_create_argv
+    status=$?
+    [ "$status" = 0 ] && return 0
+    b2c_error "could not pull or create the container ($B2C_PODMAN_FAILURE): $B2C_SPEC_TITLE"
+    return "$status"
+}
+
+# b2c_create_argv ARGS...: podman create ARGS with the pipeline's defaults (see b2c_podman
+# for the retries). Sets B2C_CID.
+b2c_create_argv() {
+    B2C_CID=
+    B2C_PODMAN_FAILURE=
+    b2c_podman create create --rm --privileged --network=host --pull=always \
+        -e "B2C_PIPELINE_STATUS=$B2C_PIPELINE_STATUS" \
+        -e "B2C_PIPELINE_FAILED_BY=$B2C_PIPELINE_FAILED_BY" \
+        -e "B2C_PIPELINE_PREV_CONTAINER=$B2C_PIPELINE_PREV_CONTAINER" \
+        -e "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE=$B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE" \
+        -e "B2C_PIPELINE_SHUTDOWN_MODE=$B2C_PIPELINE_SHUTDOWN_MODE" "$@" || return
+    B2C_CID=$B2C_PODMAN_OUT
+    [ -n "$B2C_CID" ] && return 0
+    B2C_PODMAN_FAILURE="podman create printed no container id"
+    return 125
 }
 
 # b2c_container_run KIND N ARGS: create then run one container attached. Returns its
