@@ -44,6 +44,7 @@ class Kind(StrEnum):
     volume = "volume"
     iface = "iface"
     network = "network"
+    cache_evict = "cache_evict"
     kernel_ip = "kernel_ip"
     unsupported = "unsupported"
 
@@ -68,6 +69,7 @@ class Kind(StrEnum):
                 "[,route=NET:GW]...[,forward]"
             ),
             Kind.network: "`auto` or `none`",
+            Kind.cache_evict: "`unused`, `never` or `all`",
             Kind.kernel_ip: "the kernel's ip= syntax",
             Kind.unsupported: "-",
         }[self]
@@ -141,6 +143,15 @@ OPTIONS: tuple[Option, ...] = (
         Kind.cache_device,
         "persistent storage for images and volumes (the partition labelled B2C_CACHE)",
         default="none",
+    ),
+    Option(
+        "b2c.cache_evict",
+        Kind.cache_evict,
+        "which images leave the cache: `unused` removes images this boot's containers do not "
+        "name, least recently used first, before pulling while less than 20% of the cache is "
+        "free and when podman runs out of space (then it retries once); `never` keeps "
+        "everything; `all` pins nothing: every image this boot does not name goes before pulling",
+        default="unused",
     ),
     Option("b2c.swap", Kind.size, "size of a swap file created on the cache partition"),
     Option(
@@ -478,6 +489,12 @@ def _check_iface(value: str) -> list[str]:
     return []
 
 
+def _check_cache_evict(value: str) -> list[str]:
+    if value in ("unused", "never", "all"):
+        return []
+    raise Invalid(f"must be unused, never or all, not {value!r}")
+
+
 def _check_network(value: str) -> list[str]:
     if value in ("auto", "none"):
         return []
@@ -500,6 +517,7 @@ _VALIDATORS: dict[Kind, Callable[[str], list[str]]] = {
     Kind.hostname: _check_hostname,
     Kind.ntp_peer: _check_ntp_peer,
     Kind.network: _check_network,
+    Kind.cache_evict: _check_cache_evict,
     Kind.modules: _check_modules,
     Kind.podman_args: _check_words,
     Kind.command: _check_words,

@@ -30,6 +30,7 @@ INIT_LIBRARIES = (
     "network.sh",
     "time.sh",
     "storage.sh",
+    "store.sh",
     "job.sh",
     "podman.sh",
     "pipeline.sh",

@@ -234,6 +234,13 @@ b2c_valid_ntp_peer() {
     esac
 }
 
+b2c_valid_cache_evict() {
+    case $2 in
+        unused | never | all) ;;
+        *) b2c_bad "$1" "must be unused, never or all, not '$2'" ;;
+    esac
+}
+
 b2c_valid_network() {
     case $2 in
         auto | none) ;;

@@ -36,6 +36,8 @@ b2c_defaults() {
     # Transient podman failures (see podman.sh): attempts, and the cap of the doubling delay.
     B2C_PULL_ATTEMPTS=3
     B2C_RETRY_MAX_DELAY=30
+    # b2c.cache_evict=unused evicts before pulling until this share of the cache is free.
+    B2C_CACHE_FLOOR_PCT=20
     B2C_HALT_LOOP=1
     B2C_SECTION=
 }

@@ -125,6 +125,11 @@ b2c_main() {
         b2c_fail 1 "b2c.cache_device"
         return
     }
+    b2c_check_store || {
+        b2c_fail 1 "podman's storage on the cache"
+        return
+    }
+    b2c_cache_count_boot
     b2c_setup_swap
     b2c_set_hostname
     b2c_run_pipeline

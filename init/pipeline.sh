@@ -36,8 +36,24 @@ b2c_container_create() {
 }
 
 # b2c_create_argv ARGS...: podman create ARGS with the pipeline's defaults (see b2c_podman
-# for the retries). Sets B2C_CID.
+# for the retries). When the storage is full, images this boot does not use are evicted and
+# the creation is tried once more (store.sh). Sets B2C_CID.
 b2c_create_argv() {
+    local status err=$B2C_ROOT$B2C_STATE/podman.err
+    b2c_create_once "$@" && return 0
+    status=$?
+    b2c_no_space "$err" || return "$status"
+    if b2c_cache_evict all; then
+        b2c_log "Trying once more after the eviction"
+        b2c_create_once "$@" && return 0
+        status=$?
+        b2c_no_space "$err" || return "$status"
+    fi
+    b2c_no_space_hint
+    return "$status"
+}
+
+b2c_create_once() {
     B2C_CID=
     B2C_PODMAN_FAILURE=
     b2c_podman create create --rm --privileged --network=host --pull=always \
@@ -47,7 +63,10 @@ b2c_create_argv() {
         -e "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE=$B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE" \
         -e "B2C_PIPELINE_SHUTDOWN_MODE=$B2C_PIPELINE_SHUTDOWN_MODE" "$@" || return
     B2C_CID=$B2C_PODMAN_OUT
-    [ -n "$B2C_CID" ] && return 0
+    if [ -n "$B2C_CID" ]; then
+        b2c_cache_used "$B2C_CID"
+        return 0
+    fi
     B2C_PODMAN_FAILURE="podman create printed no container id"
     return 125
 }
@@ -163,6 +182,7 @@ b2c_run_pipeline() {
         return 0
     fi
     if b2c_setup_volumes; then
+        b2c_cache_prepare
         if b2c_start_services; then
             b2c_run_containers
         fi

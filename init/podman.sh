@@ -95,3 +95,47 @@ b2c_podman() {
         [ "$delay" -le "$B2C_RETRY_MAX_DELAY" ] || delay=$B2C_RETRY_MAX_DELAY
     done
 }
+
+# b2c_podman_scan ARGS...: find the image among podman create's ARGS: the first word that is
+# neither an option nor an option's value. Sets B2C_SCAN_IMAGE (empty: none). The flags that take no value are podman-create(1)'s (5.x);
+# any other option takes one, in the next word unless it is written --flag=value or -fVALUE.
+b2c_podman_scan() {
+    local arg i=0 take=0 letters
+    B2C_SCAN_IMAGE=
+    for arg; do
+        i=$((i + 1))
+        case $take in
+            1)
+                take=0
+                continue
+                ;;
+            2)
+                # After "--", the next word is the image whatever it looks like.
+                B2C_SCAN_IMAGE=$arg
+                return 0
+                ;;
+        esac
+        case $arg in
+            --)
+                take=2
+                ;;
+            --*=*) ;;
+            --disable-content-trust | --env-host | --help | --http-proxy | --init | --interactive | \
+                --no-healthcheck | --no-hosts | --oom-kill-disable | --passwd | --privileged | \
+                --publish-all | --quiet | --read-only | --read-only-tmpfs | --replace | --rm | \
+                --rmi | --rootfs | --sig-proxy | --tls-verify | --tty | --detach) ;;
+            --?*) take=1 ;;
+            -?*)
+                # Short flags may be grouped: -it, -ite VALUE, -eNAME=VALUE.
+                letters=${arg#-}
+                letters=${letters#"${letters%%[!itPqd]*}"}
+                [ "${#letters}" = 1 ] && take=1
+                ;;
+            *)
+                B2C_SCAN_IMAGE=$arg
+                return 0
+                ;;
+        esac
+    done
+    return 0
+}

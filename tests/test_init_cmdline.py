@@ -283,6 +283,7 @@ VALUES: dict[Kind, list[str]] = {
         "eth 0",
     ],
     Kind.network: ["auto", "none", "", "off", "None", "none "],
+    Kind.cache_evict: ["unused", "never", "all", "", "lru", "All", "never,all"],
     Kind.kernel_ip: ["dhcp", "10.0.2.15::10.0.2.2:255.255.255.0::eth0:off", "off", ""],
 }
 
@@ -364,6 +365,7 @@ SAMPLES: dict[Kind, tuple[str, str]] = {  # value -> what the shell variable hol
     Kind.kernel_ip: ("dhcp", "dhcp"),
     Kind.ntp_peer: ("auto", "auto"),
     Kind.network: ("none", "none"),
+    Kind.cache_evict: ("never", "never"),
     Kind.hostname: ("dut-01", "dut-01"),
     Kind.modules: ("a,b", "a,b"),
     Kind.seconds: ("15", "15"),
