@@ -25,6 +25,7 @@ from b2c_builder.rootfs import Manifest
 INIT_LIBRARIES = (
     "common.sh",
     "cmdline.sh",
+    "secrets.sh",
     "modules.sh",
     "kernel.sh",
     "network.sh",

@@ -110,7 +110,7 @@ b2c_with_words() {
             \'*)
                 rest=${rest#?}
                 case $rest in *\'*) ;; *)
-                    B2C_SPLIT_ERROR="unbalanced ' quote in: $text"
+                    B2C_SPLIT_ERROR="unbalanced ' quote"
                     return 2
                     ;;
                 esac
@@ -120,7 +120,7 @@ b2c_with_words() {
             \"*)
                 rest=${rest#?}
                 case $rest in *\"*) ;; *)
-                    B2C_SPLIT_ERROR="unbalanced \" quote in: $text"
+                    B2C_SPLIT_ERROR="unbalanced \" quote"
                     return 2
                     ;;
                 esac
@@ -217,7 +217,10 @@ b2c_valid_url() {
         *) host= ;;
     esac
     case $host in
-        '' | /*) b2c_bad "$1" "must be an http:// or https:// URL, not '$2'" ;;
+        '' | /*)
+            b2c_mask_urls "$2"
+            b2c_bad "$1" "must be an http:// or https:// URL, not '$B2C_MASKED'"
+            ;;
     esac
 }
 
@@ -267,7 +270,8 @@ b2c_valid_modules() {
 
 b2c_valid_podman_args() {
     b2c_with_words "$2" b2c_count_words || {
-        b2c_bad "$1" "$B2C_SPLIT_ERROR"
+        b2c_mask_spec "$2"
+        b2c_bad "$1" "$B2C_SPLIT_ERROR in: $B2C_MASKED"
         return
     }
     [ "$B2C_NWORDS" -gt 0 ] || b2c_bad "$1" "is empty"

@@ -40,6 +40,8 @@ b2c_defaults() {
     B2C_CACHE_FLOOR_PCT=20
     B2C_HALT_LOOP=1
     B2C_SECTION=
+    # Values the console must never show (secrets.sh), one a line.
+    B2C_SECRETS=
 }
 
 # Seconds since boot, in hundredths (integer arithmetic only).

@@ -63,7 +63,8 @@ b2c_with_argv_dir() {
 
 # b2c_spec_argv_dir SPEC: a spec whose first word is --b2c-argv-dir=DIR takes the rest of
 # its arguments from DIR (see b2c_with_argv_dir). Sets B2C_ARGV_DIR (empty: none),
-# B2C_SPEC_REST (the other words) and B2C_SPEC_TITLE (how the console names the container).
+# B2C_SPEC_REST (the other words) and B2C_SPEC_TITLE (how the console names the container,
+# secrets masked: see secrets.sh).
 b2c_spec_argv_dir() {
     local first
     B2C_ARGV_DIR='' B2C_SPEC_REST=$1 B2C_SPEC_TITLE=$1
@@ -77,4 +78,6 @@ b2c_spec_argv_dir() {
             fi
             ;;
     esac
+    b2c_mask_spec "$B2C_SPEC_TITLE"
+    B2C_SPEC_TITLE=$B2C_MASKED
 }

@@ -164,5 +164,6 @@ b2c_apply_proxy() {
     export HTTP_PROXY="$B2C_PROXY" HTTPS_PROXY="$B2C_PROXY"
     export no_proxy="${no_proxy:-localhost,127.0.0.1,::1}"
     export NO_PROXY="$no_proxy"
-    b2c_log "Using the HTTP(S) proxy $B2C_PROXY"
+    b2c_mask_urls "$B2C_PROXY"
+    b2c_log "Using the HTTP(S) proxy $B2C_MASKED"
 }

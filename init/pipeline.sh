@@ -35,33 +35,19 @@ b2c_container_create() {
     return "$status"
 }
 
-# b2c_create_argv ARGS...: podman create ARGS with the pipeline's defaults (see b2c_podman
-# for the retries). When the storage is full, images this boot does not use are evicted and
-# the creation is tried once more (store.sh). Sets B2C_CID.
+# b2c_create_argv ARGS...: podman create ARGS with the pipeline's defaults. With --creds or
+# --authfile among the options (podman create has no --creds), the image is pulled first
+# with them, then created with --pull=never. Sets B2C_CID.
 b2c_create_argv() {
-    local status err=$B2C_ROOT$B2C_STATE/podman.err
-    b2c_create_once "$@" && return 0
-    status=$?
-    b2c_no_space "$err" || return "$status"
-    if b2c_cache_evict all; then
-        b2c_log "Trying once more after the eviction"
-        b2c_create_once "$@" && return 0
-        status=$?
-        b2c_no_space "$err" || return "$status"
-    fi
-    b2c_no_space_hint
-    return "$status"
-}
-
-b2c_create_once() {
     B2C_CID=
     B2C_PODMAN_FAILURE=
-    b2c_podman create create --rm --privileged --network=host --pull=always \
-        -e "B2C_PIPELINE_STATUS=$B2C_PIPELINE_STATUS" \
-        -e "B2C_PIPELINE_FAILED_BY=$B2C_PIPELINE_FAILED_BY" \
-        -e "B2C_PIPELINE_PREV_CONTAINER=$B2C_PIPELINE_PREV_CONTAINER" \
-        -e "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE=$B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE" \
-        -e "B2C_PIPELINE_SHUTDOWN_MODE=$B2C_PIPELINE_SHUTDOWN_MODE" "$@" || return
+    b2c_podman_scan "$@"
+    if [ "$B2C_SCAN_AUTH" = 1 ] && [ -n "$B2C_SCAN_IMAGE" ]; then
+        b2c_pull_for "$@" || return
+        b2c_create_for "$@" || return
+    else
+        b2c_roomy create create --pull=always "$@" || return
+    fi
     B2C_CID=$B2C_PODMAN_OUT
     if [ -n "$B2C_CID" ]; then
         b2c_cache_used "$B2C_CID"
@@ -69,6 +55,93 @@ b2c_create_once() {
     fi
     B2C_PODMAN_FAILURE="podman create printed no container id"
     return 125
+}
+
+# b2c_roomy WHAT ARGS...: b2c_podman WHAT [defaults] ARGS; when the storage is full, images
+# this boot does not use are evicted and it is tried once more (store.sh). ARGS start with
+# podman's subcommand; "create --pull=MODE" gets the pipeline's options and environment.
+b2c_roomy() {
+    local status err=$B2C_ROOT$B2C_STATE/podman.err
+    b2c_podman_defaults "$@" && return 0
+    status=$?
+    b2c_no_space "$err" || return "$status"
+    if b2c_cache_evict all; then
+        b2c_log "Trying once more after the eviction"
+        b2c_podman_defaults "$@" && return 0
+        status=$?
+        b2c_no_space "$err" || return "$status"
+    fi
+    b2c_no_space_hint
+    return "$status"
+}
+
+b2c_podman_defaults() {
+    local what=$1 pull=$3
+    [ "$2" = create ] || {
+        shift
+        b2c_podman "$what" "$@"
+        return
+    }
+    shift 3
+    b2c_podman "$what" create --rm --privileged --network=host "$pull" \
+        -e "B2C_PIPELINE_STATUS=$B2C_PIPELINE_STATUS" \
+        -e "B2C_PIPELINE_FAILED_BY=$B2C_PIPELINE_FAILED_BY" \
+        -e "B2C_PIPELINE_PREV_CONTAINER=$B2C_PIPELINE_PREV_CONTAINER" \
+        -e "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE=$B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE" \
+        -e "B2C_PIPELINE_SHUTDOWN_MODE=$B2C_PIPELINE_SHUTDOWN_MODE" "$@"
+}
+
+# b2c_pull_for ARGS...: podman pull of the image of create's ARGS (see b2c_podman_scan), with
+# the options of ARGS that concern pulling: --creds, --authfile, --tls-verify, --arch, --os,
+# --variant, --platform, --cert-dir.
+b2c_pull_for() {
+    local arg n=0 keep=0
+    for arg; do
+        shift
+        n=$((n + 1))
+        [ "$n" -lt "$B2C_SCAN_AT" ] || continue
+        if [ "$keep" = 1 ]; then
+            keep=0
+            set -- "$@" "$arg"
+            continue
+        fi
+        case $arg in
+            --creds | --authfile | --arch | --os | --variant | --platform | --cert-dir)
+                set -- "$@" "$arg"
+                keep=1
+                ;;
+            --creds=* | --authfile=* | --arch=* | --os=* | --variant=* | --platform=* | \
+                --cert-dir=* | --tls-verify | --tls-verify=*)
+                set -- "$@" "$arg"
+                ;;
+        esac
+    done
+    b2c_roomy pull pull "$@" "$B2C_SCAN_IMAGE"
+}
+
+# b2c_create_for ARGS...: podman create ARGS without --creds and --pull, with --pull=never:
+# b2c_pull_for pulled the image.
+b2c_create_for() {
+    local arg n=0 drop=0
+    for arg; do
+        shift
+        n=$((n + 1))
+        if [ "$drop" = 1 ]; then
+            drop=0
+            continue
+        fi
+        if [ "$n" -lt "$B2C_SCAN_AT" ]; then
+            case $arg in
+                --creds | --pull | --cert-dir)
+                    drop=1
+                    continue
+                    ;;
+                --creds=* | --pull=* | --cert-dir=*) continue ;;
+            esac
+        fi
+        set -- "$@" "$arg"
+    done
+    b2c_roomy create create --pull=never "$@"
 }
 
 # b2c_container_run KIND N ARGS: create then run one container attached. Returns its

@@ -59,12 +59,14 @@ b2c_podman_once() {
     return "$out"
 }
 
-# b2c_podman_errors FILE: copy podman's error output to the console and to FILE.
+# b2c_podman_errors FILE: copy podman's error output to the console and to FILE, with the
+# secrets of the specs masked (secrets.sh).
 b2c_podman_errors() {
     local line
     while IFS= read -r line || [ -n "$line" ]; do
-        printf '%s\n' "$line"
-        printf '%s\n' "$line" >>"$1"
+        b2c_mask_line "$line"
+        printf '%s\n' "$B2C_MASKED"
+        printf '%s\n' "$B2C_MASKED" >>"$1"
     done
 }
 
@@ -96,12 +98,21 @@ b2c_podman() {
     done
 }
 
+# b2c_registry_auth: registry credentials from an extra initrd: /etc/containers/auth.json
+# (podman login's format) serves every pull (REGISTRY_AUTH_FILE).
+b2c_registry_auth() {
+    [ -f "$B2C_ROOT/etc/containers/auth.json" ] || return 0
+    export REGISTRY_AUTH_FILE=/etc/containers/auth.json
+    b2c_log "Using the registry credentials of /etc/containers/auth.json"
+}
+
 # b2c_podman_scan ARGS...: find the image among podman create's ARGS: the first word that is
-# neither an option nor an option's value. Sets B2C_SCAN_IMAGE (empty: none). The flags that take no value are podman-create(1)'s (5.x);
+# neither an option nor an option's value. Sets B2C_SCAN_IMAGE (empty: none), B2C_SCAN_AT
+# (its position, from 1) and B2C_SCAN_AUTH (1 if --creds or --authfile is given). The flags that take no value are podman-create(1)'s (5.x);
 # any other option takes one, in the next word unless it is written --flag=value or -fVALUE.
 b2c_podman_scan() {
     local arg i=0 take=0 letters
-    B2C_SCAN_IMAGE=
+    B2C_SCAN_IMAGE='' B2C_SCAN_AT=0 B2C_SCAN_AUTH=0
     for arg; do
         i=$((i + 1))
         case $take in
@@ -111,9 +122,12 @@ b2c_podman_scan() {
                 ;;
             2)
                 # After "--", the next word is the image whatever it looks like.
-                B2C_SCAN_IMAGE=$arg
+                B2C_SCAN_IMAGE=$arg B2C_SCAN_AT=$i
                 return 0
                 ;;
+        esac
+        case $arg in
+            --creds | --creds=* | --authfile | --authfile=*) B2C_SCAN_AUTH=1 ;;
         esac
         case $arg in
             --)
@@ -132,7 +146,7 @@ b2c_podman_scan() {
                 [ "${#letters}" = 1 ] && take=1
                 ;;
             *)
-                B2C_SCAN_IMAGE=$arg
+                B2C_SCAN_IMAGE=$arg B2C_SCAN_AT=$i
                 return 0
                 ;;
         esac
