@@ -81,9 +81,76 @@ b2c_parse_cmdline() {
     local status=0
     B2C_REST=$1
     while b2c_next_arg; do
+        b2c_place_param "$B2C_PARAM" "$2" || {
+            status=1
+            continue
+        }
         b2c_apply_option "$B2C_PARAM" "$B2C_HASVAL" "$B2C_VAL" "$2" || status=1
     done
     return $status
+}
+
+# b2c_place_param NAME SOURCE: a parameter that is not a b2c option cannot be placed in the
+# extra command line (it only carries b2c options): an error, never a silent drop. On the
+# kernel's command line, other parameters are the kernel's; one that holds "b2c." after
+# stray bytes (a byte-order mark, a non-breaking space's first byte) gets a warning.
+b2c_place_param() {
+    case $1 in
+        b2c.* | ip) return 0 ;;
+    esac
+    b2c_show_bytes "$1"
+    if [ "$2" = extra ]; then
+        b2c_error "the extra command line holds '$B2C_SHOWN', which is not a b2c option"
+        return 1
+    fi
+    case $1 in
+        *b2c.*) b2c_warn "'$B2C_SHOWN' is not a b2c option: stray bytes before its name? (ignored)" ;;
+    esac
+    return 0
+}
+
+# b2c_show_bytes TEXT: B2C_SHOWN = TEXT for the console: as is when it is printable ASCII,
+# else its bytes in hexadecimal (the first 24).
+b2c_show_bytes() {
+    case $1 in
+        *[!\ -~]*)
+            B2C_SHOWN=$(printf '%s' "$1" | head -c 24 | od -An -tx1 | tr -s ' \n' '  ')
+            B2C_SHOWN="bytes${B2C_SHOWN% }"
+            [ "${#1}" -le 24 ] || B2C_SHOWN="$B2C_SHOWN ..."
+            ;;
+        *) B2C_SHOWN=$1 ;;
+    esac
+}
+
+# b2c_extra_text FILE: B2C_TEXT = the extra command line in FILE, ready for the kernel's
+# splitting rules: a leading UTF-8 byte-order mark is dropped (CR is white space already).
+# Returns 1 after an error line for a byte nothing can place: NUL, a control character
+# other than white space, a byte-order mark elsewhere.
+b2c_extra_text() {
+    local bom ctrl head lead=0
+    bom=$(printf '\357\273\277')
+    ctrl=$(printf '\001\002\003\004\005\006\007\010\016\017\020\021\022\023\024\025\026\027\030\031\032\033\034\035\036\037\177')
+    if [ "$(tr -d '\000' <"$1" | wc -c)" != "$(wc -c <"$1")" ]; then
+        b2c_error "the extra command line holds a NUL byte"
+        return 1
+    fi
+    b2c_read_file "$1" || return 1
+    case $B2C_TEXT in "$bom"*) lead=3 ;; esac
+    B2C_TEXT=${B2C_TEXT#"$bom"}
+    case $B2C_TEXT in
+        *"$bom"*)
+            head=${B2C_TEXT%%"$bom"*}
+            b2c_error "the extra command line holds a byte-order mark (ef bb bf) at byte $((lead + ${#head} + 1)), not at its start"
+            return 1
+            ;;
+        *["$ctrl"]*)
+            head=${B2C_TEXT%%["$ctrl"]*}
+            ctrl=$(printf '%s' "${B2C_TEXT#"$head"}" | head -c 1 | od -An -tx1 | tr -d ' \n')
+            b2c_error "the extra command line holds a control character (byte $ctrl) at byte $((lead + ${#head} + 1)): only printable text and white space can be placed"
+            return 1
+            ;;
+    esac
+    return 0
 }
 
 # b2c_too_late NAME SOURCE: options acting before b2c.extra_args_url is fetched.

@@ -75,11 +75,16 @@ b2c_extra_args() {
     b2c_section extra_args "Download and parse the extra command line"
     rm -f "$file"
     # Bounded by timeout(1): busybox 1.35's wget -T crashes.
-    if ! timeout 60 wget -q -O "$file" "$B2C_EXTRA_ARGS_URL" </dev/null || ! b2c_read_file "$file"; then
+    if ! timeout 60 wget -q -O "$file" "$B2C_EXTRA_ARGS_URL" </dev/null || [ ! -f "$file" ]; then
         rm -f "$file"
         b2c_error "could not download the extra command line from $url"
         return 1
     fi
+    b2c_extra_text "$file" || {
+        rm -f "$file"
+        b2c_error "the extra command line from $url is invalid"
+        return 2
+    }
     # It may hold credentials (--creds): nothing keeps it once it is parsed.
     rm -f "$file"
     b2c_parse_cmdline "$B2C_TEXT" extra || {
