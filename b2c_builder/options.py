@@ -191,7 +191,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "ip",
         Kind.kernel_ip,
-        "the kernel configured the network: skip DHCP, take DNS servers from /proc/net/pnp",
+        "when the kernel's IP autoconfiguration configured an interface: no DHCP, DNS from "
+        "/proc/net/pnp; else (Debian's kernels lack it) /init applies it: `dhcp`, or "
+        "CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF:DNS0:DNS1:NTP0",
         late_ok=False,
     ),
     Option(

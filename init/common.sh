@@ -42,6 +42,8 @@ b2c_defaults() {
     B2C_SECTION=
     # Values the console must never show (secrets.sh), one a line.
     B2C_SECRETS=
+    # The host name of ip=, when /init applies it (network.sh).
+    B2C_IP_HOSTNAME=
 }
 
 # Seconds since boot, in hundredths (integer arithmetic only).

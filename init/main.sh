@@ -95,6 +95,9 @@ b2c_extra_args() {
 }
 
 b2c_set_hostname() {
+    # ip='s host name, applied by /init, unless b2c.hostname names another.
+    [ -z "${B2C_IP_HOSTNAME:-}" ] || [ "$B2C_HOSTNAME" != boot2container ] ||
+        B2C_HOSTNAME=$B2C_IP_HOSTNAME
     printf '%s\n' "$B2C_HOSTNAME" >"$B2C_ROOT/etc/hostname"
     hostname "$B2C_HOSTNAME" || b2c_warn "could not set the host name $B2C_HOSTNAME"
     if [ ! -s "$B2C_ROOT/etc/hosts" ]; then
