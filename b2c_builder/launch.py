@@ -9,6 +9,7 @@ flags into a job (job.py), and checks the command line and memory before anythin
 from __future__ import annotations
 
 import re
+import secrets
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -156,13 +157,20 @@ def prepare(request: RunRequest, workdir: Path) -> Plan:
     return Plan(kernel, initrds, None if empty else job, shares, images)
 
 
+def new_nonce() -> str:
+    """A per-boot nonce for the console contract: 128 random bits, in hexadecimal."""
+    return secrets.token_hex(16)
+
+
 def initrd_bytes(initrds: Sequence[Path]) -> int:
     """What the initrds take in the guest's RAM once unpacked."""
     return sum(kernels.uncompressed_size(path) for path in initrds)
 
 
-def run_config(request: RunRequest, plan: Plan, job_initrd: Path | None) -> qemu.RunConfig:
-    """The QEMU boot of ``plan``: its kernel, initrds (+ the job's) and shares."""
+def run_config(
+    request: RunRequest, plan: Plan, job_initrd: Path | None, nonce: str | None = None
+) -> qemu.RunConfig:
+    """The QEMU boot of ``plan``: its kernel, initrds (+ the job's), shares and console nonce."""
     initrds = (*plan.initrds, *([job_initrd] if job_initrd else ()))
     shares = tuple((share.host, jobs.share_tag(n)) for n, share in enumerate(plan.shares, 1))
     return qemu.RunConfig(
@@ -178,6 +186,7 @@ def run_config(request: RunRequest, plan: Plan, job_initrd: Path | None) -> qemu
         serial_log=request.serial_log,
         qemu_args=request.qemu_args,
         shares=shares,
+        nonce=nonce,
     )
 
 
@@ -198,8 +207,13 @@ def launch(request: RunRequest, *, dry_run: bool = False, junit: Path | None = N
     ``b2c-builder run``: the pipeline status, or one of console.ExitCode's."""
     with jobs.workdir() as tmp:
         plan = prepare(request, tmp)
-        job_initrd = plan.job.write(tmp / "job.cpio") if plan.job is not None else None
-        cfg = run_config(request, plan, job_initrd)
+        job = plan.job
+        if not dry_run:
+            # The console contract's nonce rides in the job: every boot gets one (console.py).
+            job = job if job is not None else jobs.Job()
+            job.nonce = new_nonce()
+        job_initrd = job.write(tmp / "job.cpio") if job is not None else None
+        cfg = run_config(request, plan, job_initrd, job.nonce or None if job else None)
         if plan.job is not None and plan.job.images:
             jobs.check_memory(
                 request.memory,

@@ -104,6 +104,9 @@ class RunConfig:
     qemu_args: tuple[str, ...] = ()  # appended as is, e.g. ("-rtc", "base=2020-01-01")
     # (host folder, 9p mount tag): shared read-write; files are created as QEMU's user.
     shares: tuple[tuple[Path, str], ...] = ()
+    # The per-boot nonce given to the guest in the job: only the init's lines tagged with it
+    # count for the console contract (console.ConsoleParser). None: every line counts.
+    nonce: str | None = None
 
     def __post_init__(self) -> None:
         for what, path in [("--kernel", self.kernel)] + [("--initrd", p) for p in self.initrds]:
@@ -117,6 +120,8 @@ class RunConfig:
             raise ConfigError("--cpus must be at least 1", hint="e.g. --cpus 2")
         if self.timeout <= 0:
             raise ConfigError("--timeout must be positive", hint="e.g. --timeout 600")
+        if self.nonce is not None and not re.fullmatch(r"[0-9a-f]{16,}", self.nonce):
+            raise ValueError(f"a console nonce is 16+ lower-case hex digits, not {self.nonce!r}")
 
 
 def _kernel_param_names(cmdline: str) -> set[str]:
@@ -459,7 +464,7 @@ def boot(
         if cfg.serial_log is not None:
             cfg.serial_log.parent.mkdir(parents=True, exist_ok=True)
             serial_log = stack.enter_context(cfg.serial_log.open("wb"))
-        parser = console.ConsoleParser()
+        parser = console.ConsoleParser(cfg.nonce)
         tail: deque[str] = deque(maxlen=20)
         start = time.monotonic()
         try:
@@ -491,7 +496,7 @@ def boot(
                     serial_log.flush()
                 line = raw.decode(errors="backslashreplace").rstrip("\r\n")
                 if echo is not None:
-                    echo(line)
+                    echo(parser.display(line))
                 for event in parser.feed(line):
                     _react(event, watchdog)
             returncode = proc.wait()
@@ -516,6 +521,13 @@ def boot(
         qemu_returncode=returncode,
         qemu_stderr=tuple(tail),
     )
+    if result.console.forged:
+        log.warning(
+            "ignored %d console line(s) that look like the init's status or section lines but "
+            "lack this boot's tag (printed by a container?): line(s) %s",
+            len(result.console.forged),
+            ", ".join(map(str, result.console.forged[:10])),
+        )
     log.info("%s (exit code %d)", result.summary(), result.exit_code)
     return result
 

@@ -155,6 +155,7 @@ b2c_main() {
 # b2c_init: PID 1.
 b2c_init() {
     local status mode
+    b2c_job_nonce
     b2c_mount_early
     b2c_console_setup
     b2c_section setup "Set up boot2container"
