@@ -646,59 +646,6 @@ def _cross_check(seen: dict[str, list[str]]) -> list[Problem]:
     return problems
 
 
-# --- a b2c.extra_args_url document ----------------------------------------------------------
-
-UTF8_BOM = b"\xef\xbb\xbf"
-# Bytes nothing can place: NUL and the control characters that are not the kernel's white space.
-_UNPLACEABLE = re.compile(b"[\\x00-\\x08\\x0e-\\x1f\\x7f]")
-
-
-def extra_args_text(data: bytes) -> tuple[str, list[Problem]]:
-    """The text /init parses from a b2c.extra_args_url document, and what stops it.
-
-    Mirrors b2c_extra_text in init/cmdline.sh: a leading UTF-8 byte-order mark is dropped, CR
-    is white space (the kernel's isspace), and NUL, other control characters or a byte-order
-    mark elsewhere are errors. The text is ``data`` decoded as Latin-1, one character a byte,
-    as the kernel and the shell see it.
-    """
-    body = data.removeprefix(UTF8_BOM)
-    problems: list[Problem] = []
-    if (at := body.find(UTF8_BOM)) >= 0:
-        offset = at + len(data) - len(body) + 1
-        problems.append(
-            Problem(
-                "error", "extra", f"a byte-order mark (ef bb bf) at byte {offset}, not at the start"
-            )
-        )
-    if match := _UNPLACEABLE.search(body):
-        offset = match.start() + len(data) - len(body) + 1
-        problems.append(
-            Problem(
-                "error",
-                "extra",
-                f"a control character (byte {match.group().hex()}) at byte {offset}: only "
-                "printable text and white space can be placed",
-            )
-        )
-    return body.decode("latin-1"), problems
-
-
-def lint_extra_args(data: bytes) -> list[Problem]:
-    """What /init would complain about in a b2c.extra_args_url document (``data``, as served):
-    the bytes of ``extra_args_text``, a parameter that is not a b2c option (the document only
-    carries b2c options: /init refuses it), then ``lint_cmdline(..., source="extra")``."""
-    text, problems = extra_args_text(data)
-    if problems:
-        return problems
-    for name, _ in parse_cmdline(text):
-        if not name.startswith("b2c.") and lookup(name) is None:
-            shown = (
-                name if name.isascii() and name.isprintable() else name.encode("latin-1").hex(" ")
-            )
-            problems.append(Problem("error", "extra", f"{shown!r} is not a b2c option"))
-    return problems + lint_cmdline(text, source="extra")
-
-
 # --- the README reference ---------------------------------------------------------------
 
 README_START = "<!-- options:start -->"
@@ -755,6 +702,59 @@ def write_readme(path: Path) -> bool:
     if new != old:
         path.write_text(new)
     return new != old
+
+
+# --- a b2c.extra_args_url document ----------------------------------------------------------
+
+UTF8_BOM = b"\xef\xbb\xbf"
+# Bytes nothing can place: NUL and the control characters that are not the kernel's white space.
+_UNPLACEABLE = re.compile(b"[\\x00-\\x08\\x0e-\\x1f\\x7f]")
+
+
+def extra_args_text(data: bytes) -> tuple[str, list[Problem]]:
+    """The text /init parses from a b2c.extra_args_url document, and what stops it.
+
+    Mirrors b2c_extra_text in init/cmdline.sh: a leading UTF-8 byte-order mark is dropped, CR
+    is white space (the kernel's isspace), and NUL, other control characters or a byte-order
+    mark elsewhere are errors. The text is ``data`` decoded as Latin-1, one character a byte,
+    as the kernel and the shell see it.
+    """
+    body = data.removeprefix(UTF8_BOM)
+    problems: list[Problem] = []
+    if (at := body.find(UTF8_BOM)) >= 0:
+        offset = at + len(data) - len(body) + 1
+        problems.append(
+            Problem(
+                "error", "extra", f"a byte-order mark (ef bb bf) at byte {offset}, not at the start"
+            )
+        )
+    if match := _UNPLACEABLE.search(body):
+        offset = match.start() + len(data) - len(body) + 1
+        problems.append(
+            Problem(
+                "error",
+                "extra",
+                f"a control character (byte {match.group().hex()}) at byte {offset}: only "
+                "printable text and white space can be placed",
+            )
+        )
+    return body.decode("latin-1"), problems
+
+
+def lint_extra_args(data: bytes) -> list[Problem]:
+    """What /init would complain about in a b2c.extra_args_url document (``data``, as served):
+    the bytes of ``extra_args_text``, a parameter that is not a b2c option (the document only
+    carries b2c options: /init refuses it), then ``lint_cmdline(..., source="extra")``."""
+    text, problems = extra_args_text(data)
+    if problems:
+        return problems
+    for name, _ in parse_cmdline(text):
+        if not name.startswith("b2c.") and lookup(name) is None:
+            shown = (
+                name if name.isascii() and name.isprintable() else name.encode("latin-1").hex(" ")
+            )
+            problems.append(Problem("error", "extra", f"{shown!r} is not a b2c option"))
+    return problems + lint_cmdline(text, source="extra")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
