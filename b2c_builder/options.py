@@ -45,6 +45,9 @@ class Kind(StrEnum):
     iface = "iface"
     network = "network"
     cache_evict = "cache_evict"
+    swap = "swap"
+    storage = "storage"
+    proxy = "proxy"
     kernel_ip = "kernel_ip"
     unsupported = "unsupported"
 
@@ -70,6 +73,9 @@ class Kind(StrEnum):
             ),
             Kind.network: "`auto` or `none`",
             Kind.cache_evict: "`unused`, `never` or `all`",
+            Kind.swap: "SIZE (bytes, or with K/M/G/T suffix) or /dev/NODE, [,swappiness=N]",
+            Kind.storage: "KEY=VALUE[,KEY=VALUE...]; additionalimagestores=/PATH\\|FS...",
+            Kind.proxy: "http(s)://URL, or [http=URL,]https=URL",
             Kind.kernel_ip: "the kernel's ip= syntax",
             Kind.unsupported: "-",
         }[self]
@@ -153,7 +159,19 @@ OPTIONS: tuple[Option, ...] = (
         "everything; `all` pins nothing: every image this boot does not name goes before pulling",
         default="unused",
     ),
-    Option("b2c.swap", Kind.size, "size of a swap file created on the cache partition"),
+    Option(
+        "b2c.swap",
+        Kind.swap,
+        "SIZE: a swap file of that size on the cache partition; /dev/NODE: that device "
+        "(given a swap signature if it has none); swappiness= sets vm.swappiness (0-200)",
+    ),
+    Option(
+        "b2c.storage",
+        Kind.storage,
+        "containers-storage options ([storage.options] of storage.conf; overlay.KEY for its "
+        "overlay table): additionalimagestores lists read-only image stores, each a path or "
+        "a b2c.filesystem NAME (mounted for it)",
+    ),
     Option(
         "b2c.filesystem",
         Kind.filesystem,
@@ -230,9 +248,21 @@ OPTIONS: tuple[Option, ...] = (
         "the command that reboots the machine (a container exited with 129)",
         default="reboot -f",
     ),
-    Option("b2c.proxy", Kind.url, "HTTP(S) proxy for image pulls and b2c.extra_args_url"),
+    Option(
+        "b2c.proxy",
+        Kind.proxy,
+        "proxy for image pulls and b2c.extra_args_url: a URL for both schemes, or per scheme "
+        "(https=URL, http=URL)",
+    ),
     Option("b2c.keymap", Kind.unsupported, "not supported by b2c-builder (ignored)"),
     Option("b2c.minio", Kind.unsupported, "not supported by b2c-builder (ignored)"),
+    Option(
+        "b2c.nbd",
+        Kind.unsupported,
+        "not supported by b2c-builder (ignored): a network block device needs Debian's "
+        "nbd-client, whose GnuTLS would take the image from 18.5 to 20.9 MiB, over its 20 MiB "
+        "budget; the cache and swap stay local",
+    ),
 )
 
 _BY_NAME: dict[str, Option] = {name: opt for opt in OPTIONS for name in opt.names}
@@ -499,6 +529,48 @@ def _check_cache_evict(value: str) -> list[str]:
     raise Invalid(f"must be unused, never or all, not {value!r}")
 
 
+def _check_swap(value: str) -> list[str]:
+    what, *params = value.split(",")
+    if not (_full(_DEV_PATH, what) and "/../" not in what + "/"):
+        try:
+            size_bytes(what)
+        except Invalid:
+            raise Invalid(
+                f"must be a size such as 4G or a /dev/NODE, then [,swappiness=N], not {value!r}"
+            ) from None
+    for param in params:
+        key, _, number = param.partition("=")
+        if key != "swappiness" or not re.fullmatch(r"[0-9]{1,3}", number) or int(number) > 200:
+            raise Invalid(f"unknown or malformed parameter {param!r} (swappiness=0-200)")
+    return []
+
+
+_STORAGE_KEY = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?")
+
+
+def _check_storage(value: str) -> list[str]:
+    for param in value.split(","):
+        key, sep, val = param.partition("=")
+        if not (sep and val and _full(_STORAGE_KEY, key)) or any(c in val for c in '"\\'):
+            raise Invalid(f"KEY=VALUE[,KEY=VALUE...] without quotes or backslashes, not {param!r}")
+        if key == "additionalimagestores":
+            for store in val.split("|"):
+                if not (store.startswith("/") or _full(_NAME, store)):
+                    raise Invalid(f"{store!r} is neither a /PATH nor a b2c.filesystem name")
+    return []
+
+
+def _check_proxy(value: str) -> list[str]:
+    if "=" not in value.split("://", 1)[0]:
+        return _check_url(value)
+    for param in value.split(","):
+        scheme, _, url = param.partition("=")
+        if scheme not in ("http", "https"):
+            raise Invalid(f"must be a URL or http=URL/https=URL, not {param!r}")
+        _check_url(url)
+    return []
+
+
 def _check_network(value: str) -> list[str]:
     if value in ("auto", "none"):
         return []
@@ -522,6 +594,9 @@ _VALIDATORS: dict[Kind, Callable[[str], list[str]]] = {
     Kind.ntp_peer: _check_ntp_peer,
     Kind.network: _check_network,
     Kind.cache_evict: _check_cache_evict,
+    Kind.swap: _check_swap,
+    Kind.storage: _check_storage,
+    Kind.proxy: _check_proxy,
     Kind.modules: _check_modules,
     Kind.podman_args: _check_words,
     Kind.command: _check_words,
@@ -641,7 +716,7 @@ def _cross_check(seen: dict[str, list[str]]) -> list[Problem]:
                 problems.append(
                     Problem("error", "b2c.volume", f"no b2c.filesystem is named {val!r}")
                 )
-    if seen.get("b2c.swap") and cache == "none":
+    if seen.get("b2c.swap") and not seen["b2c.swap"][-1].startswith("/") and cache == "none":
         problems.append(Problem("warning", "b2c.swap", "needs a b2c.cache_device (ignored)"))
     return problems
 

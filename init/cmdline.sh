@@ -256,9 +256,15 @@ b2c_valid_seconds() {
 }
 
 b2c_valid_size() {
+    b2c_size_bytes "$2" && return 0
+    b2c_bad "$1" "must be a size such as 4G, 512M or 1048576 (at most 1P), not '$2'"
+}
+
+# b2c_size_bytes SIZE: B2C_NORM = SIZE in bytes; returns 1 (silently) if it is not a size.
+b2c_size_bytes() {
     local num suffix mult=1
-    num=${2%%[!0-9]*}
-    suffix=${2#"$num"}
+    num=${1%%[!0-9]*}
+    suffix=${1#"$num"}
     case $suffix in
         '') ;;
         [Kk] | [Kk]B | [Kk]iB) mult=1024 ;;
@@ -272,7 +278,7 @@ b2c_valid_size() {
         B2C_NORM=$((num * mult))
         return 0
     fi
-    b2c_bad "$1" "must be a size such as 4G, 512M or 1048576 (at most 1P), not '$2'"
+    return 1
 }
 
 b2c_valid_url() {
@@ -309,6 +315,92 @@ b2c_valid_cache_evict() {
         unused | never | all) ;;
         *) b2c_bad "$1" "must be unused, never or all, not '$2'" ;;
     esac
+}
+
+# b2c_valid_swap NAME SIZE|/dev/NODE[,swappiness=N]: B2C_NORM has the size in bytes.
+b2c_valid_swap() {
+    local what=${2%%,*} rest='' param
+    case $2 in *,*) rest=${2#*,}, ;; esac
+    if b2c_is_dev_path "$what"; then
+        :
+    elif b2c_size_bytes "$what"; then
+        what=$B2C_NORM
+    else
+        b2c_bad "$1" "must be a size such as 4G or a /dev/NODE, then [,swappiness=N], not '$2'"
+        return
+    fi
+    while [ -n "$rest" ]; do
+        param=${rest%%,*}
+        rest=${rest#*,}
+        case $param in
+            swappiness=[0-9] | swappiness=[0-9][0-9] | swappiness=[0-9][0-9][0-9])
+                [ "${param#swappiness=}" -le 200 ] && continue
+                ;;
+        esac
+        b2c_bad "$1" "unknown or malformed parameter '$param' (swappiness=0-200)"
+        return
+    done
+    B2C_NORM=$what${2#"${2%%,*}"}
+}
+
+# b2c_valid_storage NAME KEY=VALUE[,KEY=VALUE...]: containers-storage options.
+b2c_valid_storage() {
+    local rest=$2, param key value store
+    while [ -n "$rest" ]; do
+        param=${rest%%,*}
+        rest=${rest#*,}
+        key=${param%%=*}
+        value=${param#*=}
+        case $param in
+            *=?*) ;;
+            *) key= ;;
+        esac
+        case $key in
+            '' | *[!A-Za-z0-9_.]* | .* | *. | *.*.*) key= ;;
+        esac
+        case $value in *[\"\\]*) key= ;; esac
+        [ -n "$key" ] || {
+            b2c_bad "$1" "KEY=VALUE[,KEY=VALUE...] without quotes or backslashes, not '$param'"
+            return
+        }
+        [ "$key" = additionalimagestores ] || continue
+        value=$value'|'
+        while [ -n "$value" ]; do
+            store=${value%%|*}
+            value=${value#*|}
+            case $store in
+                /*) ;;
+                *) b2c_is_name "$store" || {
+                    b2c_bad "$1" "'$store' is neither a /PATH nor a b2c.filesystem name"
+                    return
+                } ;;
+            esac
+        done
+    done
+}
+
+# b2c_valid_proxy NAME URL or http=URL,https=URL
+b2c_valid_proxy() {
+    local rest param
+    case ${2%%://*} in
+        *=*) ;;
+        *)
+            b2c_valid_url "$1" "$2"
+            return
+            ;;
+    esac
+    rest=$2,
+    while [ -n "$rest" ]; do
+        param=${rest%%,*}
+        rest=${rest#*,}
+        case $param in
+            http=* | https=*) b2c_valid_url "$1" "${param#*=}" || return ;;
+            *)
+                b2c_bad "$1" "must be a URL or http=URL/https=URL, not '$param'"
+                return
+                ;;
+        esac
+    done
 }
 
 b2c_valid_network() {
@@ -348,15 +440,23 @@ b2c_valid_command() {
     b2c_valid_podman_args "$@"
 }
 
-b2c_valid_cache_device() {
-    case $2 in
-        none | auto | reset) return 0 ;;
+# b2c_is_dev_path PATH: /dev/NODE, without ".." or unusual bytes.
+b2c_is_dev_path() {
+    case $1 in
         /dev/?*)
-            case /${2#/dev/}/ in
-                */../* | *[!A-Za-z0-9/_.:+@-]*) ;;
+            case /${1#/dev/}/ in
+                */../* | *[!A-Za-z0-9/_.:+@-]*) return 1 ;;
                 *) return 0 ;;
             esac
             ;;
+    esac
+    return 1
+}
+
+b2c_valid_cache_device() {
+    case $2 in
+        none | auto | reset) return 0 ;;
+        /dev/*) b2c_is_dev_path "$2" && return 0 ;;
         *) b2c_is_name "$2" && return 0 ;;
     esac
     b2c_bad "$1" "must be none, auto, reset, /dev/NODE or a b2c.filesystem name, not '$2'"

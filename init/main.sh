@@ -139,6 +139,10 @@ b2c_main() {
         b2c_fail 1 "b2c.cache_device"
         return
     }
+    b2c_setup_storage_conf || {
+        b2c_fail 1 "b2c.storage"
+        return
+    }
     b2c_check_store || {
         b2c_fail 1 "podman's storage on the cache"
         return

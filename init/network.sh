@@ -324,13 +324,35 @@ b2c_iface_setup() {
     return 0
 }
 
-# b2c_apply_proxy: b2c.proxy for podman pulls and wget.
+# b2c_apply_proxy: b2c.proxy for podman pulls and wget: URL (both schemes), or
+# [http=URL,]https=URL (each scheme its own; one not named goes direct).
 b2c_apply_proxy() {
+    local rest param http='' https=''
     [ -n "$B2C_PROXY" ] || return 0
-    export http_proxy="$B2C_PROXY" https_proxy="$B2C_PROXY"
-    export HTTP_PROXY="$B2C_PROXY" HTTPS_PROXY="$B2C_PROXY"
+    case ${B2C_PROXY%%://*} in
+        *=*)
+            rest=$B2C_PROXY,
+            while [ -n "$rest" ]; do
+                param=${rest%%,*}
+                rest=${rest#*,}
+                case $param in
+                    http=*) http=${param#http=} ;;
+                    https=*) https=${param#https=} ;;
+                esac
+            done
+            ;;
+        *) http=$B2C_PROXY https=$B2C_PROXY ;;
+    esac
+    unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY
+    [ -z "$http" ] || export http_proxy="$http" HTTP_PROXY="$http"
+    [ -z "$https" ] || export https_proxy="$https" HTTPS_PROXY="$https"
     export no_proxy="${no_proxy:-localhost,127.0.0.1,::1}"
     export NO_PROXY="$no_proxy"
-    b2c_mask_urls "$B2C_PROXY"
-    b2c_log "Using the HTTP(S) proxy $B2C_MASKED"
+    if [ "$http" = "$https" ]; then
+        b2c_mask_urls "$http"
+        b2c_log "Using the HTTP(S) proxy $B2C_MASKED"
+        return 0
+    fi
+    b2c_mask_urls "http: ${http:-none}, https: ${https:-none}"
+    b2c_log "Using the proxies $B2C_MASKED"
 }
