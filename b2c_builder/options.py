@@ -73,7 +73,7 @@ class Kind(StrEnum):
             ),
             Kind.network: "`auto` or `none`",
             Kind.cache_evict: "`unused`, `never` or `all`",
-            Kind.swap: "SIZE (bytes, or with K/M/G/T suffix) or /dev/NODE, [,swappiness=N]",
+            Kind.swap: "SIZE (bytes, or with K/M/G/T suffix) or /dev/NODE, then [,swappiness=N]",
             Kind.storage: "KEY=VALUE[,KEY=VALUE...]; additionalimagestores=/PATH\\|FS...",
             Kind.proxy: "http(s)://URL, or [http=URL,]https=URL",
             Kind.kernel_ip: "the kernel's ip= syntax",
@@ -168,7 +168,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "b2c.storage",
         Kind.storage,
-        "containers-storage options ([storage.options] of storage.conf; overlay.KEY for its "
+        "containers-storage options (the storage.options table of storage.conf; overlay.KEY for its "
         "overlay table): additionalimagestores lists read-only image stores, each a path or "
         "a b2c.filesystem NAME (mounted for it)",
     ),
