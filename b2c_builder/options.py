@@ -168,9 +168,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "b2c.storage",
         Kind.storage,
-        "containers-storage options (the storage.options table of storage.conf; overlay.KEY for its "
-        "overlay table): additionalimagestores lists read-only image stores, each a path or "
-        "a b2c.filesystem NAME (mounted for it)",
+        "containers-storage options (the storage.options table of storage.conf; overlay.KEY "
+        "for its overlay table): additionalimagestores lists read-only image stores, each a "
+        "path or a b2c.filesystem NAME (mounted for it)",
     ),
     Option(
         "b2c.filesystem",
