@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder import console
+from b2c_builder import console, launch
 from b2c_builder.console import ConsoleParser, ExitCode
+from b2c_builder.cpio import read_initrd
 from b2c_builder.job import Job
 from b2c_builder.launch import new_nonce
-from b2c_builder.qemu import Accel, RunResult
+from b2c_builder.qemu import Accel, RunConfig, RunResult
 from tests.shell import PODMAN, Shell
 
 NONCE = "0123456789abcdef0123456789abcdef"
@@ -138,3 +139,30 @@ def test_a_missing_or_malformed_nonce_leaves_the_lines_as_they_were(
     sh, out = boot_with_nonce(tmp_path, nonce)
     assert "[b2c:" not in out
     assert not (sh.root / "etc/b2c/job/nonce").exists()
+
+
+def test_each_boot_of_run_gets_its_own_nonce_in_the_job_and_the_parser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"kernel")
+    initrd = tmp_path / "initrd.cpio"
+    initrd.write_bytes(b"initrd")
+    seen: list[tuple[str | None, dict[str, bytes]]] = []
+
+    def fake_boot(cfg: RunConfig, *, echo: object = None) -> RunResult:
+        job = {e.name: e.data for e in read_initrd(cfg.initrds[-1].read_bytes()) if e.data}
+        seen.append((cfg.nonce, job))
+        return RunResult(console.parse([]), Accel.tcg, (), 1.0, False, None, 0)
+
+    monkeypatch.setattr(launch.qemu, "boot", fake_boot)
+    request = launch.RunRequest(kernel=kernel, initrds=(initrd,), accel=Accel.tcg)
+    for _ in range(2):
+        assert launch.launch(request) == ExitCode.NO_STATUS
+    (nonce1, job1), (nonce2, job2) = seen
+    assert nonce1 and nonce2 and nonce1 != nonce2
+    assert job1["etc/b2c/job/nonce"] == nonce1.encode() + b"\n"
+    assert job2["etc/b2c/job/nonce"] == nonce2.encode() + b"\n"
+    # --dry-run boots nothing and needs no job.
+    assert launch.launch(request, dry_run=True) == 0
+    assert len(seen) == 2
