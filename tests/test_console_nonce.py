@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder import console, launch
+from b2c_builder import console, launch, qemu
 from b2c_builder.console import ConsoleParser, ExitCode
 from b2c_builder.cpio import read_initrd
 from b2c_builder.job import Job
@@ -155,7 +155,7 @@ def test_each_boot_of_run_gets_its_own_nonce_in_the_job_and_the_parser(
         seen.append((cfg.nonce, job))
         return RunResult(console.parse([]), Accel.tcg, (), 1.0, False, None, 0)
 
-    monkeypatch.setattr(launch.qemu, "boot", fake_boot)
+    monkeypatch.setattr(qemu, "boot", fake_boot)
     request = launch.RunRequest(kernel=kernel, initrds=(initrd,), accel=Accel.tcg)
     for _ in range(2):
         assert launch.launch(request) == ExitCode.NO_STATUS
