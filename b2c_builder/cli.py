@@ -418,6 +418,39 @@ def version() -> None:
     print(__version__)
 
 
+@app.command("check-extra-args")
+def check_extra_args(
+    document: Annotated[
+        Path, typer.Argument(help="A b2c.extra_args_url document, as the server sends it.")
+    ],
+) -> None:
+    """Report what /init would reject or warn about in a b2c.extra_args_url DOCUMENT.
+
+    The document is read as /init reads it: a UTF-8 byte-order mark at its start is dropped
+    and CR is white space (CRLF line ends are fine); NUL or control bytes, a byte-order mark
+    elsewhere and any parameter that is not a b2c option are errors. Exit code 0: clean
+    (warnings allowed); 2: at least one error (the boot would stop before any container).
+    """
+    from b2c_builder.options import lint_extra_args
+
+    problems = []
+
+    def action() -> None:
+        try:
+            data = document.read_bytes()
+        except OSError as exc:
+            raise B2CError(
+                f"cannot read {document}: {exc.strerror}", hint="check the path"
+            ) from exc
+        problems.extend(lint_extra_args(data))
+
+    _guard(action)
+    for problem in problems:
+        print(problem)
+    if any(p.severity == "error" for p in problems):
+        raise typer.Exit(2)
+
+
 def main() -> None:
     if not log.log.handlers:
         log.setup()

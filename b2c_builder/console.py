@@ -10,7 +10,13 @@ The console contract (issue 3) that the runtime prints and CI tools rely on:
 
 - ``Execution is over, pipeline status: N`` is printed exactly once;
 - ``It's now safe to turn off your computer`` comes right before the final action;
-- errors and warnings are lines starting with ``b2c: error:`` / ``b2c: warning:``.
+- errors and warnings are lines starting with ``b2c: error:`` / ``b2c: warning:``;
+- when ``b2c-builder run`` gave the guest a per-boot nonce (in the job initrd, read and
+  deleted by the init before anything runs), each of those lines starts with
+  ``[b2c:<nonce>] `` (``tag()``). Once a tagged line was seen, an untagged line that looks
+  like one of them was printed by a container: it is ignored (``ConsoleResult.forged``), so
+  that a container printing ``Execution is over, pipeline status: 0`` decides nothing.
+  An init that never tags (an older image, a bare-metal console) is read as before.
 
 ``ConsoleParser.feed(line)`` returns the events a line carries, so that a runner can react
 while the guest is still running; ``parse(lines)`` reads a whole log.
@@ -93,6 +99,11 @@ _ANSI_RE = re.compile(
 def strip_ansi(text: str) -> str:
     """``text`` without ANSI escape sequences (CSI, OSC, character sets, two-byte escapes)."""
     return _ANSI_RE.sub("", text)
+
+
+def tag(nonce: str) -> str:
+    """The prefix of the init's contract lines for ``nonce`` (init/common.sh B2C_TAG)."""
+    return f"[b2c:{nonce}] "
 
 
 def strip_prefix(line: str) -> str:
@@ -195,6 +206,8 @@ class ConsoleResult:
     warnings: tuple[GuestMessage, ...] = ()
     problems: tuple[str, ...] = ()  # breaches of the console contract
     lines: int = 0
+    # Lines that looked like the init's contract lines without the boot's tag (ignored).
+    forged: tuple[int, ...] = ()
 
     @property
     def status(self) -> int | None:
@@ -206,9 +219,16 @@ class ConsoleResult:
 
 @dataclass
 class ConsoleParser:
-    """Streaming parser: ``feed()`` each console line, read ``result()`` at any time."""
+    """Streaming parser: ``feed()`` each console line, read ``result()`` at any time.
 
+    ``nonce``: the per-boot nonce ``b2c-builder run`` gave the guest (None: trust every line,
+    as on a bare-metal console). Must be lower-case hexadecimal, 16 digits or more.
+    """
+
+    nonce: str | None = None
     _line: int = 0
+    _tagged: bool = False
+    _forged: list[int] = field(default_factory=list)
     _statuses: list[Status] = field(default_factory=list)
     _panic: Panic | None = None
     _open: list[SectionStart] = field(default_factory=list)
@@ -217,14 +237,49 @@ class ConsoleParser:
     _messages: list[GuestMessage] = field(default_factory=list)
     _problems: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.nonce is not None and not re.fullmatch(r"[0-9a-f]{16,}", self.nonce):
+            raise ValueError(f"a console nonce is 16+ lower-case hex digits, not {self.nonce!r}")
+
     def feed(self, line: str) -> list[Event]:
         """Parse one line (with or without its newline); return the events it carries."""
         self._line += 1
-        event = self._classify(line)
+        event = self._trusted(line)
         if event is not None:
             self._record(event)
             return [event]
         return []
+
+    def display(self, line: str) -> str:
+        """``line`` as a person should see it: without the boot's tag."""
+        if self.nonce is None:
+            return line
+        return line.replace(tag(self.nonce), "", 1)
+
+    def _trusted(self, raw: str) -> Event | None:
+        """The event of ``raw``, if the init printed it (see the module's docstring)."""
+        if self.nonce is None:
+            return self._classify(raw) or self._kernel(raw)
+        prefix = tag(self.nonce)
+        at = raw.find(prefix)
+        if at >= 0:
+            self._tagged = True
+            return self._classify(raw[at + len(prefix) :])
+        if kernel := self._kernel(raw):
+            return kernel
+        if self._tagged:
+            if self._classify(raw) is not None:
+                self._forged.append(self._line)
+            return None
+        return self._classify(raw)
+
+    def _kernel(self, raw: str) -> Event | None:
+        """A kernel panic's first or last line (the kernel never tags)."""
+        if _PANIC_END_RE.search(raw):  # it repeats the panic message: test it first
+            return PanicEnd(self._line)
+        if match := _PANIC_RE.search(raw):
+            return Panic(match["reason"].strip(), self._line)
+        return None
 
     def _classify(self, raw: str) -> Event | None:
         n = self._line
@@ -244,10 +299,6 @@ class ConsoleParser:
         if match := _MESSAGE_RE.match(text):
             level = (match["level"] or match["LEVEL"]).lower()
             return GuestMessage(level, text[match.end() :].strip(), n)
-        if _PANIC_END_RE.search(raw):  # it repeats the panic message: test it first
-            return PanicEnd(n)
-        if match := _PANIC_RE.search(raw):
-            return Panic(match["reason"].strip(), n)
         return None
 
     def _record(self, event: Event) -> None:
@@ -307,15 +358,17 @@ class ConsoleParser:
             warnings=tuple(m for m in self._messages if m.level == "warning"),
             problems=tuple(self._problems),
             lines=self._line,
+            forged=tuple(self._forged),
         )
 
 
-def parse(lines: Iterable[str]) -> ConsoleResult:
-    """Parse a whole serial log, given as lines split on ``\n`` only.
+def parse(lines: Iterable[str], *, nonce: str | None = None) -> ConsoleResult:
+    """Parse a whole serial log, given as lines split on ``\n`` only (``nonce``: see
+    ConsoleParser).
 
     Not ``str.splitlines()``: it also splits on the ``\r`` inside section markers.
     """
-    parser = ConsoleParser()
+    parser = ConsoleParser(nonce)
     for line in lines:
         parser.feed(line)
     return parser.result()
@@ -330,9 +383,9 @@ def log_lines(path: Path) -> list[str]:
     return lines
 
 
-def read_log(path: Path) -> ConsoleResult:
+def read_log(path: Path, *, nonce: str | None = None) -> ConsoleResult:
     """Parse a serial log file as ``b2c-builder run --serial-log`` writes it (raw bytes)."""
-    return parse(log_lines(path))
+    return parse(log_lines(path), nonce=nonce)
 
 
 # --- the pipeline's containers -------------------------------------------------------------

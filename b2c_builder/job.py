@@ -4,8 +4,9 @@ the guest in one extra (uncompressed newc) initrd instead of the kernel command 
 The kernel command line cannot carry a ``"``, a newline, or more than COMMAND_LINE_SIZE bytes;
 the job can. The guest side is init/job.sh, which documents the layout under /etc/b2c/job:
 ``cmdline`` (b2c options parsed after /proc/cmdline), ``container/N/<i>`` (one podman create
-argument a file, byte for byte), ``share/N/{tag,path}`` (9p shares) and ``image/N...``
-(OCI layouts and archives, referred to by the containers' arguments with podman's transports).
+argument a file, byte for byte), ``share/N/{tag,path}`` (9p shares), ``image/N...``
+(OCI layouts and archives, referred to by the containers' arguments with podman's transports)
+and ``nonce`` (the console contract's per-boot tag, read and deleted by the init first).
 
 Image references use podman's transport syntax (containers-transports(5)): ``docker://REF``
 (pulled by the guest), ``oci:DIR[:REF]``, ``oci-archive:FILE[:REF]``, ``docker-archive:FILE``
@@ -168,6 +169,8 @@ class Job:
     containers: list[Container] = field(default_factory=list)
     shares: list[Share] = field(default_factory=list)
     images: list[Delivery] = field(default_factory=list)
+    # The per-boot nonce of the console contract (console.py), "" for none.
+    nonce: str = ""
 
     def manifest(self) -> Manifest:
         """The job's files, under etc/b2c/job (see init/job.sh for the layout)."""
@@ -186,6 +189,8 @@ class Job:
             for rel, path in image.files:
                 tree.add_file(f"{JOB_DIR}/image/{n}/{rel}", path.read_bytes(), 0o644)
         tree.add_file(f"{JOB_DIR}/cmdline", (" ".join(params) + "\n").encode(), 0o644)
+        if self.nonce:
+            tree.add_file(f"{JOB_DIR}/nonce", self.nonce.encode() + b"\n", 0o600)
         return tree
 
     def write(self, path: Path) -> Path:

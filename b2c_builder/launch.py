@@ -9,6 +9,7 @@ flags into a job (job.py), and checks the command line and memory before anythin
 from __future__ import annotations
 
 import re
+import secrets
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -170,8 +171,15 @@ def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) ->
     return Plan(kernel, initrds, None if empty else job, shares, images)
 
 
-def run_config(request: RunRequest, plan: Plan, job_initrd: Path | None) -> qemu.RunConfig:
-    """The QEMU boot of ``plan``: its kernel, initrds (+ the job's) and shares."""
+def new_nonce() -> str:
+    """A per-boot nonce for the console contract: 128 random bits, in hexadecimal."""
+    return secrets.token_hex(16)
+
+
+def run_config(
+    request: RunRequest, plan: Plan, job_initrd: Path | None, nonce: str | None = None
+) -> qemu.RunConfig:
+    """The QEMU boot of ``plan``: its kernel, initrds (+ the job's), shares and console nonce."""
     initrds = (*plan.initrds, *([job_initrd] if job_initrd else ()))
     shares = tuple((share.host, jobs.share_tag(n)) for n, share in enumerate(plan.shares, 1))
     return qemu.RunConfig(
@@ -188,6 +196,7 @@ def run_config(request: RunRequest, plan: Plan, job_initrd: Path | None) -> qemu
         qemu_args=request.qemu_args,
         shares=shares,
         firmware=request.firmware,
+        nonce=nonce,
     )
 
 
@@ -218,8 +227,13 @@ def launch(request: RunRequest) -> int:
                 plan.job,
                 cache_disk=bool(request.disks),
             )
-        job_initrd = plan.job.write(tmp / "job.cpio") if plan.job is not None else None
-        cfg = run_config(request, plan, job_initrd)
+        job = plan.job
+        if not request.dry_run:
+            # The console contract's nonce rides in the job: every boot gets one (console.py).
+            job = job if job is not None else jobs.Job()
+            job.nonce = new_nonce()
+        job_initrd = job.write(tmp / "job.cpio") if job is not None else None
+        cfg = run_config(request, plan, job_initrd, job.nonce if job is not None else None)
         if request.dry_run:
             print("\n".join([*describe(plan), qemu.dry_run(cfg)]))
             return 0

@@ -45,6 +45,10 @@ class Kind(StrEnum):
     volume = "volume"
     iface = "iface"
     network = "network"
+    cache_evict = "cache_evict"
+    swap = "swap"
+    storage = "storage"
+    proxy = "proxy"
     kernel_ip = "kernel_ip"
     unsupported = "unsupported"
 
@@ -69,6 +73,10 @@ class Kind(StrEnum):
                 "[,route=NET:GW]...[,forward]"
             ),
             Kind.network: "`auto` or `none`",
+            Kind.cache_evict: "`unused`, `never` or `all`",
+            Kind.swap: "SIZE (bytes, or with K/M/G/T suffix) or /dev/NODE, then [,swappiness=N]",
+            Kind.storage: "KEY=VALUE[,KEY=VALUE...]; additionalimagestores=/PATH\\|FS...",
+            Kind.proxy: "http(s)://URL, or [http=URL,]https=URL",
             Kind.kernel_ip: "the kernel's ip= syntax",
             Kind.unsupported: "-",
         }[self]
@@ -143,7 +151,28 @@ OPTIONS: tuple[Option, ...] = (
         "persistent storage for images and volumes (the partition labelled B2C_CACHE)",
         default="none",
     ),
-    Option("b2c.swap", Kind.size, "size of a swap file created on the cache partition"),
+    Option(
+        "b2c.cache_evict",
+        Kind.cache_evict,
+        "which images leave the cache: `unused` removes images this boot's containers do not "
+        "name, least recently used first, before pulling while less than 20% of the cache is "
+        "free and when podman runs out of space (then it retries once); `never` keeps "
+        "everything; `all` pins nothing: every image this boot does not name goes before pulling",
+        default="unused",
+    ),
+    Option(
+        "b2c.swap",
+        Kind.swap,
+        "SIZE: a swap file of that size on the cache partition; /dev/NODE: that device "
+        "(given a swap signature if it has none); swappiness= sets vm.swappiness (0-200)",
+    ),
+    Option(
+        "b2c.storage",
+        Kind.storage,
+        "containers-storage options (the storage.options table of storage.conf; overlay.KEY "
+        "for its overlay table): additionalimagestores lists read-only image stores, each a "
+        "path or a b2c.filesystem NAME (mounted for it)",
+    ),
     Option(
         "b2c.filesystem",
         Kind.filesystem,
@@ -159,7 +188,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "b2c.extra_args_url",
         Kind.url,
-        "fetch more command line over HTTP(S) once the network is up, parsed as if appended",
+        "fetch more command line over HTTP(S) once the network is up, parsed as if appended: "
+        "b2c options only (anything else is an error), a leading UTF-8 byte-order mark is "
+        "dropped and CR is white space; `b2c-builder check-extra-args FILE` checks one",
         late_ok=False,
     ),
     Option(
@@ -179,7 +210,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "ip",
         Kind.kernel_ip,
-        "the kernel configured the network: skip DHCP, take DNS servers from /proc/net/pnp",
+        "when the kernel's IP autoconfiguration configured an interface: no DHCP, DNS from "
+        "/proc/net/pnp; else (Debian's kernels lack it) /init applies it: `dhcp`, or "
+        "CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF:DNS0:DNS1:NTP0",
         late_ok=False,
     ),
     Option(
@@ -216,9 +249,21 @@ OPTIONS: tuple[Option, ...] = (
         "the command that reboots the machine (a container exited with 129)",
         default="reboot -f",
     ),
-    Option("b2c.proxy", Kind.url, "HTTP(S) proxy for image pulls and b2c.extra_args_url"),
+    Option(
+        "b2c.proxy",
+        Kind.proxy,
+        "proxy for image pulls and b2c.extra_args_url: a URL for both schemes, or per scheme "
+        "(https=URL, http=URL)",
+    ),
     Option("b2c.keymap", Kind.unsupported, "not supported by b2c-builder (ignored)"),
     Option("b2c.minio", Kind.unsupported, "not supported by b2c-builder (ignored)"),
+    Option(
+        "b2c.nbd",
+        Kind.unsupported,
+        "not supported by b2c-builder (ignored): a network block device needs Debian's "
+        "nbd-client, whose GnuTLS would take the image from 18.5 to 20.9 MiB, over its 20 MiB "
+        "budget; the cache and swap stay local",
+    ),
 )
 
 _BY_NAME: dict[str, Option] = {name: opt for opt in OPTIONS for name in opt.names}
@@ -479,6 +524,54 @@ def _check_iface(value: str) -> list[str]:
     return []
 
 
+def _check_cache_evict(value: str) -> list[str]:
+    if value in ("unused", "never", "all"):
+        return []
+    raise Invalid(f"must be unused, never or all, not {value!r}")
+
+
+def _check_swap(value: str) -> list[str]:
+    what, *params = value.split(",")
+    if not (_full(_DEV_PATH, what) and "/../" not in what + "/"):
+        try:
+            size_bytes(what)
+        except Invalid:
+            raise Invalid(
+                f"must be a size such as 4G or a /dev/NODE, then [,swappiness=N], not {value!r}"
+            ) from None
+    for param in params:
+        key, _, number = param.partition("=")
+        if key != "swappiness" or not re.fullmatch(r"[0-9]{1,3}", number) or int(number) > 200:
+            raise Invalid(f"unknown or malformed parameter {param!r} (swappiness=0-200)")
+    return []
+
+
+_STORAGE_KEY = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?")
+
+
+def _check_storage(value: str) -> list[str]:
+    for param in value.split(","):
+        key, sep, val = param.partition("=")
+        if not (sep and val and _full(_STORAGE_KEY, key)) or any(c in val for c in '"\\'):
+            raise Invalid(f"KEY=VALUE[,KEY=VALUE...] without quotes or backslashes, not {param!r}")
+        if key == "additionalimagestores":
+            for store in val.split("|"):
+                if not (store.startswith("/") or _full(_NAME, store)):
+                    raise Invalid(f"{store!r} is neither a /PATH nor a b2c.filesystem name")
+    return []
+
+
+def _check_proxy(value: str) -> list[str]:
+    if "=" not in value.split("://", 1)[0]:
+        return _check_url(value)
+    for param in value.split(","):
+        scheme, _, url = param.partition("=")
+        if scheme not in ("http", "https"):
+            raise Invalid(f"must be a URL or http=URL/https=URL, not {param!r}")
+        _check_url(url)
+    return []
+
+
 def _check_network(value: str) -> list[str]:
     if value in ("auto", "none"):
         return []
@@ -501,6 +594,10 @@ _VALIDATORS: dict[Kind, Callable[[str], list[str]]] = {
     Kind.hostname: _check_hostname,
     Kind.ntp_peer: _check_ntp_peer,
     Kind.network: _check_network,
+    Kind.cache_evict: _check_cache_evict,
+    Kind.swap: _check_swap,
+    Kind.storage: _check_storage,
+    Kind.proxy: _check_proxy,
     Kind.modules: _check_modules,
     Kind.podman_args: _check_words,
     Kind.command: _check_words,
@@ -626,7 +723,7 @@ def _cross_check(seen: dict[str, list[str]]) -> list[Problem]:
                 problems.append(
                     Problem("error", "b2c.volume", f"no b2c.filesystem is named {val!r}")
                 )
-    if seen.get("b2c.swap") and cache == "none":
+    if seen.get("b2c.swap") and not seen["b2c.swap"][-1].startswith("/") and cache == "none":
         problems.append(Problem("warning", "b2c.swap", "needs a b2c.cache_device (ignored)"))
     return problems
 
@@ -789,6 +886,59 @@ def write_readme(path: Path) -> bool:
     if new != old:
         path.write_text(new)
     return new != old
+
+
+# --- a b2c.extra_args_url document ----------------------------------------------------------
+
+UTF8_BOM = b"\xef\xbb\xbf"
+# Bytes nothing can place: NUL and the control characters that are not the kernel's white space.
+_UNPLACEABLE = re.compile(b"[\\x00-\\x08\\x0e-\\x1f\\x7f]")
+
+
+def extra_args_text(data: bytes) -> tuple[str, list[Problem]]:
+    """The text /init parses from a b2c.extra_args_url document, and what stops it.
+
+    Mirrors b2c_extra_text in init/cmdline.sh: a leading UTF-8 byte-order mark is dropped, CR
+    is white space (the kernel's isspace), and NUL, other control characters or a byte-order
+    mark elsewhere are errors. The text is ``data`` decoded as Latin-1, one character a byte,
+    as the kernel and the shell see it.
+    """
+    body = data.removeprefix(UTF8_BOM)
+    problems: list[Problem] = []
+    if (at := body.find(UTF8_BOM)) >= 0:
+        offset = at + len(data) - len(body) + 1
+        problems.append(
+            Problem(
+                "error", "extra", f"a byte-order mark (ef bb bf) at byte {offset}, not at the start"
+            )
+        )
+    if match := _UNPLACEABLE.search(body):
+        offset = match.start() + len(data) - len(body) + 1
+        problems.append(
+            Problem(
+                "error",
+                "extra",
+                f"a control character (byte {match.group().hex()}) at byte {offset}: only "
+                "printable text and white space can be placed",
+            )
+        )
+    return body.decode("latin-1"), problems
+
+
+def lint_extra_args(data: bytes) -> list[Problem]:
+    """What /init would complain about in a b2c.extra_args_url document (``data``, as served):
+    the bytes of ``extra_args_text``, a parameter that is not a b2c option (the document only
+    carries b2c options: /init refuses it), then ``lint_cmdline(..., source="extra")``."""
+    text, problems = extra_args_text(data)
+    if problems:
+        return problems
+    for name, _ in parse_cmdline(text):
+        if not name.startswith("b2c.") and lookup(name) is None:
+            shown = (
+                name if name.isascii() and name.isprintable() else name.encode("latin-1").hex(" ")
+            )
+            problems.append(Problem("error", "extra", f"{shown!r} is not a b2c option"))
+    return problems + lint_cmdline(text, source="extra")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -75,6 +75,9 @@ class RunConfig:
     bootfile: str = run_field("bootfile")
     cdrom: Path | None = run_field("cdrom")
     firmware: Firmware = run_field("firmware")
+    # The per-boot nonce given to the guest in the job: only the init's lines tagged with it
+    # count for the console contract (console.ConsoleParser). None: every line counts.
+    nonce: str | None = None
 
     def __post_init__(self) -> None:
         self._check_boot_source()
@@ -83,6 +86,8 @@ class RunConfig:
             if not path.is_file():
                 raise ConfigError(f"{what} {path} is not a file", hint="check the path")
         check_settings(self.memory, self.cpus, self.timeout)
+        if self.nonce is not None and not re.fullmatch(r"[0-9a-f]{16,}", self.nonce):
+            raise ValueError(f"a console nonce is 16+ lower-case hex digits, not {self.nonce!r}")
         self._check_cmdline_length()
 
     def _check_boot_source(self) -> None:
@@ -527,7 +532,7 @@ def boot(cfg: RunConfig, *, echo: Callable[[str], None] | None = echo_stdout) ->
         if cfg.serial_log is not None:
             cfg.serial_log.parent.mkdir(parents=True, exist_ok=True)
             serial_log = stack.enter_context(cfg.serial_log.open("wb"))
-        parser = console.ConsoleParser()
+        parser = console.ConsoleParser(cfg.nonce)
         tail: deque[str] = deque(maxlen=20)
         start = time.monotonic()
         try:
@@ -560,7 +565,7 @@ def boot(cfg: RunConfig, *, echo: Callable[[str], None] | None = echo_stdout) ->
                     serial_log.flush()
                 line = raw.decode(errors="backslashreplace").rstrip("\r\n")
                 if echo is not None:
-                    echo(line)
+                    echo(parser.display(line))
                 for event in parser.feed(line):
                     _react(event, watchdog)
             returncode = proc.wait()
@@ -586,6 +591,13 @@ def boot(cfg: RunConfig, *, echo: Callable[[str], None] | None = echo_stdout) ->
         qemu_returncode=returncode,
         qemu_stderr=tuple(tail),
     )
+    if result.console.forged:
+        log.warning(
+            "ignored %d console line(s) that look like the init's status or section lines but "
+            "lack this boot's tag (printed by a container?): line(s) %s",
+            len(result.console.forged),
+            ", ".join(map(str, result.console.forged[:10])),
+        )
     log.info("%s (exit code %d)", result.summary(), result.exit_code)
     return result
 

@@ -81,9 +81,76 @@ b2c_parse_cmdline() {
     local status=0
     B2C_REST=$1
     while b2c_next_arg; do
+        b2c_place_param "$B2C_PARAM" "$2" || {
+            status=1
+            continue
+        }
         b2c_apply_option "$B2C_PARAM" "$B2C_HASVAL" "$B2C_VAL" "$2" || status=1
     done
     return $status
+}
+
+# b2c_place_param NAME SOURCE: a parameter that is not a b2c option cannot be placed in the
+# extra command line (it only carries b2c options): an error, never a silent drop. On the
+# kernel's command line, other parameters are the kernel's; one that holds "b2c." after
+# stray bytes (a byte-order mark, a non-breaking space's first byte) gets a warning.
+b2c_place_param() {
+    case $1 in
+        b2c.* | ip) return 0 ;;
+    esac
+    b2c_show_bytes "$1"
+    if [ "$2" = extra ]; then
+        b2c_error "the extra command line holds '$B2C_SHOWN', which is not a b2c option"
+        return 1
+    fi
+    case $1 in
+        *b2c.*) b2c_warn "'$B2C_SHOWN' is not a b2c option: stray bytes before its name? (ignored)" ;;
+    esac
+    return 0
+}
+
+# b2c_show_bytes TEXT: B2C_SHOWN = TEXT for the console: as is when it is printable ASCII,
+# else its bytes in hexadecimal (the first 24).
+b2c_show_bytes() {
+    case $1 in
+        *[!\ -~]*)
+            B2C_SHOWN=$(printf '%s' "$1" | head -c 24 | od -An -tx1 | tr -s ' \n' '  ')
+            B2C_SHOWN="bytes${B2C_SHOWN% }"
+            [ "${#1}" -le 24 ] || B2C_SHOWN="$B2C_SHOWN ..."
+            ;;
+        *) B2C_SHOWN=$1 ;;
+    esac
+}
+
+# b2c_extra_text FILE: B2C_TEXT = the extra command line in FILE, ready for the kernel's
+# splitting rules: a leading UTF-8 byte-order mark is dropped (CR is white space already).
+# Returns 1 after an error line for a byte nothing can place: NUL, a control character
+# other than white space, a byte-order mark elsewhere.
+b2c_extra_text() {
+    local bom ctrl head lead=0
+    bom=$(printf '\357\273\277')
+    ctrl=$(printf '\001\002\003\004\005\006\007\010\016\017\020\021\022\023\024\025\026\027\030\031\032\033\034\035\036\037\177')
+    if [ "$(tr -d '\000' <"$1" | wc -c)" != "$(wc -c <"$1")" ]; then
+        b2c_error "the extra command line holds a NUL byte"
+        return 1
+    fi
+    b2c_read_file "$1" || return 1
+    case $B2C_TEXT in "$bom"*) lead=3 ;; esac
+    B2C_TEXT=${B2C_TEXT#"$bom"}
+    case $B2C_TEXT in
+        *"$bom"*)
+            head=${B2C_TEXT%%"$bom"*}
+            b2c_error "the extra command line holds a byte-order mark (ef bb bf) at byte $((lead + ${#head} + 1)), not at its start"
+            return 1
+            ;;
+        *["$ctrl"]*)
+            head=${B2C_TEXT%%["$ctrl"]*}
+            ctrl=$(printf '%s' "${B2C_TEXT#"$head"}" | head -c 1 | od -An -tx1 | tr -d ' \n')
+            b2c_error "the extra command line holds a control character (byte $ctrl) at byte $((lead + ${#head} + 1)): only printable text and white space can be placed"
+            return 1
+            ;;
+    esac
+    return 0
 }
 
 # b2c_too_late NAME SOURCE: options acting before b2c.extra_args_url is fetched.
@@ -110,7 +177,7 @@ b2c_with_words() {
             \'*)
                 rest=${rest#?}
                 case $rest in *\'*) ;; *)
-                    B2C_SPLIT_ERROR="unbalanced ' quote in: $text"
+                    B2C_SPLIT_ERROR="unbalanced ' quote"
                     return 2
                     ;;
                 esac
@@ -120,7 +187,7 @@ b2c_with_words() {
             \"*)
                 rest=${rest#?}
                 case $rest in *\"*) ;; *)
-                    B2C_SPLIT_ERROR="unbalanced \" quote in: $text"
+                    B2C_SPLIT_ERROR="unbalanced \" quote"
                     return 2
                     ;;
                 esac
@@ -189,9 +256,15 @@ b2c_valid_seconds() {
 }
 
 b2c_valid_size() {
+    b2c_size_bytes "$2" && return 0
+    b2c_bad "$1" "must be a size such as 4G, 512M or 1048576 (at most 1P), not '$2'"
+}
+
+# b2c_size_bytes SIZE: B2C_NORM = SIZE in bytes; returns 1 (silently) if it is not a size.
+b2c_size_bytes() {
     local num suffix mult=1
-    num=${2%%[!0-9]*}
-    suffix=${2#"$num"}
+    num=${1%%[!0-9]*}
+    suffix=${1#"$num"}
     case $suffix in
         '') ;;
         [Kk] | [Kk]B | [Kk]iB) mult=1024 ;;
@@ -205,7 +278,7 @@ b2c_valid_size() {
         B2C_NORM=$((num * mult))
         return 0
     fi
-    b2c_bad "$1" "must be a size such as 4G, 512M or 1048576 (at most 1P), not '$2'"
+    return 1
 }
 
 b2c_valid_url() {
@@ -217,7 +290,10 @@ b2c_valid_url() {
         *) host= ;;
     esac
     case $host in
-        '' | /*) b2c_bad "$1" "must be an http:// or https:// URL, not '$2'" ;;
+        '' | /*)
+            b2c_mask_urls "$2"
+            b2c_bad "$1" "must be an http:// or https:// URL, not '$B2C_MASKED'"
+            ;;
     esac
 }
 
@@ -232,6 +308,99 @@ b2c_valid_ntp_peer() {
     case $2 in
         '' | *[!A-Za-z0-9.:-]*) b2c_bad "$1" "must be none, auto or a host name or address, not '$2'" ;;
     esac
+}
+
+b2c_valid_cache_evict() {
+    case $2 in
+        unused | never | all) ;;
+        *) b2c_bad "$1" "must be unused, never or all, not '$2'" ;;
+    esac
+}
+
+# b2c_valid_swap NAME SIZE|/dev/NODE[,swappiness=N]: B2C_NORM has the size in bytes.
+b2c_valid_swap() {
+    local what=${2%%,*} rest='' param
+    case $2 in *,*) rest=${2#*,}, ;; esac
+    if b2c_is_dev_path "$what"; then
+        :
+    elif b2c_size_bytes "$what"; then
+        what=$B2C_NORM
+    else
+        b2c_bad "$1" "must be a size such as 4G or a /dev/NODE, then [,swappiness=N], not '$2'"
+        return
+    fi
+    while [ -n "$rest" ]; do
+        param=${rest%%,*}
+        rest=${rest#*,}
+        case $param in
+            swappiness=[0-9] | swappiness=[0-9][0-9] | swappiness=[0-9][0-9][0-9])
+                [ "${param#swappiness=}" -le 200 ] && continue
+                ;;
+        esac
+        b2c_bad "$1" "unknown or malformed parameter '$param' (swappiness=0-200)"
+        return
+    done
+    B2C_NORM=$what${2#"${2%%,*}"}
+}
+
+# b2c_valid_storage NAME KEY=VALUE[,KEY=VALUE...]: containers-storage options.
+b2c_valid_storage() {
+    local rest=$2, param key value store
+    while [ -n "$rest" ]; do
+        param=${rest%%,*}
+        rest=${rest#*,}
+        key=${param%%=*}
+        value=${param#*=}
+        case $param in
+            *=?*) ;;
+            *) key= ;;
+        esac
+        case $key in
+            '' | *[!A-Za-z0-9_.]* | .* | *. | *.*.*) key= ;;
+        esac
+        case $value in *[\"\\]*) key= ;; esac
+        [ -n "$key" ] || {
+            b2c_bad "$1" "KEY=VALUE[,KEY=VALUE...] without quotes or backslashes, not '$param'"
+            return
+        }
+        [ "$key" = additionalimagestores ] || continue
+        value=$value'|'
+        while [ -n "$value" ]; do
+            store=${value%%|*}
+            value=${value#*|}
+            case $store in
+                /*) ;;
+                *) b2c_is_name "$store" || {
+                    b2c_bad "$1" "'$store' is neither a /PATH nor a b2c.filesystem name"
+                    return
+                } ;;
+            esac
+        done
+    done
+}
+
+# b2c_valid_proxy NAME URL or http=URL,https=URL
+b2c_valid_proxy() {
+    local rest param
+    case ${2%%://*} in
+        *=*) ;;
+        *)
+            b2c_valid_url "$1" "$2"
+            return
+            ;;
+    esac
+    rest=$2,
+    while [ -n "$rest" ]; do
+        param=${rest%%,*}
+        rest=${rest#*,}
+        case $param in
+            http=* | https=*) b2c_valid_url "$1" "${param#*=}" || return ;;
+            *)
+                b2c_bad "$1" "must be a URL or http=URL/https=URL, not '$param'"
+                return
+                ;;
+        esac
+    done
 }
 
 b2c_valid_network() {
@@ -260,7 +429,8 @@ b2c_valid_modules() {
 
 b2c_valid_podman_args() {
     b2c_with_words "$2" b2c_count_words || {
-        b2c_bad "$1" "$B2C_SPLIT_ERROR"
+        b2c_mask_spec "$2"
+        b2c_bad "$1" "$B2C_SPLIT_ERROR in: $B2C_MASKED"
         return
     }
     [ "$B2C_NWORDS" -gt 0 ] || b2c_bad "$1" "is empty"
@@ -270,15 +440,23 @@ b2c_valid_command() {
     b2c_valid_podman_args "$@"
 }
 
-b2c_valid_cache_device() {
-    case $2 in
-        none | auto | reset) return 0 ;;
+# b2c_is_dev_path PATH: /dev/NODE, without ".." or unusual bytes.
+b2c_is_dev_path() {
+    case $1 in
         /dev/?*)
-            case /${2#/dev/}/ in
-                */../* | *[!A-Za-z0-9/_.:+@-]*) ;;
+            case /${1#/dev/}/ in
+                */../* | *[!A-Za-z0-9/_.:+@-]*) return 1 ;;
                 *) return 0 ;;
             esac
             ;;
+    esac
+    return 1
+}
+
+b2c_valid_cache_device() {
+    case $2 in
+        none | auto | reset) return 0 ;;
+        /dev/*) b2c_is_dev_path "$2" && return 0 ;;
         *) b2c_is_name "$2" && return 0 ;;
     esac
     b2c_bad "$1" "must be none, auto, reset, /dev/NODE or a b2c.filesystem name, not '$2'"

@@ -2,6 +2,10 @@
 # (SC2034/SC2153: globals shared by the init/ libraries; /init is checked whole.)
 # common.sh: fixed paths, console logging, GitLab sections, small helpers.
 #
+# The console contract's lines (stamped log lines, "b2c: error:"/"b2c: warning:", section
+# markers, hence "Execution is over, pipeline status: N") start with $B2C_TAG: empty on a
+# bare-metal console, "[b2c:NONCE] " when `b2c-builder run` gave a nonce (job.sh).
+#
 # Every function of init/ can be sourced and run on a host under busybox sh: all file
 # paths go through $B2C_ROOT (empty in the image), real binaries that busybox applets would
 # shadow are called through B2C_* path variables, and tests reassign both after sourcing.
@@ -33,9 +37,19 @@ b2c_defaults() {
     B2C_CACHE_MNT=/storage
     B2C_NTP_POOL=pool.ntp.org
     B2C_WAIT_SECS=10
+    # Transient podman failures (see podman.sh): attempts, and the cap of the doubling delay.
     B2C_PULL_ATTEMPTS=3
+    B2C_RETRY_MAX_DELAY=30
+    # b2c.cache_evict=unused evicts before pulling until this share of the cache is free.
+    B2C_CACHE_FLOOR_PCT=20
     B2C_HALT_LOOP=1
     B2C_SECTION=
+    # Values the console must never show (secrets.sh), one a line.
+    B2C_SECRETS=
+    # The host name of ip=, when /init applies it (network.sh).
+    B2C_IP_HOSTNAME=
+    # Prefix of the console contract's lines: "[b2c:NONCE] " with the job's nonce (job.sh).
+    B2C_TAG=
 }
 
 # Seconds since boot, in hundredths (integer arithmetic only).
@@ -60,18 +74,18 @@ b2c_stamp() {
 
 b2c_log() {
     b2c_stamp
-    printf '[%s]: %s\n' "$B2C_STAMP" "$*"
+    printf '%s[%s]: %s\n' "$B2C_TAG" "$B2C_STAMP" "$*"
 }
 
 # Errors and warnings are not stamped: CI log parsers match lines starting with these
 # prefixes. An error closes the current (collapsed) section so that it stays visible.
 b2c_warn() {
-    printf 'b2c: warning: %s\n' "$*"
+    printf '%sb2c: warning: %s\n' "$B2C_TAG" "$*"
 }
 
 b2c_error() {
     b2c_section_end
-    printf 'b2c: error: %s\n' "$*"
+    printf '%sb2c: error: %s\n' "$B2C_TAG" "$*"
 }
 
 b2c_epoch() {
@@ -87,13 +101,13 @@ b2c_section() {
     B2C_SECTION=$1
     # Recorded so that PID 1 can close it if the subshell running b2c_main dies in it.
     b2c_state_set section "$1" 2>/dev/null
-    printf '\033[0Ksection_start:%s:%s%s\r\033[0K%s\n' "$B2C_EPOCH" "$1" "$flags" "$2"
+    printf '%s\033[0Ksection_start:%s:%s%s\r\033[0K%s\n' "$B2C_TAG" "$B2C_EPOCH" "$1" "$flags" "$2"
 }
 
 b2c_section_end() {
     [ -n "$B2C_SECTION" ] || return 0
     b2c_epoch
-    printf '\033[0Ksection_end:%s:%s\r\033[0K\n' "$B2C_EPOCH" "$B2C_SECTION"
+    printf '%s\033[0Ksection_end:%s:%s\r\033[0K\n' "$B2C_TAG" "$B2C_EPOCH" "$B2C_SECTION"
     B2C_SECTION=
     b2c_state_set section "" 2>/dev/null
 }

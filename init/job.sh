@@ -10,7 +10,28 @@
 #   container/N/title    how the console names that container
 #   image/...            local images (OCI layouts and archives) the arguments refer to
 #
+#   nonce                a per-boot secret: the console contract's tag (see b2c_job_nonce)
+#
 # Nothing in the job is evaluated as shell: files are read whole and passed as arguments.
+
+# b2c_job_nonce: with the job's nonce, the init's contract lines start with "[b2c:NONCE] "
+# (B2C_TAG), and `b2c-builder run` trusts only those: a container can print "Execution is
+# over, pipeline status: 0" but cannot know the nonce, which the init reads and deletes
+# before anything else runs and never exports.
+# Why a tag and not a second serial port only the init writes to: bare-metal machines and
+# arm64's virt board have one UART, GitLab's log needs the sections inline with the
+# containers' output, and a privileged container could open a second port's device node too.
+b2c_job_nonce() {
+    local file=$B2C_ROOT$B2C_JOB/nonce nonce=''
+    [ -f "$file" ] || return 0
+    { read -r nonce <"$file"; } 2>/dev/null
+    rm -f "$file"
+    case $nonce in
+        *[!0-9a-f]* | '') return 0 ;;
+    esac
+    [ "${#nonce}" -ge 16 ] || return 0
+    B2C_TAG="[b2c:$nonce] "
+}
 
 # b2c_job_parse: parse $B2C_JOB/cmdline, if the job has one. Returns 1 if it is invalid.
 b2c_job_parse() {
@@ -63,7 +84,8 @@ b2c_with_argv_dir() {
 
 # b2c_spec_argv_dir SPEC: a spec whose first word is --b2c-argv-dir=DIR takes the rest of
 # its arguments from DIR (see b2c_with_argv_dir). Sets B2C_ARGV_DIR (empty: none),
-# B2C_SPEC_REST (the other words) and B2C_SPEC_TITLE (how the console names the container).
+# B2C_SPEC_REST (the other words) and B2C_SPEC_TITLE (how the console names the container,
+# secrets masked: see secrets.sh).
 b2c_spec_argv_dir() {
     local first
     B2C_ARGV_DIR='' B2C_SPEC_REST=$1 B2C_SPEC_TITLE=$1
@@ -77,4 +99,6 @@ b2c_spec_argv_dir() {
             fi
             ;;
     esac
+    b2c_mask_spec "$B2C_SPEC_TITLE"
+    B2C_SPEC_TITLE=$B2C_MASKED
 }

@@ -68,22 +68,36 @@ b2c_parse_all() {
 # b2c_extra_args: b2c.extra_args_url, parsed as if appended to the command line.
 b2c_extra_args() {
     local file=$B2C_ROOT$B2C_STATE/extra_args
+    local url
     [ -n "$B2C_EXTRA_ARGS_URL" ] || return 0
+    b2c_mask_urls "$B2C_EXTRA_ARGS_URL"
+    url=$B2C_MASKED
     b2c_section extra_args "Download and parse the extra command line"
     rm -f "$file"
     # Bounded by timeout(1): busybox 1.35's wget -T crashes.
-    if ! timeout 60 wget -q -O "$file" "$B2C_EXTRA_ARGS_URL" </dev/null || ! b2c_read_file "$file"; then
-        b2c_error "could not download the extra command line from $B2C_EXTRA_ARGS_URL"
+    if ! timeout 60 wget -q -O "$file" "$B2C_EXTRA_ARGS_URL" </dev/null || [ ! -f "$file" ]; then
+        rm -f "$file"
+        b2c_error "could not download the extra command line from $url"
         return 1
     fi
-    b2c_parse_cmdline "$B2C_TEXT" extra || {
-        b2c_error "the extra command line from $B2C_EXTRA_ARGS_URL is invalid"
+    b2c_extra_text "$file" || {
+        rm -f "$file"
+        b2c_error "the extra command line from $url is invalid"
         return 2
     }
-    b2c_log "Parsed the extra command line from $B2C_EXTRA_ARGS_URL"
+    # It may hold credentials (--creds): nothing keeps it once it is parsed.
+    rm -f "$file"
+    b2c_parse_cmdline "$B2C_TEXT" extra || {
+        b2c_error "the extra command line from $url is invalid"
+        return 2
+    }
+    b2c_log "Parsed the extra command line from $url"
 }
 
 b2c_set_hostname() {
+    # ip='s host name, applied by /init, unless b2c.hostname names another.
+    [ -z "${B2C_IP_HOSTNAME:-}" ] || [ "$B2C_HOSTNAME" != boot2container ] ||
+        B2C_HOSTNAME=$B2C_IP_HOSTNAME
     printf '%s\n' "$B2C_HOSTNAME" >"$B2C_ROOT/etc/hostname"
     hostname "$B2C_HOSTNAME" || b2c_warn "could not set the host name $B2C_HOSTNAME"
     if [ ! -s "$B2C_ROOT/etc/hosts" ]; then
@@ -125,8 +139,18 @@ b2c_main() {
         b2c_fail 1 "b2c.cache_device"
         return
     }
+    b2c_setup_storage_conf || {
+        b2c_fail 1 "b2c.storage"
+        return
+    }
+    b2c_check_store || {
+        b2c_fail 1 "podman's storage on the cache"
+        return
+    }
+    b2c_cache_count_boot
     b2c_setup_swap
     b2c_set_hostname
+    b2c_registry_auth
     b2c_run_pipeline
     b2c_section_end
     b2c_save_status
@@ -135,6 +159,7 @@ b2c_main() {
 # b2c_init: PID 1.
 b2c_init() {
     local status mode
+    b2c_job_nonce
     b2c_mount_early
     b2c_console_setup
     b2c_section setup "Set up boot2container"

@@ -2,9 +2,9 @@
 # (SC2034/SC2153: globals shared by the init/ libraries; /init is checked whole.)
 # pipeline.sh: services, the b2c.container pipeline, post containers, cleanup.
 #
-# Each container is created with podman create (pulling; retried a bounded number of
-# times, so that a transient registry failure does not fail the job), then run attached
-# with podman start: a failure to pull is thus never mistaken for the container's status.
+# Each container is created with podman create (pulling; a transient failure is retried a
+# bounded number of times, see podman.sh), then run attached with podman start: a failure
+# to pull is thus never mistaken for the container's status.
 
 # b2c_save_status: make the status visible to the shutdown path (see main.sh).
 b2c_save_status() {
@@ -22,31 +22,126 @@ b2c_fail() {
     b2c_save_status
 }
 
-# b2c_container_create ARGS: podman create with the pipeline's defaults, then ARGS (split
-# with quotes, never evaluated). Sets B2C_CID; returns podman's status on a final failure.
+# b2c_container_create SPEC: podman create with the pipeline's defaults, then the words of
+# SPEC (split with quotes, never evaluated). Sets B2C_CID; on a failure, an error line with
+# podman's message, and returns podman's status.
 b2c_container_create() {
-    local attempt=1 status out
+    local status
     b2c_spec_argv_dir "$1"
-    while :; do
-        out=$(b2c_with_words "$B2C_SPEC_REST" b2c_with_argv_dir "$B2C_ARGV_DIR" \
-            podman create --rm --privileged --network=host --pull=always \
-            -e "B2C_PIPELINE_STATUS=$B2C_PIPELINE_STATUS" \
-            -e "B2C_PIPELINE_FAILED_BY=$B2C_PIPELINE_FAILED_BY" \
-            -e "B2C_PIPELINE_PREV_CONTAINER=$B2C_PIPELINE_PREV_CONTAINER" \
-            -e "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE=$B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE" \
-            -e "B2C_PIPELINE_SHUTDOWN_MODE=$B2C_PIPELINE_SHUTDOWN_MODE" </dev/null)
+    b2c_with_words "$B2C_SPEC_REST" b2c_with_argv_dir "$B2C_ARGV_DIR" b2c_create_argv
+    status=$?
+    [ "$status" = 0 ] && return 0
+    b2c_error "could not pull or create the container ($B2C_PODMAN_FAILURE): $B2C_SPEC_TITLE"
+    return "$status"
+}
+
+# b2c_create_argv ARGS...: podman create ARGS with the pipeline's defaults. With --creds or
+# --authfile among the options (podman create has no --creds), the image is pulled first
+# with them, then created with --pull=never. Sets B2C_CID.
+b2c_create_argv() {
+    B2C_CID=
+    B2C_PODMAN_FAILURE=
+    b2c_podman_scan "$@"
+    if [ "$B2C_SCAN_AUTH" = 1 ] && [ -n "$B2C_SCAN_IMAGE" ]; then
+        b2c_pull_for "$@" || return
+        b2c_create_for "$@" || return
+    else
+        b2c_roomy create create --pull=always "$@" || return
+    fi
+    B2C_CID=$B2C_PODMAN_OUT
+    if [ -n "$B2C_CID" ]; then
+        b2c_cache_used "$B2C_CID"
+        return 0
+    fi
+    B2C_PODMAN_FAILURE="podman create printed no container id"
+    return 125
+}
+
+# b2c_roomy WHAT ARGS...: b2c_podman WHAT [defaults] ARGS; when the storage is full, images
+# this boot does not use are evicted and it is tried once more (store.sh). ARGS start with
+# podman's subcommand; "create --pull=MODE" gets the pipeline's options and environment.
+b2c_roomy() {
+    local status err=$B2C_ROOT$B2C_STATE/podman.err
+    b2c_podman_defaults "$@" && return 0
+    status=$?
+    b2c_no_space "$err" || return "$status"
+    if b2c_cache_evict all; then
+        b2c_log "Trying once more after the eviction"
+        b2c_podman_defaults "$@" && return 0
         status=$?
-        B2C_CID=${out##*"$B2C_NL"}
-        [ "$status" = 0 ] && [ -n "$B2C_CID" ] && return 0
-        [ "$status" != 0 ] || status=125
-        if [ "$attempt" -ge "$B2C_PULL_ATTEMPTS" ]; then
-            b2c_error "could not pull or create the container (podman exit status $status, $attempt attempts): $B2C_SPEC_TITLE"
-            return "$status"
+        b2c_no_space "$err" || return "$status"
+    fi
+    b2c_no_space_hint
+    return "$status"
+}
+
+b2c_podman_defaults() {
+    local what=$1 pull=$3
+    [ "$2" = create ] || {
+        shift
+        b2c_podman "$what" "$@"
+        return
+    }
+    shift 3
+    b2c_podman "$what" create --rm --privileged --network=host "$pull" \
+        -e "B2C_PIPELINE_STATUS=$B2C_PIPELINE_STATUS" \
+        -e "B2C_PIPELINE_FAILED_BY=$B2C_PIPELINE_FAILED_BY" \
+        -e "B2C_PIPELINE_PREV_CONTAINER=$B2C_PIPELINE_PREV_CONTAINER" \
+        -e "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE=$B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE" \
+        -e "B2C_PIPELINE_SHUTDOWN_MODE=$B2C_PIPELINE_SHUTDOWN_MODE" "$@"
+}
+
+# b2c_pull_for ARGS...: podman pull of the image of create's ARGS (see b2c_podman_scan), with
+# the options of ARGS that concern pulling: --creds, --authfile, --tls-verify, --arch, --os,
+# --variant, --platform, --cert-dir.
+b2c_pull_for() {
+    local arg n=0 keep=0
+    for arg; do
+        shift
+        n=$((n + 1))
+        [ "$n" -lt "$B2C_SCAN_AT" ] || continue
+        if [ "$keep" = 1 ]; then
+            keep=0
+            set -- "$@" "$arg"
+            continue
         fi
-        b2c_warn "could not pull or create the container (podman exit status $status), retrying in $((attempt * 2))s ($attempt/$B2C_PULL_ATTEMPTS)"
-        sleep $((attempt * 2))
-        attempt=$((attempt + 1))
+        case $arg in
+            --creds | --authfile | --arch | --os | --variant | --platform | --cert-dir)
+                set -- "$@" "$arg"
+                keep=1
+                ;;
+            --creds=* | --authfile=* | --arch=* | --os=* | --variant=* | --platform=* | \
+                --cert-dir=* | --tls-verify | --tls-verify=*)
+                set -- "$@" "$arg"
+                ;;
+        esac
     done
+    b2c_roomy pull pull "$@" "$B2C_SCAN_IMAGE"
+}
+
+# b2c_create_for ARGS...: podman create ARGS without --creds and --pull, with --pull=never:
+# b2c_pull_for pulled the image.
+b2c_create_for() {
+    local arg n=0 drop=0
+    for arg; do
+        shift
+        n=$((n + 1))
+        if [ "$drop" = 1 ]; then
+            drop=0
+            continue
+        fi
+        if [ "$n" -lt "$B2C_SCAN_AT" ]; then
+            case $arg in
+                --creds | --pull | --cert-dir)
+                    drop=1
+                    continue
+                    ;;
+                --creds=* | --pull=* | --cert-dir=*) continue ;;
+            esac
+        fi
+        set -- "$@" "$arg"
+    done
+    b2c_roomy create create --pull=never "$@"
 }
 
 # b2c_may_be_interactive ARG...: true if one of the words could be podman's -i flag
@@ -177,6 +272,7 @@ b2c_run_pipeline() {
         return 0
     fi
     if b2c_setup_volumes; then
+        b2c_cache_prepare
         if b2c_start_services; then
             b2c_run_containers
         fi

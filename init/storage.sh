@@ -238,24 +238,113 @@ b2c_cache_bind() {
     return 1
 }
 
-# b2c_setup_swap: b2c.swap, a swap file on the cache.
+# b2c_setup_swap: b2c.swap: a swap file of SIZE bytes on the cache, or a swap device;
+# ",swappiness=N" sets vm.swappiness once swapping is on.
 b2c_setup_swap() {
-    local file=$B2C_ROOT$B2C_CACHE_MNT/swapfile
+    local what=${B2C_SWAP%%,*} swappiness=''
     [ -n "$B2C_SWAP" ] || return 0
+    case $B2C_SWAP in *,swappiness=*) swappiness=${B2C_SWAP##*,swappiness=} ;; esac
+    case $what in
+        /dev/*) b2c_swap_device "$what" ;;
+        *) b2c_swap_file "$what" ;;
+    esac || return 0
+    [ -n "$swappiness" ] || return 0
+    if echo "$swappiness" >"$B2C_ROOT/proc/sys/vm/swappiness"; then
+        b2c_log "Set vm.swappiness to $swappiness"
+    else
+        b2c_warn "could not set vm.swappiness to $swappiness"
+    fi
+    return 0
+}
+
+# b2c_swap_file BYTES: a swap file on the cache. Returns 1 if there is none.
+b2c_swap_file() {
+    local file=$B2C_ROOT$B2C_CACHE_MNT/swapfile
     if [ "${B2C_CACHE_ON:-0}" != 1 ]; then
         b2c_warn "b2c.swap needs a cache device: no swap"
+        return 1
+    fi
+    rm -f "$file"
+    if fallocate -l "$1" "$file" && chmod 600 "$file" && mkswap "$file" >/dev/null &&
+        swapon "$file"; then
+        b2c_state_set swapfile "$file"
+        b2c_log "Using a swap file of $1 bytes"
         return 0
     fi
     rm -f "$file"
-    if fallocate -l "$B2C_SWAP" "$file" && chmod 600 "$file" && mkswap "$file" >/dev/null &&
-        swapon "$file"; then
-        b2c_state_set swapfile "$file"
-        b2c_log "Using a swap file of $B2C_SWAP bytes"
-    else
-        rm -f "$file"
-        b2c_warn "could not set up a swap file of $B2C_SWAP bytes"
+    b2c_warn "could not set up a swap file of $1 bytes"
+    return 1
+}
+
+# b2c_swap_device /dev/NODE: swap on that device, given a swap signature (mkswap) if it has
+# none ("SWAPSPACE2" at the end of its first 4 KiB page). Returns 1 if it is not used.
+b2c_swap_device() {
+    local node=$B2C_ROOT$1 magic
+    b2c_wait_for "$node" || {
+        b2c_warn "the swap device $1 did not appear within ${B2C_WAIT_SECS}s: no swap"
+        return 1
+    }
+    magic=$(dd if="$node" bs=1 skip=4086 count=10 2>/dev/null)
+    if [ "$magic" != SWAPSPACE2 ]; then
+        b2c_log "Giving $1 a swap signature (it had none)"
+        mkswap "$node" >/dev/null || {
+            b2c_warn "could not make $1 a swap device: no swap"
+            return 1
+        }
     fi
-    return 0
+    swapon "$node" || {
+        b2c_warn "could not swap on $1: no swap"
+        return 1
+    }
+    b2c_state_set swapdev "$node"
+    b2c_log "Swapping on $1"
+}
+
+# b2c_setup_storage_conf: b2c.storage: podman reads storage.conf with those options
+# (CONTAINERS_STORAGE_CONF). A b2c.filesystem named in additionalimagestores is mounted on
+# $B2C_STATE/filesystems/NAME. Returns 1 if one cannot be mounted.
+b2c_setup_storage_conf() {
+    local conf=$B2C_STATE/storage.conf rest=$B2C_STORAGE, param key value store
+    local stores='' options='' overlay=''
+    [ -n "$B2C_STORAGE" ] || return 0
+    while [ -n "$rest" ]; do
+        param=${rest%%,*}
+        rest=${rest#*,}
+        key=${param%%=*}
+        value=${param#*=}
+        case $key in
+            additionalimagestores)
+                value=$value'|'
+                while [ -n "$value" ]; do
+                    store=${value%%|*}
+                    value=${value#*|}
+                    case $store in
+                        /*) ;;
+                        *)
+                            b2c_mount_filesystem "$store" "$B2C_ROOT$B2C_STATE/filesystems/$store" ||
+                                return 1
+                            store=$B2C_STATE/filesystems/$store
+                            ;;
+                    esac
+                    stores="$stores${stores:+, }\"$store\""
+                done
+                ;;
+            overlay.*) overlay="$overlay${key#overlay.} = \"$value\"$B2C_NL" ;;
+            *) options="$options$key = \"$value\"$B2C_NL" ;;
+        esac
+    done
+    {
+        cat "$B2C_ROOT/etc/containers/storage.conf"
+        printf '\n# b2c.storage\n[storage.options]\n'
+        [ -z "$stores" ] || printf 'additionalimagestores = [%s]\n' "$stores"
+        printf '%s' "$options"
+        [ -z "$overlay" ] || printf '\n[storage.options.overlay]\n%s' "$overlay"
+    } >"$B2C_ROOT$conf" || {
+        b2c_error "could not write $conf"
+        return 1
+    }
+    export CONTAINERS_STORAGE_CONF="$conf"
+    b2c_log "containers-storage options from b2c.storage: $B2C_STORAGE"
 }
 
 # --- volumes ------------------------------------------------------------------------------
@@ -341,6 +430,10 @@ b2c_release_storage() {
             b2c_warn "could not stop swapping to ${B2C_VALUE#"$B2C_ROOT"}"
         fi
         rm -f "$B2C_ROOT$B2C_STATE/swapfile"
+    fi
+    if b2c_state_get swapdev ""; then
+        swapoff "$B2C_VALUE" || b2c_warn "could not stop swapping to ${B2C_VALUE#"$B2C_ROOT"}"
+        rm -f "$B2C_ROOT$B2C_STATE/swapdev"
     fi
     file=$B2C_ROOT$B2C_STATE/mounts
     [ -f "$file" ] || return 0

@@ -92,7 +92,7 @@ def test_real_world_lines_are_accepted(tmp_path: Path, name: str) -> None:
         assert result.status == 0 and result.errors() == [], (line, result.out)
         lint_warnings = {p.option for p in lint_cmdline(line) if p.severity == "warning"}
         shell_warnings = {
-            w.split()[2] for w in result.warnings() if w.split()[2].startswith("b2c.")
+            w.split()[2].rstrip(":") for w in result.warnings() if w.split()[2].startswith("b2c.")
         }
         shell_warnings |= {w.split()[4] for w in result.warnings() if "unknown option" in w}
         assert {o for o in lint_warnings if o.startswith("b2c.")} <= shell_warnings | {"b2c.volume"}
@@ -283,6 +283,40 @@ VALUES: dict[Kind, list[str]] = {
         "eth 0",
     ],
     Kind.network: ["auto", "none", "", "off", "None", "none "],
+    Kind.cache_evict: ["unused", "never", "all", "", "lru", "All", "never,all"],
+    Kind.swap: [
+        "4G",
+        "512M,swappiness=10",
+        "/dev/vdb",
+        "/dev/vdb,swappiness=200",
+        "/dev/vdb,swappiness=201",
+        "4G,swappiness=",
+        "4G,swapiness=1",
+        "4G,",
+        "/dev/../etc",
+        "lots",
+        ",swappiness=1",
+    ],
+    Kind.storage: [
+        "additionalimagestores=/mnt/store",
+        "additionalimagestores=/a|/b|shared,overlay.mountopt=nodev",
+        "size=10G",
+        "additionalimagestores=bad name",
+        "additionalimagestores=",
+        "=x",
+        'mount_program="x"',
+        "a.b.c=1",
+        "",
+    ],
+    Kind.proxy: [
+        "http://p:3128",
+        "https=http://p:3128",
+        "http=http://p:3128,https=http://q:3129",
+        "ftp=http://p",
+        "https=",
+        "https=p:3128",
+        "http://p:3128,https=http://q",
+    ],
     Kind.kernel_ip: ["dhcp", "10.0.2.15::10.0.2.2:255.255.255.0::eth0:off", "off", ""],
 }
 
@@ -364,6 +398,10 @@ SAMPLES: dict[Kind, tuple[str, str]] = {  # value -> what the shell variable hol
     Kind.kernel_ip: ("dhcp", "dhcp"),
     Kind.ntp_peer: ("auto", "auto"),
     Kind.network: ("none", "none"),
+    Kind.cache_evict: ("never", "never"),
+    Kind.swap: ("2G,swappiness=10", f"{2 << 30},swappiness=10"),
+    Kind.storage: ("additionalimagestores=/a|fs", "additionalimagestores=/a|fs"),
+    Kind.proxy: ("https=http://p:3128", "https=http://p:3128"),
     Kind.hostname: ("dut-01", "dut-01"),
     Kind.modules: ("a,b", "a,b"),
     Kind.seconds: ("15", "15"),
@@ -452,7 +490,7 @@ def test_unknown_and_unsupported_options_warn(tmp_path: Path) -> None:
     )
     assert result.warnings() == [
         "b2c: warning: unknown option b2c.frobnicate (ignored)",
-        "b2c: warning: b2c.keymap is not supported by b2c-builder (ignored)",
+        "b2c: warning: b2c.keymap: not supported by b2c-builder (ignored)",
         "b2c: warning: unknown option b2c.contianer (ignored)",
     ]
     assert result.lines[-1] == "rc=0"

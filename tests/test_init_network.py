@@ -66,14 +66,103 @@ def test_missing_interface_fails_after_ten_seconds(tmp_path: Path) -> None:
     assert 1000 <= int(result.lines[-1].split("=")[1]) - 100 <= 1050
 
 
+# `ip -4 -o address show` once the kernel's autoconfiguration gave eth0 an address.
+KERNEL_ADDRESSES = """\
+case "$*" in
+    "-4 -o address show")
+        echo '1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever'
+        echo '2: eth0    inet 10.0.2.15/24 brd 10.0.2.255 scope global eth0\\       valid_lft'
+        ;;
+esac
+"""
+
+
 def test_kernel_ip_skips_dhcp_and_uses_pnp_dns(tmp_path: Path) -> None:
     sh = Shell(tmp_path)
     ifaces(sh, "eth0")
     sh.write("proc/net/pnp", "#PROTO: DHCP\ndomain lab\nnameserver 10.0.2.3\nbootserver 10.0.2.2\n")
+    sh.stub("ip", KERNEL_ADDRESSES)
     result = connect(sh, "ip=dhcp")
     assert result.lines[-2] == "rc=0"
     assert result.called("udhcpc") == []
     assert (sh.root / "etc/resolv.conf").read_text() == "domain lab\nnameserver 10.0.2.3\n"
+
+
+@pytest.mark.parametrize(
+    "pnp", [None, "#MANUAL\n"], ids=["no-ip-pnp", "pnp-but-nothing-configured"]
+)
+def test_kernel_ip_the_kernel_did_not_apply_is_applied_by_dhcp(
+    tmp_path: Path, pnp: str | None
+) -> None:
+    sh = Shell(tmp_path)
+    ifaces(sh, "eth0", "eth1")
+    if pnp is not None:
+        sh.write("proc/net/pnp", pnp)
+    sh.stub("udhcpc", '[ "$2" = eth1 ]')
+    result = connect(sh, "ip=dhcp")
+    assert result.lines[-2] == "rc=0"
+    assert [c[:2] for c in result.called("udhcpc")] == [["-i", "eth0"], ["-i", "eth1"]]
+    assert "[1.00]: The kernel did not configure the network: applying ip=dhcp" in result.lines
+    assert "[1.00]: Applied ip=dhcp" in result.lines
+
+
+def test_kernel_ip_dhcp_on_one_device(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    ifaces(sh, "eth0", "eth1")
+    result = connect(sh, "ip=:::::eth1:dhcp")
+    assert result.lines[-2] == "rc=0"
+    assert [c[:2] for c in result.called("udhcpc")] == [["-i", "eth1"]]
+
+
+def test_kernel_ip_static_form_in_user_space(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    ifaces(sh, "eth0", "eth1")
+    sh.write("etc/resolv.conf", "nameserver 9.9.9.9\n")
+    value = "10.0.2.42:10.0.2.2:10.0.2.1:255.255.240.0:dut-7:eth1:off:10.0.2.3:10.0.2.4:10.0.2.5"
+    sh.write("line", f"ip={value}")
+    result = sh.run(
+        'b2c_read_file "$B2C_ROOT/line"; b2c_parse_cmdline "$B2C_TEXT" cmdline || exit 99\n'
+        'b2c_connect; echo "rc=$?"; b2c_set_hostname'
+    )
+    assert "rc=0" in result.lines
+    assert result.called("udhcpc") == []
+    assert result.called("ip")[1:] == [
+        ["link", "set", "eth1", "up"],
+        ["address", "add", "10.0.2.42/20", "dev", "eth1"],
+        ["route", "replace", "default", "via", "10.0.2.1", "dev", "eth1"],
+    ]
+    assert (sh.root / "etc/resolv.conf").read_text() == "nameserver 10.0.2.3\nnameserver 10.0.2.4\n"
+    assert (sh.root / "run/b2c/ntpsrv").read_text() == "10.0.2.5\n"
+    assert result.called("hostname") == [["dut-7"]]
+    assert "[1.00]: Gave eth1 the address 10.0.2.42/20, gateway 10.0.2.1" in result.lines
+
+
+def test_kernel_ip_static_defaults_mask_by_class_and_the_first_interface(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.stub("sleep", sh.stubs["sleep"] + '\nmkdir -p "$B2C_ROOT/sys/class/net/enp1s0"')
+    result = connect(sh, "ip=172.16.0.9 b2c.hostname=mine")
+    assert result.lines[-2] == "rc=0"
+    assert ["address", "add", "172.16.0.9/16", "dev", "enp1s0"] in result.called("ip")
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("10.0.2.300", "'10.0.2.300' is not an IPv4 address"),
+        ("10.0.2.4:::255.0.255.0", "'255.0.255.0' is not a netmask"),
+        (
+            "10.0.2.4::::::sometimes",
+            "unknown autoconfiguration 'sometimes' (off, none, dhcp, bootp, rarp, both, on, any)",
+        ),
+        ("10.0.2.4:::::eth;0", "'eth;0' is not a network interface name"),
+    ],
+)
+def test_a_malformed_kernel_ip_is_an_error(tmp_path: Path, value: str, error: str) -> None:
+    sh = Shell(tmp_path)
+    ifaces(sh, "eth0")
+    result = connect(sh, f"ip={value}")
+    assert result.lines[-2] == "rc=1"
+    assert result.errors() == [f"b2c: error: ip={value}: {error}"]
 
 
 def test_iface_takes_precedence_over_kernel_ip(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.shell import PODMAN, Result, Shell
 
 
@@ -98,16 +100,120 @@ def test_exit_129_selects_reboot_and_130_poweroff(tmp_path: Path) -> None:
     assert result.lines[-1] == "status=130 mode=poweroff by=docker://a 130"
 
 
-def test_pull_failures_are_retried_a_bounded_number_of_times(tmp_path: Path) -> None:
-    result = pipeline(tmp_path, "b2c.container=docker://unreachable b2c.container=docker://b")
-    creates = [c for c in result.called("podman") if c[0] == "create"]
-    assert len(creates) == 3 + 1  # three attempts for the first, one for the second
+# podman's messages (containers/image, Go's net package) for failures that can pass.
+TRANSIENT_ERRORS = [
+    "Error: initializing source docker://10.0.2.2:1/x:latest: pinging container registry "
+    '10.0.2.2:1: Get "https://10.0.2.2:1/v2/": dial tcp 10.0.2.2:1: connect: connection refused',
+    "Error: reading blob sha256:0123: read tcp 10.0.2.15:40000->10.0.2.2:5000: "
+    "read: connection reset by peer",
+    'Error: pinging container registry r.example: Get "https://r.example/v2/": '
+    "net/http: TLS handshake timeout",
+    "Error: initializing source docker://r.example/x:1: pinging container registry r.example: "
+    'Get "https://r.example/v2/": dial tcp: lookup r.example on 10.0.2.3:53: no such host',
+    "Error: reading manifest 1 in r.example/x: received unexpected HTTP status: "
+    "503 Service Unavailable",
+    "Error: initializing source docker://r.example/x:1: reading manifest 1 in r.example/x: "
+    "toomanyrequests: You have reached your pull rate limit",
+    "Error: copying system image from manifest list: writing blob: storing blob to file: "
+    "unexpected EOF",
+]
+# Failures that waiting cannot change.
+PERMANENT_ERRORS = [
+    "Error: unknown flag: --creds",
+    'Error: parsing reference "r.example/X:1": invalid reference format: repository name '
+    "must be lowercase",
+    "Error: choosing an image from manifest list docker://r.example/x:1: no image found in "
+    "image index for architecture amd64, variant , OS linux",
+    "Error: initializing source docker://r.example/x:1: reading manifest 1 in r.example/x: "
+    "manifest unknown",
+    "Error: initializing source docker://r.example/x:1: reading manifest 1 in r.example/x: "
+    "unauthorized: authentication required",
+    "Error: database disk image is malformed",
+]
+
+
+def failing_podman(message: str, failures: int = 99) -> str:
+    """A podman whose create fails ``failures`` times with ``message`` (exit 125)."""
+    return f"""\
+case $1 in
+    create)
+        n=$(( $(cat "$B2C_ROOT/nfail" 2>/dev/null || echo 0) + 1 ))
+        echo "$n" >"$B2C_ROOT/nfail"
+        if [ "$n" -le {failures} ]; then
+            echo 'Trying to pull r.example/x:1...' >&2
+            printf '%s\\n' '{message}' >&2
+            return 125
+        fi
+        echo "id-$n"
+        ;;
+    start) return 0 ;;
+esac
+return 0
+"""
+
+
+def create_with(tmp_path: Path, message: str, failures: int = 99) -> Result:
+    sh = Shell(tmp_path)
+    sh.stub("podman", failing_podman(message, failures))
+    return sh.run(
+        "B2C_PIPELINE_STATUS=0 B2C_PIPELINE_SHUTDOWN_MODE=default\n"
+        'b2c_container_create "docker://r.example/x:1"; echo "rc=$? cid=$B2C_CID"'
+    )
+
+
+@pytest.mark.parametrize("message", TRANSIENT_ERRORS)
+def test_transient_failures_are_retried_with_a_bounded_backoff(
+    tmp_path: Path, message: str
+) -> None:
+    result = create_with(tmp_path, message)
+    assert len([c for c in result.called("podman") if c[0] == "create"]) == 3
     assert result.called("sleep") == [["2"], ["4"]]
-    assert result.lines[-1] == "status=125 mode=default by=docker://unreachable"
     assert len(result.warnings()) == 2
     assert result.errors() == [
-        "b2c: error: could not pull or create the container (podman exit status 125, 3 attempts): docker://unreachable"
+        "b2c: error: could not pull or create the container (podman create failed "
+        f"(exit status 125, 3 attempts): {message}): docker://r.example/x:1"
     ]
+    assert result.lines[-1] == "rc=125 cid="
+    # podman's own output reached the console as it came.
+    assert result.err.splitlines().count(message) == 3
+
+
+def test_a_transient_failure_that_passes(tmp_path: Path) -> None:
+    result = create_with(tmp_path, TRANSIENT_ERRORS[0], failures=1)
+    assert result.lines[-1] == "rc=0 cid=id-2"
+    assert result.called("sleep") == [["2"]]
+    assert result.errors() == []
+
+
+def test_the_backoff_doubles_up_to_its_cap(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.stub("podman", failing_podman(TRANSIENT_ERRORS[0]))
+    result = sh.run(
+        "B2C_PULL_ATTEMPTS=7 B2C_RETRY_MAX_DELAY=20\n"
+        'b2c_container_create "docker://r.example/x:1"; echo "rc=$?"'
+    )
+    assert result.called("sleep") == [["2"], ["4"], ["8"], ["16"], ["20"], ["20"]]
+    assert result.lines[-1] == "rc=125"
+
+
+@pytest.mark.parametrize("message", PERMANENT_ERRORS)
+def test_other_failures_fail_at_once_with_podmans_message(tmp_path: Path, message: str) -> None:
+    result = create_with(tmp_path, message)
+    assert len([c for c in result.called("podman") if c[0] == "create"]) == 1
+    assert result.called("sleep") == []
+    assert result.warnings() == []
+    assert result.errors() == [
+        "b2c: error: could not pull or create the container (podman create failed "
+        f"(exit status 125, not retried: the error is not transient): {message}): "
+        "docker://r.example/x:1"
+    ]
+
+
+def test_a_failed_pull_goes_on_with_the_next_container(tmp_path: Path) -> None:
+    result = pipeline(tmp_path, "b2c.container=docker://unreachable b2c.container=docker://b")
+    creates = [c for c in result.called("podman") if c[0] == "create"]
+    assert len(creates) == 2  # "initializing source" alone is not transient: one attempt
+    assert result.lines[-1] == "status=125 mode=default by=docker://unreachable"
     assert started(result) == ["docker://b"]
 
 

@@ -327,7 +327,8 @@ def test_report_from_the_inits_own_console_output(tmp_path: Path) -> None:
                 "container_2",
                 "docker://unreachable",
                 "error",
-                "could not pull or create the container (podman exit status 125, 3 attempts): "
+                "could not pull or create the container (podman create failed (exit status "
+                "125, not retried: the error is not transient): Error: initializing source): "
                 "docker://unreachable",
             )
         ],

@@ -87,6 +87,7 @@ TEST_TOOLS = {
     "gpg": "gpg",
     "gpg-agent": "gpg-agent",
     "gpgconf": "gpg",  # a Depends of gpg
+    "debugfs": "e2fsprogs",
     "gpgv": "gpgv",
     "grub-mknetdir": "grub-common",
     "grub-script-check": "grub-common",

@@ -62,9 +62,9 @@ def test_one_field_per_setting_with_its_default(
 
 def test_run_config_shares_the_run_defaults() -> None:
     """qemu.RunConfig's option fields default as run's settings do; its own fields (the
-    resolved kernel, initrds, 9p shares) are not options."""
+    resolved kernel, initrds, 9p shares, the console nonce) are not options."""
     fields = {f.name: f for f in dataclasses.fields(qemu.RunConfig)}
-    shared = set(fields) - {"kernel", "initrds", "shares"}
+    shared = set(fields) - {"kernel", "initrds", "shares", "nonce"}
     assert shared <= {s.dest for s in RUN_SETTINGS}
     for name in shared:
         assert field_default(fields[name]) == setting_default(RUN_SETTINGS[name]), name

@@ -1,0 +1,155 @@
+# shellcheck shell=dash disable=SC2034,SC2153
+# (SC2034/SC2153: globals shared by the init/ libraries; /init is checked whole.)
+# podman.sh: one podman command with the runtime's retry policy.
+#
+# Only failures that can pass are retried (the network, DNS, a registry that is overloaded
+# or answers 5xx/429), with a bounded, doubling delay; any other failure (an unknown flag,
+# a malformed reference, an unsupported manifest, a damaged store...) cannot change by
+# waiting, and fails at once with podman's own message.
+
+# b2c_podman_transient FILE: podman's error output in FILE names a failure that can pass.
+# The messages are those of Go's net package and of containers/image (podman's pulls).
+b2c_podman_transient() {
+    local text
+    text=$(tr '[:upper:]' '[:lower:]' <"$1" 2>/dev/null) || return 1
+    case $text in
+        *"connection refused"* | *"connection reset"* | *"broken pipe"* | *"unexpected eof"* | \
+            *"network is unreachable"* | *"no route to host"* | *"host is down"*) return 0 ;;
+        *timeout* | *"timed out"* | *"deadline exceeded"*) return 0 ;;
+        *"no such host"* | *"server misbehaving"* | *"temporary failure in name resolution"* | \
+            *"try again"*) return 0 ;;
+        *"too many requests"* | *toomanyrequests* | *"status: 429"* | *"status code 429"* | \
+            *"statuscode: 429"* | *"status 429"*) return 0 ;;
+        *"internal server error"* | *"bad gateway"* | *"service unavailable"* | \
+            *"status: 5"[0-9][0-9]* | *"status code 5"[0-9][0-9]* | \
+            *"statuscode: 5"[0-9][0-9]* | *"status 5"[0-9][0-9]* | *"registry 5"[0-9][0-9]*) return 0 ;;
+    esac
+    return 1
+}
+
+# b2c_podman_message FILE: B2C_PODMAN_MESSAGE = podman's last "Error: ..." line in FILE (else
+# its last line), for the console.
+b2c_podman_message() {
+    local line last=''
+    B2C_PODMAN_MESSAGE=
+    while IFS= read -r line || [ -n "$line" ]; do
+        case $line in
+            Error:* | error:*) B2C_PODMAN_MESSAGE=$line ;;
+            *[!"$B2C_WS"]*) last=$line ;;
+        esac
+    done <"$1"
+    [ -n "$B2C_PODMAN_MESSAGE" ] || B2C_PODMAN_MESSAGE=${last:-(no message)}
+}
+
+# b2c_podman_once ARGS...: podman ARGS with no standard input. Its error output goes to the
+# console as it comes and to $B2C_STATE/podman.err; B2C_PODMAN_OUT = the last line of its
+# standard output (the id that create prints). Returns podman's status.
+b2c_podman_once() {
+    local err=$B2C_ROOT$B2C_STATE/podman.err rc=$B2C_ROOT$B2C_STATE/podman.rc out
+    mkdir -p "$B2C_ROOT$B2C_STATE"
+    : >"$err"
+    echo 125 >"$rc"
+    # fd 4 carries podman's standard output to the capture; its errors go through the pipe.
+    out=$({ {
+        podman "$@" </dev/null 2>&1 1>&4 4>&-
+        echo "$?" >"$rc"
+    } | b2c_podman_errors "$err" >&2; } 4>&1)
+    B2C_PODMAN_OUT=${out##*"$B2C_NL"}
+    read -r out <"$rc" 2>/dev/null || out=125
+    return "$out"
+}
+
+# b2c_podman_errors FILE: copy podman's error output to the console and to FILE, with the
+# secrets of the specs masked (secrets.sh).
+b2c_podman_errors() {
+    local line
+    while IFS= read -r line || [ -n "$line" ]; do
+        b2c_mask_line "$line"
+        printf '%s\n' "$B2C_MASKED"
+        printf '%s\n' "$B2C_MASKED" >>"$1"
+    done
+}
+
+# b2c_podman WHAT ARGS...: podman ARGS, retried while its failure is transient (at most
+# B2C_PULL_ATTEMPTS attempts, 2, 4, 8... seconds apart, at most B2C_RETRY_MAX_DELAY).
+# WHAT names the action in messages ("pull", "create"). On a final failure, an error line
+# with podman's message; returns podman's status (125 if it printed nothing to go on).
+b2c_podman() {
+    local what=$1 attempt=1 status delay=2 err=$B2C_ROOT$B2C_STATE/podman.err
+    shift
+    while :; do
+        b2c_podman_once "$@"
+        status=$?
+        [ "$status" != 0 ] || return 0
+        b2c_podman_message "$err"
+        if ! b2c_podman_transient "$err"; then
+            B2C_PODMAN_FAILURE="podman $what failed (exit status $status, not retried: the error is not transient): $B2C_PODMAN_MESSAGE"
+            return "$status"
+        fi
+        if [ "$attempt" -ge "$B2C_PULL_ATTEMPTS" ]; then
+            B2C_PODMAN_FAILURE="podman $what failed (exit status $status, $attempt attempts): $B2C_PODMAN_MESSAGE"
+            return "$status"
+        fi
+        b2c_warn "podman $what failed with a transient error (exit status $status), retrying in ${delay}s ($attempt/$B2C_PULL_ATTEMPTS)"
+        sleep "$delay"
+        attempt=$((attempt + 1))
+        delay=$((delay * 2))
+        [ "$delay" -le "$B2C_RETRY_MAX_DELAY" ] || delay=$B2C_RETRY_MAX_DELAY
+    done
+}
+
+# b2c_registry_auth: registry credentials from an extra initrd: /etc/containers/auth.json
+# (podman login's format) serves every pull (REGISTRY_AUTH_FILE).
+b2c_registry_auth() {
+    [ -f "$B2C_ROOT/etc/containers/auth.json" ] || return 0
+    export REGISTRY_AUTH_FILE=/etc/containers/auth.json
+    b2c_log "Using the registry credentials of /etc/containers/auth.json"
+}
+
+# b2c_podman_scan ARGS...: find the image among podman create's ARGS: the first word that is
+# neither an option nor an option's value. Sets B2C_SCAN_IMAGE (empty: none), B2C_SCAN_AT
+# (its position, from 1) and B2C_SCAN_AUTH (1 if --creds or --authfile is given). The flags that take no value are podman-create(1)'s (5.x);
+# any other option takes one, in the next word unless it is written --flag=value or -fVALUE.
+b2c_podman_scan() {
+    local arg i=0 take=0 letters
+    B2C_SCAN_IMAGE='' B2C_SCAN_AT=0 B2C_SCAN_AUTH=0
+    for arg; do
+        i=$((i + 1))
+        case $take in
+            1)
+                take=0
+                continue
+                ;;
+            2)
+                # After "--", the next word is the image whatever it looks like.
+                B2C_SCAN_IMAGE=$arg B2C_SCAN_AT=$i
+                return 0
+                ;;
+        esac
+        case $arg in
+            --creds | --creds=* | --authfile | --authfile=*) B2C_SCAN_AUTH=1 ;;
+        esac
+        case $arg in
+            --)
+                take=2
+                ;;
+            --*=*) ;;
+            --disable-content-trust | --env-host | --help | --http-proxy | --init | --interactive | \
+                --no-healthcheck | --no-hosts | --oom-kill-disable | --passwd | --privileged | \
+                --publish-all | --quiet | --read-only | --read-only-tmpfs | --replace | --rm | \
+                --rmi | --rootfs | --sig-proxy | --tls-verify | --tty | --detach) ;;
+            --?*) take=1 ;;
+            -?*)
+                # Short flags may be grouped: -it, -ite VALUE, -eNAME=VALUE.
+                letters=${arg#-}
+                letters=${letters#"${letters%%[!itPqd]*}"}
+                [ "${#letters}" = 1 ] && take=1
+                ;;
+            *)
+                B2C_SCAN_IMAGE=$arg B2C_SCAN_AT=$i
+                return 0
+                ;;
+        esac
+    done
+    return 0
+}
