@@ -19,6 +19,7 @@ from b2c_builder.config import (
     Arch,
     BuildConfig,
     Compression,
+    PodmanVariant,
     default_cache_dir,
     parse_epoch,
     parse_size,
@@ -84,6 +85,13 @@ def build(
     default_cmdline: Annotated[
         str, typer.Option(help="Command line applied before /proc/cmdline.")
     ] = "",
+    podman: Annotated[
+        PodmanVariant,
+        typer.Option(
+            help="debian: Debian's podman binary; trimmed: compiled from Debian's source "
+            "package without cgo and unused features (cached; the first build takes minutes)."
+        ),
+    ] = PodmanVariant.debian,
 ) -> None:
     """Build releases/initramfs.linux_<arch>.cpio.<ext> (+ .sha256 and manifest.json)."""
     from b2c_builder.build import build as run_build
@@ -110,6 +118,7 @@ def build(
             modules_dir=modules_dir,
             modules=tuple(module or ()),
             default_cmdline=default_cmdline,
+            podman=podman,
         )
         if not verify_signature:
             log.log.warning(

@@ -43,6 +43,16 @@ class Arch(StrEnum):
         return {Arch.amd64: lzma.FILTER_X86, Arch.arm64: None}[self]
 
     @property
+    def goarch(self) -> str:
+        """GOARCH for Go builds (the trimmed podman)."""
+        return {Arch.amd64: "amd64", Arch.arm64: "arm64"}[self]
+
+    @property
+    def goarch_env(self) -> dict[str, str]:
+        """The GOARCH-specific level variable, pinned so that the host cannot change it."""
+        return {Arch.amd64: {"GOAMD64": "v1"}, Arch.arm64: {}}[self]
+
+    @property
     def kernel_image(self) -> str:
         """Path of the bootable kernel inside the linux-image package (%s = version)."""
         return {Arch.amd64: "boot/vmlinuz-%s", Arch.arm64: "boot/vmlinuz-%s"}[self]
@@ -69,6 +79,13 @@ class Compression(StrEnum):
             Compression.gzip: ".gz",
             Compression.none: "",
         }[self]
+
+
+class PodmanVariant(StrEnum):
+    """Where the image's /usr/bin/podman comes from."""
+
+    debian = "debian"  # the binary of Debian's podman package
+    trimmed = "trimmed"  # compiled from Debian's source package, trimmed (b2c_builder/podman.py)
 
 
 DEFAULT_SUITE = "trixie"
@@ -142,6 +159,7 @@ class BuildConfig:
     modules_dir: Path | None = None
     modules: tuple[str, ...] = ()
     default_cmdline: str = ""
+    podman: PodmanVariant = PodmanVariant.debian
 
     def __post_init__(self) -> None:
         if not SUITE_RE.match(self.suite):

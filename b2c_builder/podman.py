@@ -1,0 +1,407 @@
+"""The trimmed podman: compiled from Debian's source package with Debian's Go toolchain and
+Debian's packaged Go dependencies, all fetched and verified by our archive client.
+
+It is built the way Debian's own build (dh-golang, ``GO111MODULE=off``) does it: the source
+tree goes to ``$GOPATH/src/<Go-Import-Path>`` with Debian's patches applied, and the Go code
+of the golang-*-dev build dependencies (``/usr/share/gocode/src``) is the rest of GOPATH.
+What differs from Debian's build is the trimming (see RECIPE):
+
+- ``CGO_ENABLED=0``: a static binary that needs no C compiler, no C headers and no shared
+  libraries (gpgme, seccomp, subid, sqlite...). Two things of podman need cgo and are
+  replaced by configuration (templates/rootfs/containers.conf.j2): the SHM lock manager
+  (``lock_type = "file"`` instead) and the seccomp profile generator (``seccomp_profile =
+  "unconfined"``: b2c runs every container ``--privileged``, which disables seccomp anyway);
+- build tags that compile out graph drivers and image transports the image never uses, and
+  pick the pure-Go OpenPGP code instead of gpgme;
+- command groups the initramfs never runs (machine, kube, pods...) are left out of the
+  binary by a Go ``-overlay`` that replaces ``cmd/podman/main.go`` with a copy without their
+  blank imports: the source tree itself is not modified beyond Debian's patches;
+- ``-trimpath -ldflags "-s -w -buildid="`` with ``GOFLAGS`` and the environment fixed, so
+  that the same inputs give the same bytes (tests/test_podman_build.py builds twice).
+
+The binary is cached under ``<cache>/podman/<key>/`` where the key hashes every input: the
+source files' SHA256, every Go package's name, version and SHA256 (toolchain included), the
+recipe and the target architecture. A warm build reads the indexes and copies the binary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from b2c_builder.config import Arch, BuildConfig
+from b2c_builder.debian import deb, download, index, resolve, srcpkg
+from b2c_builder.errors import ResolveError, ToolError
+from b2c_builder.log import log, step
+from b2c_builder.run import run
+
+BINARY_PACKAGE = "podman"
+MAIN_PACKAGE = "cmd/podman"
+RECIPE_VERSION = 1  # bump when the build steps change in a way the recipe does not show
+
+
+@dataclass(frozen=True)
+class Tag:
+    """A Go build tag of the trimmed build and what it removes."""
+
+    name: str
+    effect: str
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the trimmed podman is compiled. Every field is part of the cache key."""
+
+    tags: tuple[Tag, ...]
+    drop_commands: tuple[str, ...]  # cmd/podman/<group> packages left out of main.go
+    ldflags: tuple[str, ...] = ("-s", "-w", "-buildid=")
+    cgo: bool = False
+
+    def key_data(self) -> dict[str, object]:
+        return {
+            "tags": [t.name for t in self.tags],
+            "drop_commands": list(self.drop_commands),
+            "ldflags": list(self.ldflags),
+            "cgo": self.cgo,
+        }
+
+
+RECIPE = Recipe(
+    tags=(
+        Tag("containers_image_openpgp", "pure-Go signature checks instead of gpgme (needs cgo)"),
+        Tag("exclude_graphdriver_btrfs", "no btrfs storage driver (needs cgo)"),
+        Tag("exclude_graphdriver_devicemapper", "no devicemapper storage driver (needs cgo)"),
+        Tag("exclude_graphdriver_zfs", "no zfs storage driver"),
+        Tag("exclude_graphdriver_aufs", "no aufs storage driver (podman 4)"),
+        Tag("exclude_disk_quota", "no overlay project quotas (--storage-opt size=)"),
+        Tag("containers_image_docker_daemon_stub", "no docker-daemon: transport"),
+    ),
+    drop_commands=(
+        "completion",
+        "generate",
+        "healthcheck",
+        "kube",
+        "machine",
+        "manifest",
+        "networks",
+        "pods",
+        "secrets",
+        "system/connection",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class GoPackage:
+    """A Debian package whose files the Go build reads (recorded in the SBOM)."""
+
+    name: str
+    version: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class PodmanBuild:
+    """A trimmed podman binary and what it was built from (for the SBOM)."""
+
+    binary: Path  # in the cache; do not modify
+    sha256: str
+    source: str  # source package name, e.g. "podman" (trixie) or "libpod" (bookworm)
+    source_version: str
+    source_files: tuple[index.FileRef, ...]  # .dsc and tarballs, as the Sources index lists
+    patches: tuple[str, ...]
+    toolchain: tuple[GoPackage, ...]  # golang-X.Y-go, golang-X.Y-src...
+    go_dependencies: tuple[GoPackage, ...]  # the golang-*-dev packages whose code was used
+    recipe: Recipe
+    goarch: str
+    dropped_commands: tuple[str, ...]
+    cached: bool  # True when no compile ran
+
+    def sbom(self) -> dict[str, object]:
+        """The ``podman`` section of manifest.json."""
+        return {
+            "variant": "trimmed",
+            "sha256": self.sha256,
+            "source": {
+                "package": self.source,
+                "version": self.source_version,
+                "files": [
+                    {"name": f.path, "size": f.size, "sha256": f.sha256} for f in self.source_files
+                ],
+                "patches": list(self.patches),
+            },
+            "toolchain": [dataclasses.asdict(p) for p in self.toolchain],
+            "go_build_dependencies": [dataclasses.asdict(p) for p in self.go_dependencies],
+            "build": {
+                "goos": "linux",
+                "goarch": self.goarch,
+                "cgo": self.recipe.cgo,
+                "tags": [t.name for t in self.recipe.tags],
+                "ldflags": list(self.recipe.ldflags),
+                "gcflags": [],
+                "trimpath": True,
+                "dropped_commands": list(self.dropped_commands),
+            },
+        }
+
+
+_TOOLCHAIN = re.compile(r"^golang-(\d+\.\d+-)?(go|src)$")
+
+
+def is_toolchain(package: index.Package) -> bool:
+    """golang-go, golang-src and their versioned golang-1.NN-go / -src."""
+    return bool(_TOOLCHAIN.match(package.name))
+
+
+def is_go_code(package: index.Package) -> bool:
+    """A Debian Go library package: Architecture all, golang-*-dev (code in /usr/share/gocode)."""
+    return (
+        package.name.startswith("golang-")
+        and package.name.endswith("-dev")
+        and package.architecture == "all"
+    )
+
+
+def go_inputs(
+    archive: index.Archive, source: srcpkg.SourcePackage
+) -> tuple[list[index.Package], list[index.Package]]:
+    """(toolchain packages, Go library packages) of ``source``'s Build-Depends closure.
+
+    Only the Go part of the closure is followed: a golang-*-dev package's dependencies on C
+    libraries (libseccomp-dev...) serve cgo code that the trimmed build compiles out.
+    """
+    wanted = [
+        alt.name
+        for group in source.build_depends
+        for alt in group[:1]
+        if alt.name.startswith("golang-")
+    ]
+    if "golang-go" not in wanted and not any(_TOOLCHAIN.match(n) for n in wanted):
+        raise ResolveError(
+            f"source package {source.name} {source.version} does not Build-Depend on golang-go",
+            hint="is this a Go program? the trimmed build only knows Debian's Go packaging",
+        )
+    names = [n for n in wanted if n in archive or archive.providers(n)]
+    closure = resolve.closure(archive, names, follow=lambda p: is_toolchain(p) or is_go_code(p))
+    toolchain = [p for p in closure if is_toolchain(p)]
+    code = [p for p in closure if is_go_code(p)]
+    return toolchain, code
+
+
+def cache_key(
+    source: srcpkg.SourcePackage,
+    toolchain: list[index.Package],
+    code: list[index.Package],
+    recipe: Recipe,
+    arch: Arch,
+) -> str:
+    """SHA256 over every input of the compile (see the module docstring)."""
+    data = {
+        "recipe_version": RECIPE_VERSION,
+        "source": [source.name, source.version, [(f.path, f.sha256) for f in source.files]],
+        "packages": sorted((p.name, p.version, p.sha256) for p in [*toolchain, *code]),
+        "recipe": recipe.key_data(),
+        "goos": "linux",
+        "goarch": arch.goarch,
+        "main": MAIN_PACKAGE,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def build_trimmed(
+    session: requests.Session,
+    archive: index.Archive,
+    cfg: BuildConfig,
+    *,
+    recipe: Recipe = RECIPE,
+) -> PodmanBuild:
+    """The trimmed podman for ``cfg.arch``: from the cache, else compiled (minutes)."""
+    binary = archive[BINARY_PACKAGE]
+    if archive.release is None:
+        raise ResolveError("the archive was opened without its Release; cannot find Sources")
+    sources = srcpkg.open_sources(
+        session, archive.mirror, archive.suite, archive.release, cfg.cache_dir
+    )
+    source = sources.get(binary.source, binary.source_version)
+    if not source.go_import_path:
+        raise ResolveError(
+            f"source package {source.name} {source.version} has no Go-Import-Path field",
+            hint="the trimmed build follows Debian's dh-golang packaging, which sets it",
+        )
+    toolchain, code = go_inputs(archive, source)
+    key = cache_key(source, toolchain, code, recipe, cfg.arch)
+    folder = cfg.cache_dir / "podman" / key
+    info_path = folder / "build.json"
+    cached = (folder / "podman").is_file() and info_path.is_file()
+    if cached:
+        log.info("trimmed podman from the cache (%s)", folder)
+        info = json.loads(info_path.read_text())
+    else:
+        with step(f"Compiling podman from {source.name} {source.version} (trimmed)"):
+            info = _compile(session, archive, sources, source, toolchain, code, recipe, cfg, folder)
+    path = folder / "podman"
+    return PodmanBuild(
+        binary=path,
+        sha256=download.file_sha256(path),
+        source=source.name,
+        source_version=source.version,
+        source_files=source.files,
+        patches=tuple(info["patches"]),
+        toolchain=tuple(_go_package(p) for p in toolchain),
+        go_dependencies=tuple(_go_package(p) for p in code),
+        recipe=recipe,
+        goarch=cfg.arch.goarch,
+        dropped_commands=tuple(info["dropped_commands"]),
+        cached=cached,
+    )
+
+
+def _go_package(package: index.Package) -> GoPackage:
+    return GoPackage(package.name, package.version, package.sha256)
+
+
+# What the Go build reads from the extracted packages: the toolchain and the Go code.
+_EXTRACT = ("usr/lib/go", "usr/share/go", "usr/share/gocode/")
+
+
+def _compile(
+    session: requests.Session,
+    archive: index.Archive,
+    sources: srcpkg.SourceIndex,
+    source: srcpkg.SourcePackage,
+    toolchain: list[index.Package],
+    code: list[index.Package],
+    recipe: Recipe,
+    cfg: BuildConfig,
+    folder: Path,
+) -> dict[str, object]:
+    (cfg.cache_dir / "podman").mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="build-", dir=cfg.cache_dir / "podman"))
+    try:
+        with step("Fetching the source package and the Go packages"):
+            fetched = srcpkg.fetch(session, sources, source, cfg.cache_dir)
+            debs = [
+                download.fetch(session, archive.url_for(p), p.sha256, p.size, cfg.cache_dir)
+                for p in [*toolchain, *code]
+            ]
+        with step(f"Unpacking {len(debs)} packages and the source"):
+            root = work / "root"
+            for path in debs:
+                deb.extract_to_dir(path, root, prefixes=_EXTRACT)
+            tree = work / "gopath/src" / source.go_import_path
+            srcpkg.unpack(fetched, tree)
+            patches = srcpkg.series(tree)
+        goroot = _goroot(root)
+        overlay, dropped = _overlay(tree, work, recipe.drop_commands)
+        output = work / "podman"
+        started = time.monotonic()
+        with step(
+            f"go build ({goroot.name}, {len(code)} Go packages, CGO_ENABLED="
+            f"{int(recipe.cgo)}, GOARCH={cfg.arch.goarch})"
+        ):
+            run(
+                [
+                    "nice",
+                    "-n",
+                    "10",
+                    str(goroot / "bin/go"),
+                    "build",
+                    "-o",
+                    str(output),
+                    "-overlay",
+                    str(overlay),
+                    "-tags",
+                    ",".join(t.name for t in recipe.tags),
+                    "-ldflags",
+                    " ".join(recipe.ldflags),
+                    f"./{MAIN_PACKAGE}",
+                ],
+                reason="compile podman",
+                env=_go_env(work, root, goroot, recipe, cfg.arch),
+                cwd=tree,
+                timeout=3600,
+            )
+        info: dict[str, object] = {
+            "patches": [name for name, _ in patches],
+            "dropped_commands": dropped,
+            "compile_seconds": round(time.monotonic() - started, 1),
+        }
+        staged = work / "result"
+        staged.mkdir()
+        os.replace(output, staged / "podman")
+        (staged / "build.json").write_text(json.dumps(info, indent=1) + "\n")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staged, folder)
+        return info
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _goroot(root: Path) -> Path:
+    """The one GOROOT the toolchain packages unpacked (usr/lib/go-1.NN)."""
+    found = sorted(p for p in (root / "usr/lib").glob("go-*") if (p / "bin/go").is_file())
+    if len(found) != 1:
+        raise ToolError(
+            f"expected one Go toolchain under {root / 'usr/lib'}, found {len(found)}",
+            hint="the suite's golang-go package layout changed; update podman._goroot",
+        )
+    return found[0]
+
+
+_BLANK_IMPORT = re.compile(r'^\s*_\s+"[^"]+/cmd/podman/(?P<group>[a-z/]+)"\s*$', re.MULTILINE)
+
+
+def _overlay(tree: Path, work: Path, drop: tuple[str, ...]) -> tuple[Path, list[str]]:
+    """A ``go build -overlay`` file that replaces cmd/podman/main.go with a copy lacking the
+    blank imports of the ``drop`` command groups; and the groups actually dropped."""
+    main = tree / MAIN_PACKAGE / "main.go"
+    text = main.read_text()
+    dropped = []
+
+    def keep(match: re.Match[str]) -> str:
+        if match.group("group") in drop:
+            dropped.append(match.group("group"))
+            return ""
+        return match.group(0)
+
+    trimmed = _BLANK_IMPORT.sub(keep, text)
+    missing = sorted(set(drop) - set(dropped))
+    if missing:
+        log.warning("podman's main.go has no command group %s to leave out", ", ".join(missing))
+    replacement = work / "main.go"
+    replacement.write_text(trimmed)
+    overlay = work / "overlay.json"
+    overlay.write_text(json.dumps({"Replace": {str(main): str(replacement)}}))
+    return overlay, sorted(dropped)
+
+
+def _go_env(work: Path, root: Path, goroot: Path, recipe: Recipe, arch: Arch) -> dict[str, str]:
+    """The whole environment of ``go build``: nothing of the host's leaks in."""
+    (work / "tmp").mkdir(exist_ok=True)
+    return {
+        "PATH": f"{goroot / 'bin'}:/usr/bin:/bin",
+        "HOME": str(work),
+        "GOROOT": str(goroot),
+        "GOPATH": f"{work / 'gopath'}:{root / 'usr/share/gocode'}",
+        "GO111MODULE": "off",  # Debian's dh-golang way: GOPATH, no go.mod, no downloads
+        "GOPROXY": "off",
+        "GOENV": "off",
+        "GOTOOLCHAIN": "local",
+        "GOFLAGS": "-trimpath",
+        "GOCACHE": str(work / "gocache"),
+        "GOTMPDIR": str(work / "tmp"),
+        "CGO_ENABLED": "1" if recipe.cgo else "0",
+        "GOOS": "linux",
+        "GOARCH": arch.goarch,
+        **arch.goarch_env,
+    }
