@@ -53,6 +53,12 @@ class Arch(StrEnum):
         return {Arch.amd64: {"GOAMD64": "v1"}, Arch.arm64: {}}[self]
 
     @property
+    def cross_cc(self) -> str:
+        """The C compiler for cgo code of this architecture on an amd64 host (Debian's
+        gcc-<triplet> cross packages install it under this name)."""
+        return {Arch.amd64: "x86_64-linux-gnu-gcc", Arch.arm64: "aarch64-linux-gnu-gcc"}[self]
+
+    @property
     def kernel_image(self) -> str:
         """Path of the bootable kernel inside the linux-image package (%s = version)."""
         return {Arch.amd64: "boot/vmlinuz-%s", Arch.arm64: "boot/vmlinuz-%s"}[self]

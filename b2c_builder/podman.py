@@ -6,22 +6,28 @@ tree goes to ``$GOPATH/src/<Go-Import-Path>`` with Debian's patches applied, and
 of the golang-*-dev build dependencies (``/usr/share/gocode/src``) is the rest of GOPATH.
 What differs from Debian's build is the trimming (see RECIPE):
 
-- ``CGO_ENABLED=0``: a static binary that needs no C compiler, no C headers and no shared
-  libraries (gpgme, seccomp, subid, sqlite...). Two things of podman need cgo and are
-  replaced by configuration (templates/rootfs/containers.conf.j2): the SHM lock manager
-  (``lock_type = "file"`` instead) and the seccomp profile generator (``seccomp_profile =
-  "unconfined"``: b2c runs every container ``--privileged``, which disables seccomp anyway);
-- build tags that compile out graph drivers and image transports the image never uses, and
-  pick the pure-Go OpenPGP code instead of gpgme;
+- build tags: the pure-Go OpenPGP code instead of gpgme, no btrfs/devicemapper/zfs/aufs
+  graph drivers, no systemd/journald, no AppArmor, no libsubid, no ostree; ``seccomp``
+  stays (libseccomp is in the image for crun anyway). Two tags that look useful break
+  podman 4.3's build: ``exclude_disk_quota`` (containers/storage's cgo overlay code still
+  calls the quota package) and ``containers_image_docker_daemon_stub`` (libimage imports
+  the docker-daemon transport itself: two registrations, a panic at start);
+- cgo only for what needs it: containers/storage registers its overlay driver only in cgo
+  builds, and podman's SHM locks and seccomp profiles are C code. The C side is Debian's
+  too: libc6-dev and libseccomp-dev from the archive, unpacked as a sysroot; the compiler
+  is the host's gcc (``--sysroot``), the only host tool besides ``patch`` and ``pkg-config``;
 - command groups the initramfs never runs (machine, kube, pods...) are left out of the
   binary by a Go ``-overlay`` that replaces ``cmd/podman/main.go`` with a copy without their
   blank imports: the source tree itself is not modified beyond Debian's patches;
-- ``-trimpath -ldflags "-s -w -buildid="`` with ``GOFLAGS`` and the environment fixed, so
-  that the same inputs give the same bytes (tests/test_podman_build.py builds twice).
+- ``-trimpath -ldflags "-s -w -buildid="``, ``-g0`` for C, and a fixed environment, so that
+  the same inputs give the same bytes wherever the build runs (two cold builds are compared
+  by tests/test_podman_build.py). With -trimpath Go leaves the CGO_* flags, which name the
+  build folder, out of the binary's build information.
 
 The binary is cached under ``<cache>/podman/<key>/`` where the key hashes every input: the
-source files' SHA256, every Go package's name, version and SHA256 (toolchain included), the
-recipe and the target architecture. A warm build reads the indexes and copies the binary.
+source files' SHA256, every Debian package's name, version and SHA256 (toolchain and C
+sysroot included), the C compiler's version, the recipe and the target architecture. A warm
+build reads the indexes and copies the binary.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +50,7 @@ from b2c_builder.config import Arch, BuildConfig
 from b2c_builder.debian import deb, download, index, resolve, srcpkg
 from b2c_builder.errors import ResolveError, ToolError
 from b2c_builder.log import log, step
-from b2c_builder.run import run
+from b2c_builder.run import run, which
 
 BINARY_PACKAGE = "podman"
 MAIN_PACKAGE = "cmd/podman"
@@ -65,7 +72,9 @@ class Recipe:
     tags: tuple[Tag, ...]
     drop_commands: tuple[str, ...]  # cmd/podman/<group> packages left out of main.go
     ldflags: tuple[str, ...] = ("-s", "-w", "-buildid=")
-    cgo: bool = False
+    cgo: bool = True
+    c_packages: tuple[str, ...] = ("libc6-dev", "libseccomp-dev")  # the cgo sysroot
+    cflags: tuple[str, ...] = ("-O2", "-g0")
 
     def key_data(self) -> dict[str, object]:
         return {
@@ -73,18 +82,19 @@ class Recipe:
             "drop_commands": list(self.drop_commands),
             "ldflags": list(self.ldflags),
             "cgo": self.cgo,
+            "c_packages": list(self.c_packages),
+            "cflags": list(self.cflags),
         }
 
 
 RECIPE = Recipe(
     tags=(
-        Tag("containers_image_openpgp", "pure-Go signature checks instead of gpgme (needs cgo)"),
-        Tag("exclude_graphdriver_btrfs", "no btrfs storage driver (needs cgo)"),
-        Tag("exclude_graphdriver_devicemapper", "no devicemapper storage driver (needs cgo)"),
+        Tag("seccomp", "seccomp profiles for unprivileged containers (libseccomp, as crun)"),
+        Tag("containers_image_openpgp", "pure-Go signature checks instead of libgpgme"),
+        Tag("exclude_graphdriver_btrfs", "no btrfs storage driver (libbtrfs)"),
+        Tag("exclude_graphdriver_devicemapper", "no devicemapper storage driver (libdevmapper)"),
         Tag("exclude_graphdriver_zfs", "no zfs storage driver"),
         Tag("exclude_graphdriver_aufs", "no aufs storage driver (podman 4)"),
-        Tag("exclude_disk_quota", "no overlay project quotas (--storage-opt size=)"),
-        Tag("containers_image_docker_daemon_stub", "no docker-daemon: transport"),
     ),
     drop_commands=(
         "completion",
@@ -122,6 +132,8 @@ class PodmanBuild:
     patches: tuple[str, ...]
     toolchain: tuple[GoPackage, ...]  # golang-X.Y-go, golang-X.Y-src...
     go_dependencies: tuple[GoPackage, ...]  # the golang-*-dev packages whose code was used
+    c_sysroot: tuple[GoPackage, ...]  # libc6-dev & co: headers and libraries cgo linked with
+    c_compiler: str  # the host's gcc, first line of --version ("" without cgo)
     recipe: Recipe
     goarch: str
     dropped_commands: tuple[str, ...]
@@ -142,13 +154,15 @@ class PodmanBuild:
             },
             "toolchain": [dataclasses.asdict(p) for p in self.toolchain],
             "go_build_dependencies": [dataclasses.asdict(p) for p in self.go_dependencies],
+            "c_build_dependencies": [dataclasses.asdict(p) for p in self.c_sysroot],
             "build": {
+                "c_compiler": self.c_compiler,
                 "goos": "linux",
                 "goarch": self.goarch,
                 "cgo": self.recipe.cgo,
                 "tags": [t.name for t in self.recipe.tags],
                 "ldflags": list(self.recipe.ldflags),
-                "gcflags": [],
+                "cflags": list(self.recipe.cflags),
                 "trimpath": True,
                 "dropped_commands": list(self.dropped_commands),
             },
@@ -198,18 +212,36 @@ def go_inputs(
     return toolchain, code
 
 
+def c_inputs(archive: index.Archive, recipe: Recipe) -> list[index.Package]:
+    """The Depends closure of the recipe's C packages (none without cgo)."""
+    return resolve.closure(archive, recipe.c_packages) if recipe.cgo else []
+
+
+def c_compiler(arch: Arch) -> tuple[str, str]:
+    """(path, first line of ``--version``) of the host's C compiler for ``arch``."""
+    tool = arch.cross_cc
+    path = which(tool, reason=f"compile podman's C parts for {arch} (cgo)")
+    version = run([path, "--version"], reason="identify the C compiler").stdout
+    return path, version.decode(errors="replace").splitlines()[0].strip()
+
+
 def cache_key(
     source: srcpkg.SourcePackage,
     toolchain: list[index.Package],
     code: list[index.Package],
     recipe: Recipe,
     arch: Arch,
+    *,
+    c_packages: Sequence[index.Package] = (),
+    cc_version: str = "",
 ) -> str:
     """SHA256 over every input of the compile (see the module docstring)."""
+    packages = [*toolchain, *code, *c_packages]
     data = {
         "recipe_version": RECIPE_VERSION,
         "source": [source.name, source.version, [(f.path, f.sha256) for f in source.files]],
-        "packages": sorted((p.name, p.version, p.sha256) for p in [*toolchain, *code]),
+        "packages": sorted((p.name, p.version, p.sha256) for p in packages),
+        "cc": cc_version,
         "recipe": recipe.key_data(),
         "goos": "linux",
         "goarch": arch.goarch,
@@ -239,7 +271,11 @@ def build_trimmed(
             hint="the trimmed build follows Debian's dh-golang packaging, which sets it",
         )
     toolchain, code = go_inputs(archive, source)
-    key = cache_key(source, toolchain, code, recipe, cfg.arch)
+    c_packages = c_inputs(archive, recipe)
+    cc, cc_version = c_compiler(cfg.arch) if recipe.cgo else ("", "")
+    key = cache_key(
+        source, toolchain, code, recipe, cfg.arch, c_packages=c_packages, cc_version=cc_version
+    )
     folder = cfg.cache_dir / "podman" / key
     info_path = folder / "build.json"
     cached = (folder / "podman").is_file() and info_path.is_file()
@@ -248,7 +284,8 @@ def build_trimmed(
         info = json.loads(info_path.read_text())
     else:
         with step(f"Compiling podman from {source.name} {source.version} (trimmed)"):
-            info = _compile(session, archive, sources, source, toolchain, code, recipe, cfg, folder)
+            inputs = _Inputs(toolchain, code, c_packages, cc)
+            info = _compile(session, archive, sources, source, inputs, recipe, cfg, folder)
     path = folder / "podman"
     return PodmanBuild(
         binary=path,
@@ -259,6 +296,8 @@ def build_trimmed(
         patches=tuple(info["patches"]),
         toolchain=tuple(_go_package(p) for p in toolchain),
         go_dependencies=tuple(_go_package(p) for p in code),
+        c_sysroot=tuple(_go_package(p) for p in c_packages),
+        c_compiler=cc_version,
         recipe=recipe,
         goarch=cfg.arch.goarch,
         dropped_commands=tuple(info["dropped_commands"]),
@@ -270,8 +309,18 @@ def _go_package(package: index.Package) -> GoPackage:
     return GoPackage(package.name, package.version, package.sha256)
 
 
-# What the Go build reads from the extracted packages: the toolchain and the Go code.
-_EXTRACT = ("usr/lib/go", "usr/share/go", "usr/share/gocode/")
+# What the Go build reads from the extracted packages: the toolchain and the Go code; and
+# from the C packages, the sysroot for cgo (headers, crt*.o, libraries, pkg-config files).
+_GO_FILES = ("usr/lib/go", "usr/share/go", "usr/share/gocode/")
+_C_FILES = ("usr/include/", "usr/lib/", "usr/lib64/", "usr/share/pkgconfig/", "lib/", "lib64/")
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    toolchain: list[index.Package]
+    code: list[index.Package]
+    c_packages: list[index.Package]
+    cc: str  # path of the C compiler ("" without cgo)
 
 
 def _compile(
@@ -279,25 +328,30 @@ def _compile(
     archive: index.Archive,
     sources: srcpkg.SourceIndex,
     source: srcpkg.SourcePackage,
-    toolchain: list[index.Package],
-    code: list[index.Package],
+    inputs: _Inputs,
     recipe: Recipe,
     cfg: BuildConfig,
     folder: Path,
 ) -> dict[str, object]:
     (cfg.cache_dir / "podman").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="build-", dir=cfg.cache_dir / "podman"))
+    go_packages = [*inputs.toolchain, *inputs.code]
     try:
-        with step("Fetching the source package and the Go packages"):
+        with step("Fetching the source package, the Go and the C packages"):
             fetched = srcpkg.fetch(session, sources, source, cfg.cache_dir)
             debs = [
-                download.fetch(session, archive.url_for(p), p.sha256, p.size, cfg.cache_dir)
-                for p in [*toolchain, *code]
+                (p, download.fetch(session, archive.url_for(p), p.sha256, p.size, cfg.cache_dir))
+                for p in [*go_packages, *inputs.c_packages]
             ]
         with step(f"Unpacking {len(debs)} packages and the source"):
             root = work / "root"
-            for path in debs:
-                deb.extract_to_dir(path, root, prefixes=_EXTRACT)
+            sysroot = work / "sysroot"
+            for package, path in debs:
+                if package in inputs.c_packages:
+                    deb.extract_to_dir(path, sysroot, prefixes=_C_FILES)
+                else:
+                    deb.extract_to_dir(path, root, prefixes=_GO_FILES)
+            _usrmerge(sysroot)
             tree = work / "gopath/src" / source.go_import_path
             srcpkg.unpack(fetched, tree)
             patches = srcpkg.series(tree)
@@ -306,7 +360,7 @@ def _compile(
         output = work / "podman"
         started = time.monotonic()
         with step(
-            f"go build ({goroot.name}, {len(code)} Go packages, CGO_ENABLED="
+            f"go build ({goroot.name}, {len(inputs.code)} Go packages, CGO_ENABLED="
             f"{int(recipe.cgo)}, GOARCH={cfg.arch.goarch})"
         ):
             run(
@@ -327,7 +381,7 @@ def _compile(
                     f"./{MAIN_PACKAGE}",
                 ],
                 reason="compile podman",
-                env=_go_env(work, root, goroot, recipe, cfg.arch),
+                env=_go_env(work, root, goroot, recipe, cfg.arch, sysroot, inputs.cc),
                 cwd=tree,
                 timeout=3600,
             )
@@ -347,6 +401,16 @@ def _compile(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _usrmerge(sysroot: Path) -> None:
+    """Give a sysroot whose packages ship only /usr/lib the /lib -> usr/lib links that the
+    libc.so linker script's absolute paths go through (ld prefixes them with the sysroot)."""
+    if not sysroot.exists():
+        return
+    for name in ("lib", "lib64"):
+        if not (sysroot / name).exists() and (sysroot / "usr" / name).is_dir():
+            (sysroot / name).symlink_to(f"usr/{name}")
+
+
 def _goroot(root: Path) -> Path:
     """The one GOROOT the toolchain packages unpacked (usr/lib/go-1.NN)."""
     found = sorted(p for p in (root / "usr/lib").glob("go-*") if (p / "bin/go").is_file())
@@ -358,7 +422,9 @@ def _goroot(root: Path) -> Path:
     return found[0]
 
 
-_BLANK_IMPORT = re.compile(r'^\s*_\s+"[^"]+/cmd/podman/(?P<group>[a-z/]+)"\s*$', re.MULTILINE)
+_BLANK_IMPORT = re.compile(
+    r'^[ \t]*_[ \t]+"[^"]+/cmd/podman/(?P<group>[a-z/]+)"[ \t]*\n', re.MULTILINE
+)
 
 
 def _overlay(tree: Path, work: Path, drop: tuple[str, ...]) -> tuple[Path, list[str]]:
@@ -385,10 +451,28 @@ def _overlay(tree: Path, work: Path, drop: tuple[str, ...]) -> tuple[Path, list[
     return overlay, sorted(dropped)
 
 
-def _go_env(work: Path, root: Path, goroot: Path, recipe: Recipe, arch: Arch) -> dict[str, str]:
+def _go_env(
+    work: Path, root: Path, goroot: Path, recipe: Recipe, arch: Arch, sysroot: Path, cc: str
+) -> dict[str, str]:
     """The whole environment of ``go build``: nothing of the host's leaks in."""
     (work / "tmp").mkdir(exist_ok=True)
+    c_env = {}
+    if recipe.cgo:
+        pkgconfig = [
+            sysroot / "usr/lib" / arch.multiarch / "pkgconfig",
+            sysroot / "usr/share/pkgconfig",
+        ]
+        c_env = {
+            "CC": cc,
+            "CGO_CFLAGS": " ".join([*recipe.cflags, f"--sysroot={sysroot}"]),
+            "CGO_LDFLAGS": f"--sysroot={sysroot}",
+            "PKG_CONFIG": which("pkg-config", reason="find libseccomp's flags for cgo"),
+            "PKG_CONFIG_SYSROOT_DIR": str(sysroot),
+            "PKG_CONFIG_LIBDIR": ":".join(str(p) for p in pkgconfig),
+            "PKG_CONFIG_PATH": "",
+        }
     return {
+        **c_env,
         "PATH": f"{goroot / 'bin'}:/usr/bin:/bin",
         "HOME": str(work),
         "GOROOT": str(goroot),

@@ -27,6 +27,9 @@ PROVIDERS: dict[str, str] = {
     "modprobe": "kmod",
     "busybox": "busybox-static",
     "patch": "patch",
+    "pkg-config": "pkgconf",
+    "x86_64-linux-gnu-gcc": "gcc",
+    "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
     "nice": "coreutils",
 }
 
