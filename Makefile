@@ -6,9 +6,11 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARCH ?= amd64
 # Host packages: the build needs gpgv + the archive keyring (and zstd for .deb members in zstd);
+# --podman trimmed also needs patch (Debian's patches), gcc and pkgconf (cgo; everything else,
+# the Go toolchain, the Go code and the C headers and libraries, comes from the archive);
 # the tests add QEMU, the registry, skopeo, GNU cpio, bsdtar, kmod, shellcheck, busybox, and
 # chrony (an NTP server on 127.0.0.1 for b2c.ntp_peer; it replaces systemd-timesyncd).
-BUILD_DEBS := gpgv debian-archive-keyring zstd xz-utils python3-venv
+BUILD_DEBS := gpgv debian-archive-keyring zstd xz-utils python3-venv patch gcc pkgconf
 TEST_DEBS := $(BUILD_DEBS) qemu-system-x86 qemu-utils cpio libarchive-tools skopeo \
 	docker-registry shellcheck busybox-static kmod gpg dpkg-dev e2fsprogs gcc binutils chrony \
 	qemu-system-arm

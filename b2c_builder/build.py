@@ -19,7 +19,7 @@ import requests
 
 from b2c_builder import __version__, image, kmod, podman, render
 from b2c_builder.compress import open_compressed
-from b2c_builder.config import BuildConfig, PodmanVariant
+from b2c_builder.config import Arch, BuildConfig, PodmanVariant
 from b2c_builder.cpio import write_cpio
 from b2c_builder.debian import deb, download, index, resolve, sources
 from b2c_builder.errors import B2CError, SizeError
@@ -66,7 +66,18 @@ def build(cfg: BuildConfig) -> BuildResult:
     staging = stage_packages(session, archive, cfg, [*image.PACKAGES, *cfg.extra_packages])
     trimmed = None
     if cfg.podman is PodmanVariant.trimmed:
-        trimmed = podman.build_trimmed(session, archive, cfg)
+        host_archive = None
+        if cfg.arch is not Arch.host():  # cross build: the Go toolchain must run here
+            host_archive = index.open_archive(
+                session,
+                mirror,
+                cfg.suite,
+                Arch.host(),
+                keyring=cfg.keyring,
+                verify_signature=cfg.verify_signature,
+                cache_dir=cfg.cache_dir,
+            )
+        trimmed = podman.build_trimmed(session, archive, cfg, host_archive=host_archive)
         image.use_podman(staging, trimmed)
     with step("Selecting the image contents"):
         rootfs = image.new_image(cfg.arch)

@@ -212,6 +212,20 @@ def go_inputs(
     return toolchain, code
 
 
+def host_toolchain(host: index.Archive, toolchain: list[index.Package]) -> list[index.Package]:
+    """The same toolchain packages (same versions) from the build host's index."""
+    found = []
+    for package in toolchain:
+        match = next((p for p in host.versions(package.name) if p.version == package.version), None)
+        if match is None:
+            raise ResolveError(
+                f"{package.name} {package.version} is not in {host.suite}/{host.arch}",
+                hint="the Go toolchain must run on this machine; the suite lacks it for it",
+            )
+        found.append(match)
+    return found
+
+
 def c_inputs(archive: index.Archive, recipe: Recipe) -> list[index.Package]:
     """The Depends closure of the recipe's C packages (none without cgo)."""
     return resolve.closure(archive, recipe.c_packages) if recipe.cgo else []
@@ -256,8 +270,15 @@ def build_trimmed(
     cfg: BuildConfig,
     *,
     recipe: Recipe = RECIPE,
+    host_archive: index.Archive | None = None,
 ) -> PodmanBuild:
-    """The trimmed podman for ``cfg.arch``: from the cache, else compiled (minutes)."""
+    """The trimmed podman for ``cfg.arch``: from the cache, else compiled (minutes).
+
+    ``archive`` is the target's index (the source package, the Go code, the C sysroot);
+    ``host_archive`` is the build machine's when it differs (a cross build): the Go
+    toolchain must run here. Go cross-compiles by itself (GOARCH); cgo needs the host's
+    ``<triplet>-gcc`` cross compiler (Debian's gcc-aarch64-linux-gnu for arm64).
+    """
     binary = archive[BINARY_PACKAGE]
     if archive.release is None:
         raise ResolveError("the archive was opened without its Release; cannot find Sources")
@@ -271,6 +292,8 @@ def build_trimmed(
             hint="the trimmed build follows Debian's dh-golang packaging, which sets it",
         )
     toolchain, code = go_inputs(archive, source)
+    if host_archive is not None and host_archive.arch != archive.arch:
+        toolchain = host_toolchain(host_archive, toolchain)
     c_packages = c_inputs(archive, recipe)
     cc, cc_version = c_compiler(cfg.arch) if recipe.cgo else ("", "")
     key = cache_key(

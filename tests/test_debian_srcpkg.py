@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from b2c_builder.debian import download, index, srcpkg
-from b2c_builder.errors import ExtractError, ResolveError, ToolError, VerifyError
+from b2c_builder.errors import ExtractError, FetchError, ResolveError, ToolError, VerifyError
 from tests.conftest import require_tool
 from tests.localmirror import FakePackage, FakeSource, GpgKey, LocalMirror, tar_xz
 
@@ -228,3 +228,14 @@ def test_a_binary_package_names_its_source(field: str, expected: tuple[str, str]
     )
     package = index.Package.from_stanza(stanza)
     assert (package.source, package.source_version) == expected
+
+
+def test_a_mirror_without_the_source_files_says_so(tmp_path: Path, key: GpgKey) -> None:
+    source = hello_source()
+    with LocalMirror(tmp_path / "m", [FakePackage("hello")], key=key, sources=[source]) as m:
+        (m.root / source.directory / source.dsc_name()).unlink()  # a binary-only mirror
+        sources = open_index(m, tmp_path / "cache")
+        package = sources.get("hello", "1.0-2")
+        with pytest.raises(FetchError, match="HTTP 404") as caught:
+            srcpkg.fetch(download.make_session(retries=0), sources, package, tmp_path / "cache")
+    assert caught.value.hint is not None and "does not serve it" in caught.value.hint

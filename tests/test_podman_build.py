@@ -273,3 +273,25 @@ def test_two_cold_builds_give_the_same_bytes_and_a_warm_one_compiles_nothing(
     assert warm.cached and warm.sha256 == second.sha256
     assert time.monotonic() - started < 60
     assert warm.source in ("podman", "libpod") and warm.go_dependencies
+
+
+def test_a_cross_build_takes_the_toolchain_from_the_build_hosts_index() -> None:
+    host = index.Archive(
+        "http://mirror.invalid/debian",
+        "trixie",
+        "amd64",
+        0,
+        "\n".join([stanza("golang-1.24-go", "amd64"), stanza("golang-1.24-src", "all")]),
+    )
+    target_toolchain = [
+        index.Package.from_stanza(stanza("golang-1.24-go", "arm64")),
+        index.Package.from_stanza(stanza("golang-1.24-src", "all")),
+    ]
+    found = podman.host_toolchain(host, target_toolchain)
+    assert [(p.name, p.architecture) for p in found] == [
+        ("golang-1.24-go", "amd64"),
+        ("golang-1.24-src", "all"),
+    ]
+    newer = [index.Package.from_stanza(stanza("golang-1.24-go", "arm64", version="1.24.5-1"))]
+    with pytest.raises(ResolveError, match=r"golang-1\.24-go 1\.24\.5-1 is not in trixie/amd64"):
+        podman.host_toolchain(host, newer)

@@ -32,7 +32,7 @@ import requests
 import zstandard
 from debian import deb822
 
-from b2c_builder.errors import ExtractError, ResolveError, VerifyError
+from b2c_builder.errors import ExtractError, FetchError, ResolveError, VerifyError
 from b2c_builder.log import log, step
 from b2c_builder.run import run
 
@@ -194,9 +194,16 @@ def fetch(
     """Download the .dsc, check it against Sources, then every file it names against both."""
     paths = {}
     dsc = package.dsc
-    paths[dsc.path] = download.fetch(
-        session, index.url_for(package, dsc), dsc.sha256, dsc.size, cache_dir, what=dsc.path
-    )
+    try:
+        paths[dsc.path] = download.fetch(
+            session, index.url_for(package, dsc), dsc.sha256, dsc.size, cache_dir, what=dsc.path
+        )
+    except FetchError as exc:
+        raise FetchError(
+            exc.message,
+            hint="the Sources index lists it but the mirror does not serve it (some mirrors "
+            "and caches carry binary packages only); pass a full Debian mirror with --mirror",
+        ) from exc
     try:
         text = paths[dsc.path].read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
