@@ -36,6 +36,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import posixpath
 import re
 import shutil
 import tempfile
@@ -54,7 +55,7 @@ from b2c_builder.run import run, which
 
 BINARY_PACKAGE = "podman"
 MAIN_PACKAGE = "cmd/podman"
-RECIPE_VERSION = 1  # bump when the build steps change in a way the recipe does not show
+RECIPE_VERSION = 2  # bump when the build steps change in a way the recipe does not show
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ class PodmanBuild:
     source_files: tuple[index.FileRef, ...]  # .dsc and tarballs, as the Sources index lists
     patches: tuple[str, ...]
     toolchain: tuple[GoPackage, ...]  # golang-X.Y-go, golang-X.Y-src...
-    go_dependencies: tuple[GoPackage, ...]  # the golang-*-dev packages whose code was used
+    go_dependencies: tuple[GoPackage, ...]  # golang-*-dev packages compiled into the binary
+    go_unlinked: tuple[GoPackage, ...]  # fetched (Build-Depends closure) but not compiled in
     c_sysroot: tuple[GoPackage, ...]  # libc6-dev & co: headers and libraries cgo linked with
     c_compiler: str  # the host's gcc, first line of --version ("" without cgo)
     recipe: Recipe
@@ -154,6 +156,7 @@ class PodmanBuild:
             },
             "toolchain": [dataclasses.asdict(p) for p in self.toolchain],
             "go_build_dependencies": [dataclasses.asdict(p) for p in self.go_dependencies],
+            "go_build_dependencies_not_linked": [dataclasses.asdict(p) for p in self.go_unlinked],
             "c_build_dependencies": [dataclasses.asdict(p) for p in self.c_sysroot],
             "build": {
                 "c_compiler": self.c_compiler,
@@ -310,6 +313,7 @@ def build_trimmed(
             inputs = _Inputs(toolchain, code, c_packages, cc)
             info = _compile(session, archive, sources, source, inputs, recipe, cfg, folder)
     path = folder / "podman"
+    linked = set(info.get("linked_packages", [p.name for p in code]))
     return PodmanBuild(
         binary=path,
         sha256=download.file_sha256(path),
@@ -318,7 +322,8 @@ def build_trimmed(
         source_files=source.files,
         patches=tuple(info["patches"]),
         toolchain=tuple(_go_package(p) for p in toolchain),
-        go_dependencies=tuple(_go_package(p) for p in code),
+        go_dependencies=tuple(_go_package(p) for p in code if p.name in linked),
+        go_unlinked=tuple(_go_package(p) for p in code if p.name not in linked),
         c_sysroot=tuple(_go_package(p) for p in c_packages),
         c_compiler=cc_version,
         recipe=recipe,
@@ -369,11 +374,14 @@ def _compile(
         with step(f"Unpacking {len(debs)} packages and the source"):
             root = work / "root"
             sysroot = work / "sysroot"
+            owner: dict[str, str] = {}  # folder of .go files -> the package that shipped them
             for package, path in debs:
                 if package in inputs.c_packages:
                     deb.extract_to_dir(path, sysroot, prefixes=_C_FILES)
-                else:
-                    deb.extract_to_dir(path, root, prefixes=_GO_FILES)
+                    continue
+                for member in deb.extract_to_dir(path, root, prefixes=_GO_FILES):
+                    if member.endswith(".go"):
+                        owner.setdefault(posixpath.dirname(member), package.name)
             _usrmerge(sysroot)
             tree = work / "gopath/src" / source.go_import_path
             srcpkg.unpack(fetched, tree)
@@ -382,6 +390,7 @@ def _compile(
         overlay, dropped = _overlay(tree, work, recipe.drop_commands)
         output = work / "podman"
         started = time.monotonic()
+        env = _go_env(work, root, goroot, recipe, cfg.arch, sysroot, inputs.cc)
         with step(
             f"go build ({goroot.name}, {len(inputs.code)} Go packages, CGO_ENABLED="
             f"{int(recipe.cgo)}, GOARCH={cfg.arch.goarch})"
@@ -404,12 +413,14 @@ def _compile(
                     f"./{MAIN_PACKAGE}",
                 ],
                 reason="compile podman",
-                env=_go_env(work, root, goroot, recipe, cfg.arch, sysroot, inputs.cc),
+                env=env,
                 cwd=tree,
                 timeout=3600,
             )
+        linked = _linked_packages(goroot, overlay, recipe, env, tree, root, owner)
         info: dict[str, object] = {
             "patches": [name for name, _ in patches],
+            "linked_packages": linked,
             "dropped_commands": dropped,
             "compile_seconds": round(time.monotonic() - started, 1),
         }
@@ -422,6 +433,45 @@ def _compile(
         return info
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _linked_packages(
+    goroot: Path,
+    overlay: Path,
+    recipe: Recipe,
+    env: dict[str, str],
+    tree: Path,
+    root: Path,
+    owner: dict[str, str],
+) -> list[str]:
+    """The Debian packages whose Go code is compiled into the binary: the folders of every
+    Go package in ``go list -deps`` (same tags, same overlay), mapped to who shipped them."""
+    proc = run(
+        [
+            str(goroot / "bin/go"),
+            "list",
+            "-deps",
+            "-overlay",
+            str(overlay),
+            "-tags",
+            ",".join(t.name for t in recipe.tags),
+            "-f",
+            "{{.Dir}}",
+            f"./{MAIN_PACKAGE}",
+        ],
+        reason="list the Go packages compiled into podman",
+        env=env,
+        cwd=tree,
+        timeout=600,
+    )
+    linked = set()
+    for line in proc.stdout.decode().splitlines():
+        real = Path(os.path.realpath(line))
+        if real.is_relative_to(root.resolve()):
+            folder = real.relative_to(root.resolve()).as_posix()
+            if folder in owner:
+                linked.add(owner[folder])
+    return sorted(linked)
 
 
 def _usrmerge(sysroot: Path) -> None:

@@ -171,7 +171,8 @@ def fake_build(tmp_path: Path, recipe: podman.Recipe = podman.RECIPE) -> podman.
         source_files=SOURCE.files,
         patches=("a.patch",),
         toolchain=tuple(podman._go_package(p) for p in toolchain),
-        go_dependencies=tuple(podman._go_package(p) for p in code),
+        go_dependencies=tuple(podman._go_package(p) for p in code[1:]),
+        go_unlinked=tuple(podman._go_package(p) for p in code[:1]),
         c_sysroot=(podman.GoPackage("libc6-dev", "2.41-12", "5" * 64),),
         c_compiler="x86_64-linux-gnu-gcc (Debian 12.2.0-14) 12.2.0",
         recipe=recipe,
@@ -195,10 +196,10 @@ def test_the_sbom_section_names_the_source_and_every_build_dependency(tmp_path: 
     }
     deps = section["go_build_dependencies"]
     assert isinstance(deps, list)
-    assert [(d["name"], d["version"]) for d in deps] == [
-        ("golang-bar-dev", "1.0-1"),
-        ("golang-foo-dev", "1.0-1"),
-    ]
+    assert [(d["name"], d["version"]) for d in deps] == [("golang-foo-dev", "1.0-1")]
+    unlinked = section["go_build_dependencies_not_linked"]
+    assert isinstance(unlinked, list)
+    assert [d["name"] for d in unlinked] == ["golang-bar-dev"]
     assert section["c_build_dependencies"] == [
         {"name": "libc6-dev", "version": "2.41-12", "sha256": "5" * 64}
     ]

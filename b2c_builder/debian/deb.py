@@ -260,10 +260,10 @@ def _taken(manifest: Manifest, entry: Entry, deb: Path) -> bool:
     return True
 
 
-def extract_to_dir(deb: Path, dest: Path, *, prefixes: tuple[str, ...]) -> int:
+def extract_to_dir(deb: Path, dest: Path, *, prefixes: tuple[str, ...]) -> list[str]:
     """Write the members of ``deb`` whose path starts with one of ``prefixes`` under ``dest``
-    (a build folder, not an image: files keep their modes, owners are ours). The number of
-    members written.
+    (a build folder, not an image: files keep their modes, owners are ours). The paths
+    written, relative to ``dest``.
 
     An absolute symlink target is made relative, so that it points inside ``dest`` instead of
     at the host; a member (or a link) that would land outside ``dest``, or a device node,
@@ -294,4 +294,4 @@ def extract_to_dir(deb: Path, dest: Path, *, prefixes: tuple[str, ...]) -> int:
         ) from exc
     except tarfile.TarError as exc:
         raise ExtractError(f"{deb}: corrupt data.tar: {exc}") from exc
-    return len(members)
+    return [m.name for m in members]
