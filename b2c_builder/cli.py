@@ -89,7 +89,7 @@ def build(
         PodmanVariant,
         typer.Option(
             help="debian: Debian's podman binary; trimmed: compiled from Debian's source "
-            "package without cgo and unused features (cached; the first build takes minutes)."
+            "package, trimmed of unused features (cached; the first build takes minutes)."
         ),
     ] = PodmanVariant.debian,
 ) -> None:
