@@ -113,8 +113,8 @@ RECIPE = Recipe(
 
 
 @dataclass(frozen=True)
-class GoPackage:
-    """A Debian package whose files the Go build reads (recorded in the SBOM)."""
+class InputPackage:
+    """A Debian package whose files the build reads: Go code, toolchain or C sysroot (SBOM)."""
 
     name: str
     version: str
@@ -131,10 +131,10 @@ class PodmanBuild:
     source_version: str
     source_files: tuple[index.FileRef, ...]  # .dsc and tarballs, as the Sources index lists
     patches: tuple[str, ...]
-    toolchain: tuple[GoPackage, ...]  # golang-X.Y-go, golang-X.Y-src...
-    go_dependencies: tuple[GoPackage, ...]  # golang-*-dev packages compiled into the binary
-    go_unlinked: tuple[GoPackage, ...]  # fetched (Build-Depends closure) but not compiled in
-    c_sysroot: tuple[GoPackage, ...]  # libc6-dev & co: headers and libraries cgo linked with
+    toolchain: tuple[InputPackage, ...]  # golang-X.Y-go, golang-X.Y-src...
+    go_dependencies: tuple[InputPackage, ...]  # golang-*-dev packages compiled into the binary
+    go_unlinked: tuple[InputPackage, ...]  # fetched (Build-Depends closure) but not compiled in
+    c_sysroot: tuple[InputPackage, ...]  # libc6-dev & co: headers and libraries cgo linked with
     c_compiler: str  # the host's gcc, first line of --version ("" without cgo)
     recipe: Recipe
     goarch: str
@@ -321,10 +321,10 @@ def build_trimmed(
         source_version=source.version,
         source_files=source.files,
         patches=tuple(info["patches"]),
-        toolchain=tuple(_go_package(p) for p in toolchain),
-        go_dependencies=tuple(_go_package(p) for p in code if p.name in linked),
-        go_unlinked=tuple(_go_package(p) for p in code if p.name not in linked),
-        c_sysroot=tuple(_go_package(p) for p in c_packages),
+        toolchain=tuple(_input(p) for p in toolchain),
+        go_dependencies=tuple(_input(p) for p in code if p.name in linked),
+        go_unlinked=tuple(_input(p) for p in code if p.name not in linked),
+        c_sysroot=tuple(_input(p) for p in c_packages),
         c_compiler=cc_version,
         recipe=recipe,
         goarch=cfg.arch.goarch,
@@ -333,8 +333,8 @@ def build_trimmed(
     )
 
 
-def _go_package(package: index.Package) -> GoPackage:
-    return GoPackage(package.name, package.version, package.sha256)
+def _input(package: index.Package) -> InputPackage:
+    return InputPackage(package.name, package.version, package.sha256)
 
 
 # What the Go build reads from the extracted packages: the toolchain and the Go code; and
