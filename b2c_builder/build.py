@@ -17,9 +17,9 @@ from pathlib import Path
 
 import requests
 
-from b2c_builder import __version__, image, kmod, render
+from b2c_builder import __version__, image, kmod, podman, render
 from b2c_builder.compress import open_compressed
-from b2c_builder.config import BuildConfig
+from b2c_builder.config import Arch, BuildConfig, PodmanVariant
 from b2c_builder.cpio import write_cpio
 from b2c_builder.debian import deb, download, index, resolve, sources
 from b2c_builder.errors import B2CError, SizeError
@@ -41,6 +41,7 @@ class BuildResult:
     kernel: Artifact | None = None
     modules: Artifact | None = None
     kernel_version: str | None = None
+    podman: podman.PodmanBuild | None = None  # the trimmed build, when --podman trimmed
 
 
 def build(cfg: BuildConfig) -> BuildResult:
@@ -69,13 +70,34 @@ def build(cfg: BuildConfig) -> BuildResult:
 
     staged = stage_packages(session, archive, cfg)
     staging = staged.image
+    trimmed = None
+    if cfg.podman is PodmanVariant.trimmed:
+        host_archive = None
+        if cfg.arch is not Arch.host():  # cross build: the Go toolchain must run here
+            host_archive = index.open_archive(
+                session,
+                mirror,
+                cfg.suite,
+                Arch.host(),
+                keyring=cfg.keyring,
+                verify_signature=cfg.verify_signature,
+                cache_dir=cfg.cache_dir,
+            )
+        trimmed = podman.build_trimmed(session, archive, cfg, host_archive=host_archive)
+        image.use_podman(staging, trimmed)
     with step("Selecting the image contents"):
         rootfs = image.new_image(cfg.arch)
         image.add_binaries(staging, rootfs, cfg.arch)
         image.add_busybox_links(rootfs)
         image.add_data_files(staging, rootfs)
         image.add_config(
-            rootfs, {"version": __version__, "suite": cfg.suite, "crun_wrapper": image.CRUN_WRAPPER}
+            rootfs,
+            {
+                "version": __version__,
+                "suite": cfg.suite,
+                "crun_wrapper": image.CRUN_WRAPPER,
+                "podman_cgo": trimmed is None or trimmed.recipe.cgo,
+            },
         )
         for name in cfg.extra_packages:
             image.add_package_binaries(staging, rootfs, name, cfg.arch)
@@ -92,7 +114,7 @@ def build(cfg: BuildConfig) -> BuildResult:
                     hint="drop --extra-package entries, use --compression xz, or raise --max-size",
                 )
             manifest_path = tmp / f"initramfs.linux_{cfg.arch}.manifest.json"
-            manifest_path.write_text(sbom(rootfs, cfg, epoch))
+            manifest_path.write_text(sbom(rootfs, cfg, epoch, trimmed))
         kernel_art = modules_art = None
         kver = None
         if cfg.kernel_package or cfg.modules_dir:
@@ -103,6 +125,7 @@ def build(cfg: BuildConfig) -> BuildResult:
         kernel=_moved(kernel_art, cfg.output) if kernel_art else None,
         modules=_moved(modules_art, cfg.output) if modules_art else None,
         kernel_version=kver,
+        podman=trimmed,
     )
     log.info("image: %s (%.2f MiB)", final.image.path, final.image.size / 2**20)
     return final
@@ -161,8 +184,12 @@ def write_archive(rootfs: Manifest, path: Path, cfg: BuildConfig, epoch: int) ->
     return _artifact(path)
 
 
-def sbom(rootfs: Manifest, cfg: BuildConfig, epoch: int) -> str:
-    """Every file in the image with mode, size, sha256 and the package it came from."""
+def sbom(
+    rootfs: Manifest, cfg: BuildConfig, epoch: int, trimmed: podman.PodmanBuild | None = None
+) -> str:
+    """Every file in the image with mode, size, sha256 and the package it came from; for a
+    trimmed podman, a ``podman`` section naming its source package, patches, toolchain, Go
+    build-dependencies (name, version, .deb SHA256) and build flags."""
     files = []
     for entry in rootfs:
         item: dict[str, object] = {
@@ -184,6 +211,7 @@ def sbom(rootfs: Manifest, cfg: BuildConfig, epoch: int) -> str:
         "suite": cfg.suite,
         "arch": str(cfg.arch),
         "source_date_epoch": epoch,
+        "podman": trimmed.sbom() if trimmed is not None else {"variant": str(cfg.podman)},
         "files": files,
     }
     return json.dumps(doc, indent=1, sort_keys=False) + "\n"

@@ -72,6 +72,12 @@ class ArchFacts:
     qemu_machine: str  # -M
     qemu_console: str  # the board's serial console device, as console= names it
     qemu_nic: str  # the virtio NIC device
+    goarch: str  # GOARCH of Go builds (the trimmed podman)
+    # The GOARCH-specific level variables, pinned so that the host cannot change them.
+    goarch_env: tuple[tuple[str, str], ...]
+    # The C compiler for cgo code of this architecture on an amd64 host (Debian's
+    # gcc-<triplet> cross packages install it under this name).
+    cross_cc: str
     qemu_tcg_cpu: str = "max"  # -cpu under TCG: every instruction TCG can emulate
     qemu_kvm_cpu: str = "host"  # -cpu under KVM
 
@@ -84,6 +90,9 @@ ARCHES: Mapping[Arch, ArchFacts] = MappingProxyType(
             loader="/lib64/ld-linux-x86-64.so.2",
             elf_machine="EM_X86_64",
             usrmerge=("bin", "sbin", "lib", "lib64"),
+            goarch="amd64",
+            goarch_env=(("GOAMD64", "v1"),),
+            cross_cc="x86_64-linux-gnu-gcc",
             xz_bcj=lzma.FILTER_X86,
             kconfig_symbol="X86_64",
             # arch/x86/include/asm/setup.h (the bzImage setup header's cmdline_size field
@@ -101,6 +110,9 @@ ARCHES: Mapping[Arch, ArchFacts] = MappingProxyType(
             loader="/lib/ld-linux-aarch64.so.1",
             elf_machine="EM_AARCH64",
             usrmerge=("bin", "sbin", "lib"),  # no lib64: the loader is in /lib
+            goarch="arm64",
+            goarch_env=(),
+            cross_cc="aarch64-linux-gnu-gcc",
             xz_bcj=None,
             kconfig_symbol="ARM64",
             # arch/arm64/include/uapi/asm/setup.h; measured on Debian's 6.12 arm64 kernel:
@@ -168,6 +180,13 @@ class Disk:
                 f"--disk {path}: {exc.strerror}", hint="pass an existing disk image file"
             ) from exc
         return cls(path, "qcow2" if magic == QCOW2_MAGIC else "raw")
+
+
+class PodmanVariant(StrEnum):
+    """Where the image's /usr/bin/podman comes from."""
+
+    debian = "debian"  # the binary of Debian's podman package
+    trimmed = "trimmed"  # compiled from Debian's source package, trimmed (b2c_builder/podman.py)
 
 
 DEFAULT_SUITE = "trixie"
@@ -471,6 +490,13 @@ BUILD_SETTINGS = SettingsTable(
             "",
             metavar="CMDLINE",
         ),
+        Setting(
+            "podman",
+            PodmanVariant,
+            "debian: Debian's podman binary; trimmed: compiled from Debian's source package, "
+            "trimmed of unused features (cached; the first build takes minutes).",
+            PodmanVariant.debian,
+        ),
     ],
 )
 
@@ -501,6 +527,7 @@ class BuildConfig:
     modules_dir: Path | None = build_field("modules_dir")
     modules: tuple[str, ...] = build_field("modules")
     default_cmdline: str = build_field("default_cmdline")
+    podman: PodmanVariant = build_field("podman")
 
     def __post_init__(self) -> None:
         if not SUITE_RE.match(self.suite):

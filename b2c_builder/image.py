@@ -17,6 +17,7 @@ import jinja2
 from b2c_builder import elf
 from b2c_builder.config import Arch
 from b2c_builder.errors import ManifestError, ResolveError
+from b2c_builder.podman import PodmanBuild
 from b2c_builder.resources import data_path
 from b2c_builder.rootfs import BUILDER, Entry, Kind, Manifest, Origin, normalize
 
@@ -146,6 +147,24 @@ def add_binaries(staging: Manifest, image: Manifest, arch: Arch) -> None:
         copy_from(staging, image, needed)
 
 
+PODMAN = "usr/bin/podman"
+
+
+def use_podman(staging: Manifest, build: PodmanBuild) -> None:
+    """Put the trimmed podman in place of Debian's binary in the staging tree. Its origin
+    is the source package (``src:NAME``), as the SBOM's podman section details."""
+    staging.add(
+        Entry(
+            PODMAN,
+            Kind.FILE,
+            0o755,
+            data=build.binary.read_bytes(),
+            origin=Origin(f"src:{build.source}", build.source_version),
+        ),
+        replace=True,
+    )
+
+
 def add_busybox_links(image: Manifest) -> list[str]:
     """Symlink every applet into /usr/bin, never shadowing a real program already there."""
     applets = busybox_applets(image.read("usr/bin/busybox"))
@@ -206,7 +225,7 @@ CONFIG_FILES: tuple[tuple[str, str, int], ...] = (
 )
 
 
-def add_config(image: Manifest, variables: dict[str, str]) -> None:
+def add_config(image: Manifest, variables: dict[str, object]) -> None:
     """The static configuration: containers.conf & co, passwd, the crun wrapper, netavark stub."""
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False

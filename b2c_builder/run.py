@@ -5,7 +5,8 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from b2c_builder.config import ARCHES
 from b2c_builder.errors import ToolError
@@ -29,6 +30,11 @@ PROVIDERS: dict[str, str] = {
     "mformat": "mtools",
     "mmd": "mtools",
     "mcopy": "mtools",
+    "patch": "patch",
+    "pkg-config": "pkgconf",
+    "x86_64-linux-gnu-gcc": "gcc",
+    "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
+    "nice": "coreutils",
 }
 
 
@@ -51,13 +57,24 @@ def run(
     input: bytes | None = None,
     timeout: float | None = 600,
     check: bool = True,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``cmd`` (a list), capturing output. Raises ToolError on a missing tool or failure."""
+    """Run ``cmd`` (a list), capturing output. Raises ToolError on a missing tool or failure.
+
+    ``env`` replaces the whole environment (None: inherit ours); ``cwd`` is the directory.
+    """
     argv = [which(cmd[0], reason=reason), *cmd[1:]]
-    log.debug("$ %s", shlex.join(cmd))
+    log.debug("$ %s%s", f"(cd {shlex.quote(str(cwd))}) " if cwd else "", shlex.join(cmd))
     try:
         proc = subprocess.run(  # noqa: S603 - an argument list, never a shell
-            argv, input=input, capture_output=True, timeout=timeout, check=False
+            argv,
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
         )
     except subprocess.TimeoutExpired as exc:
         raise ToolError(f"'{cmd[0]}' took longer than {timeout}s to {reason}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -101,10 +102,16 @@ def shared_cache() -> Path:
     return Path(base) / "b2c-builder"
 
 
+# Extra `build` options for the session's release, e.g. B2C_RELEASE_ARGS="--podman trimmed"
+# to run the QEMU tests against another variant of the image.
+RELEASE_ARGS = shlex.split(os.environ.get("B2C_RELEASE_ARGS", ""))
+
+
 @pytest.fixture(scope="session")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
-    """The default release (trixie, amd64, Debian kernel + modules), built once per session."""
-    return build_release(tmp_path_factory.mktemp("release"), shared_cache())
+    """The default release (trixie, amd64, Debian kernel + modules), built once per session
+    (with $B2C_RELEASE_ARGS added to the build options)."""
+    return build_release(tmp_path_factory.mktemp("release"), shared_cache(), *RELEASE_ARGS)
 
 
 @pytest.fixture(scope="session")

@@ -18,10 +18,13 @@ import contextlib
 import email.utils
 import hashlib
 import http.server
+import io
 import logging
 import lzma
+import posixpath
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -182,6 +185,95 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def tar_xz(files: Mapping[str, bytes], *, top: str = "") -> bytes:
+    """A deterministic .tar.xz of ``files`` (path -> bytes), under the folder ``top``."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for path in sorted(files):
+            info = tarfile.TarInfo(posixpath.join(top, path) if top else path)
+            info.size, info.mode, info.mtime = len(files[path]), 0o644, DEFAULT_DATE
+            tar.addfile(info, io.BytesIO(files[path]))
+    return lzma.compress(raw.getvalue())
+
+
+@dataclass
+class FakeSource:
+    """A synthetic source package in format 3.0 (quilt): ``upstream`` files go into the
+    .orig.tar.xz (under NAME-UPSTREAM/), ``debian`` files (paths under debian/, e.g.
+    "patches/series") into the .debian.tar.xz; the .dsc names both."""
+
+    name: str
+    version: str = "1.0-1"
+    upstream: Mapping[str, bytes] = field(default_factory=dict)
+    debian: Mapping[str, bytes] = field(default_factory=dict)
+    binaries: tuple[str, ...] = ()
+    build_depends: str = ""
+    go_import_path: str = ""
+
+    @property
+    def directory(self) -> str:
+        prefix = self.name[:4] if self.name.startswith("lib") else self.name[0]
+        return f"pool/main/{prefix}/{self.name}"
+
+    def tarballs(self) -> dict[str, bytes]:
+        upstream = self.version.split(":", 1)[-1].rsplit("-", 1)[0]
+        debian = {"control": f"Source: {self.name}\n".encode(), **self.debian}
+        return {
+            f"{self.name}_{upstream}.orig.tar.xz": tar_xz(
+                self.upstream, top=f"{self.name}-{upstream}"
+            ),
+            f"{self.name}_{self.version}.debian.tar.xz": tar_xz(
+                {f"debian/{k}": v for k, v in debian.items()}
+            ),
+        }
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "Format": "3.0 (quilt)",
+            "Source": self.name,
+            "Binary": ", ".join(self.binaries or (self.name,)),
+            "Architecture": "any",
+            "Version": self.version,
+            "Build-Depends": self.build_depends,
+            "Go-Import-Path": self.go_import_path,
+        }
+
+    def dsc(self, tarballs: Mapping[str, bytes]) -> bytes:
+        text = "".join(f"{k}: {v}\n" for k, v in self.fields().items() if v)
+        text += "Checksums-Sha256:\n" + "".join(
+            f" {_sha256(data)} {len(data)} {name}\n" for name, data in sorted(tarballs.items())
+        )
+        return text.encode()
+
+    def dsc_name(self) -> str:
+        return f"{self.name}_{self.version.split(':', 1)[-1]}.dsc"
+
+    def build(self, root: Path) -> None:
+        """Write the .dsc and the tarballs into the pool under ``root``."""
+        folder = root / self.directory
+        folder.mkdir(parents=True, exist_ok=True)
+        tarballs = self.tarballs()
+        for name, data in tarballs.items():
+            (folder / name).write_bytes(data)
+        (folder / self.dsc_name()).write_bytes(self.dsc(tarballs))
+
+    def stanza(self, root: Path) -> str:
+        """The Sources stanza for the files as they are now in the pool."""
+        folder = root / self.directory
+        names = sorted([*self.tarballs(), self.dsc_name()])
+        fields = {**self.fields(), "Directory": self.directory}
+        fields["Package"] = fields.pop("Source")
+        text = "".join(f"{k}: {v}\n" for k, v in fields.items() if v)
+        return (
+            text
+            + "Checksums-Sha256:\n"
+            + "".join(
+                f" {_sha256((folder / n).read_bytes())} {(folder / n).stat().st_size} {n}\n"
+                for n in names
+            )
+        )
+
+
 class LocalMirror:
     """A signed one-suite, one-component archive under ``directory/debian``, served on
     127.0.0.1 while the context is open. ``url`` ends in /debian like a real mirror."""
@@ -196,10 +288,12 @@ class LocalMirror:
         arch: str = "amd64",
         date: int = DEFAULT_DATE,
         extra_release_fields: Mapping[str, str] | None = None,
+        sources: Sequence[FakeSource] = (),
     ) -> None:
         self.root = directory / "debian"
         self.suite, self.arch, self.date = suite, arch, date
         self.packages = {p.name: p for p in packages}
+        self.sources = {s.name: s for s in sources}
         self._own_key = key is None
         self.key = key or GpgKey()
         self.requests: list[str] = []  # paths served, in order (to tell a cache hit)
@@ -209,7 +303,9 @@ class LocalMirror:
         work = directory / "build"
         for package in packages:
             package.build(self.root / package.filename, work)
-        shutil.rmtree(work)
+        for source in sources:
+            source.build(self.root)
+        shutil.rmtree(work, ignore_errors=True)
         self.publish()
 
     # --- layout ---------------------------------------------------------------------------
@@ -258,6 +354,15 @@ class LocalMirror:
             f"main/binary-{self.arch}/Packages": text,
             f"main/binary-{self.arch}/Packages.xz": xz,
         }
+        if self.sources:
+            sources = "\n".join(
+                self.sources[n].stanza(self.root) for n in sorted(self.sources)
+            ).encode()
+            (self.dists / "main/source").mkdir(parents=True, exist_ok=True)
+            (self.dists / "main/source/Sources").write_bytes(sources)
+            files["main/source/Sources"] = sources
+            files["main/source/Sources.xz"] = lzma.compress(sources)
+            (self.dists / "main/source/Sources.xz").write_bytes(files["main/source/Sources.xz"])
         fields = {
             "Origin": "Debian",
             "Label": "Debian",

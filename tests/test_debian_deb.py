@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from b2c_builder.config import Arch
-from b2c_builder.debian.deb import extract_into, new_staging, read_control
+from b2c_builder.debian.deb import extract_into, extract_to_dir, new_staging, read_control
 from b2c_builder.errors import ExtractError
 from b2c_builder.rootfs import Kind, Manifest, Origin
 from b2c_builder.run import run
@@ -244,3 +244,31 @@ def test_truncated_deb(tmp_path: Path) -> None:
     deb.write_bytes(deb.read_bytes()[: deb.stat().st_size // 2])
     with pytest.raises(ExtractError):
         extract_into(Manifest(), deb, ORIGIN)
+
+
+def test_extract_to_dir_writes_the_selected_members_and_keeps_links_inside(
+    tmp_path: Path,
+) -> None:
+    deb = sample().build(tmp_path / "sample.deb", tmp_path / "work")
+    dest = tmp_path / "root"
+    written = extract_to_dir(deb, dest, prefixes=("usr/lib/", "usr/bin/"))
+    assert sorted(written) == [
+        "usr/bin/tool",
+        "usr/bin/tool-alias",
+        "usr/bin/tool-hard",
+        "usr/lib/sample",
+        "usr/lib/sample/abs",
+        "usr/lib/sample/private",
+    ]
+    assert not (dest / "etc").exists() and not (dest / "usr/share").exists()
+    assert (dest / "usr/bin/tool-hard").read_bytes() == b"#!/bin/sh\necho tool\n"
+    # The absolute target /etc/sample.conf now points into dest, not at the host's /etc.
+    assert os.readlink(dest / "usr/lib/sample/abs") == "../../../etc/sample.conf"
+    assert (dest / "usr/lib/sample/private").stat().st_mode & 0o777 == 0o600
+
+
+def test_extract_to_dir_refuses_a_link_out_of_the_folder(tmp_path: Path) -> None:
+    evil = FakePackage("evil", symlinks={"usr/lib/x/up": "../../../../../etc/passwd"})
+    deb = evil.build(tmp_path / "evil.deb", tmp_path / "work")
+    with pytest.raises(ExtractError, match="refusing a member"):
+        extract_to_dir(deb, tmp_path / "root", prefixes=("usr/",))

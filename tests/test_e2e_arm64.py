@@ -14,7 +14,14 @@ import pytest
 from b2c_builder.config import DEFAULT_KEYRING, Arch
 from b2c_builder.debian import deb, download, index, sources
 from b2c_builder.rootfs import Origin
-from tests.conftest import ROOT, Release, build_release, require_tool, shared_cache
+from tests.conftest import (
+    RELEASE_ARGS,
+    ROOT,
+    Release,
+    build_release,
+    require_tool,
+    shared_cache,
+)
 from tests.oci import busybox_layer, make_layout
 from tests.registry import Registry
 
@@ -23,7 +30,9 @@ pytestmark = [pytest.mark.qemu, pytest.mark.network]
 
 @pytest.fixture(scope="module")
 def arm64_release(tmp_path_factory: pytest.TempPathFactory) -> Release:
-    return build_release(tmp_path_factory.mktemp("arm64"), shared_cache(), arch="arm64")
+    return build_release(
+        tmp_path_factory.mktemp("arm64"), shared_cache(), *RELEASE_ARGS, arch="arm64"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,9 @@ TEST_TOOLS = {
     "gpgconf": "gpg",  # a Depends of gpg
     "debugfs": "e2fsprogs",
     "gpgv": "gpgv",
+    "patch": "patch",
+    "pkg-config": "pkgconf",
+    "x86_64-linux-gnu-gcc": "gcc",
     "grub-mknetdir": "grub-common",
     "grub-script-check": "grub-common",
     "mtype": "mtools",

@@ -271,3 +271,40 @@ def _summary(entry: Entry) -> str:
     if entry.kind is Kind.SYMLINK:
         return f"symlink to {entry.target}"
     return str(entry.kind)
+
+
+def extract_to_dir(deb: Path, dest: Path, *, prefixes: tuple[str, ...]) -> list[str]:
+    """Write the members of ``deb`` whose path starts with one of ``prefixes`` under ``dest``
+    (a build folder, not an image: files keep their modes, owners are ours). The paths
+    written, relative to ``dest``.
+
+    An absolute symlink target is made relative, so that it points inside ``dest`` instead of
+    at the host; a member (or a link) that would land outside ``dest``, or a device node,
+    refuses the package (tarfile's ``data`` filter).
+    """
+    data_tar = _tars(deb)[1]
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data_tar)) as tar:
+            members = []
+            for member in tar.getmembers():
+                path = member_path(member.name, str(deb))
+                if not path.startswith(prefixes) or member.isdev():
+                    continue
+                member.name = path
+                if member.issym() and member.linkname.startswith("/"):
+                    member.linkname = posixpath.relpath(
+                        member.linkname.lstrip("/") or ".", posixpath.dirname(path) or "."
+                    )
+                elif member.islnk():
+                    member.linkname = member_path(member.linkname, str(deb))
+                members.append(member)
+            tar.extractall(dest, members=members, filter="data")
+    except tarfile.FilterError as exc:
+        raise ExtractError(
+            f"{deb}: refusing a member: {exc}",
+            hint="the package is malicious or corrupt; do not use it",
+        ) from exc
+    except tarfile.TarError as exc:
+        raise ExtractError(f"{deb}: corrupt data.tar: {exc}") from exc
+    return [m.name for m in members]

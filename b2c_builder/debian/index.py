@@ -88,6 +88,8 @@ class Package:
     pre_depends: tuple[Alternatives, ...] = ()
     provides: tuple[Dependency, ...] = ()
     multi_arch: str = "no"
+    source: str = ""  # the source package's name ("" until from_stanza fills it in)
+    source_version: str = ""  # its version (a binNMU's binary version differs from it)
 
     @classmethod
     def from_stanza(cls, text: str) -> Package:
@@ -104,11 +106,25 @@ class Package:
                 pre_depends=_relations(stanza.get("Pre-Depends", "")),
                 provides=tuple(alts[0] for alts in _relations(stanza.get("Provides", ""))),
                 multi_arch=stanza.get("Multi-Arch", "no"),
+                **_source_of(stanza),
             )
         except (KeyError, ValueError) as exc:
             raise VerifyError(
                 f"malformed Packages stanza for {stanza.get('Package', '?')}: {exc!r}"
             ) from exc
+
+
+def _source_of(stanza: deb822.Packages) -> dict[str, str]:
+    """The Source field, ``name`` or ``name (version)``; absent means the binary's own
+    name and version (Debian policy 5.6.1)."""
+    name, version = stanza["Package"], stanza["Version"]
+    field = stanza.get("Source", "").strip()
+    if field:
+        match = re.fullmatch(r"(\S+)(?:\s*\((\S+)\))?", field)
+        if match is None:
+            raise ValueError(f"Source field {field!r}")
+        name, version = match.group(1), match.group(2) or version
+    return {"source": name, "source_version": version}
 
 
 def _relations(text: str) -> tuple[Alternatives, ...]:
@@ -220,8 +236,18 @@ def _field(stanza: str, name: str) -> str:
 class Archive:
     """The packages of one suite/architecture/component, looked up by name or virtual name."""
 
-    def __init__(self, mirror: str, suite: str, arch: str, date: int, packages: str) -> None:
+    def __init__(
+        self,
+        mirror: str,
+        suite: str,
+        arch: str,
+        date: int,
+        packages: str,
+        *,
+        release: Release | None = None,
+    ) -> None:
         self.mirror = mirror.rstrip("/")
+        self.release = release  # the verified Release it came from (None in unit tests)
         self.suite = suite
         self.arch = str(arch)
         self.date = date
@@ -287,7 +313,11 @@ def _packages_ref(release: Release, arch: str, source: str) -> FileRef:
             f"{source} has no architecture {arch} (it has {', '.join(release.architectures)})",
             hint="pass another --arch or --suite",
         )
-    path = f"{COMPONENT}/binary-{arch}/Packages.xz"
+    return listed_file(release, f"{COMPONENT}/binary-{arch}/Packages.xz", source)
+
+
+def listed_file(release: Release, path: str, source: str) -> FileRef:
+    """The hash and size that (verified) ``release`` gives for ``path``, or a VerifyError."""
     ref = release.files.get(path)
     if ref is None:
         raise VerifyError(
@@ -297,32 +327,36 @@ def _packages_ref(release: Release, arch: str, source: str) -> FileRef:
     return ref
 
 
-def _packages(
+def index_file(
     session: requests.Session,
     release: Release,
     dists: str,
-    arch: str,
+    xz: FileRef,
     cache_dir: Path,
     source: str,
-) -> bytes:
-    """The uncompressed Packages file. Release lists the hashes of both Packages.xz and
-    Packages: the former is fetched and checked, the latter is checked and cached so that
-    a warm build skips the ~1 s of xz decompression."""
-    xz = _packages_ref(release, arch, source)
+) -> str:
+    """The uncompressed text of an index file (Packages, Sources) that Release lists as
+    ``xz``, checked against the signed hashes. Release lists the hashes of both the .xz and
+    the plain file: the former is fetched and checked, the latter is checked and cached so
+    that a warm build skips the ~1 s of xz decompression."""
     plain = release.files.get(xz.path.removesuffix(".xz"))
     if plain is not None and (hit := download.cached(cache_dir, plain.sha256, plain.size)):
-        return hit.read_bytes()
-    url = f"{dists}/{xz.path}"
-    if release.acquire_by_hash:  # immune to the mirror updating between two requests
-        url = f"{dists}/{posixpath.dirname(xz.path)}/by-hash/SHA256/{xz.sha256}"
-    path = download.fetch(session, url, xz.sha256, xz.size, cache_dir, what=xz.path)
+        data = hit.read_bytes()
+    else:
+        url = f"{dists}/{xz.path}"
+        if release.acquire_by_hash:  # immune to the mirror updating between two requests
+            url = f"{dists}/{posixpath.dirname(xz.path)}/by-hash/SHA256/{xz.sha256}"
+        path = download.fetch(session, url, xz.sha256, xz.size, cache_dir, what=xz.path)
+        try:
+            data = lzma.decompress(path.read_bytes())
+        except lzma.LZMAError as exc:
+            raise VerifyError(f"{xz.path} from {url} is not valid xz: {exc}") from exc
+        if plain is not None:
+            download.store(cache_dir, plain.sha256, data, what=plain.path)
     try:
-        data = lzma.decompress(path.read_bytes())
-    except lzma.LZMAError as exc:
-        raise VerifyError(f"{xz.path} from {url} is not valid xz: {exc}") from exc
-    if plain is not None:
-        download.store(cache_dir, plain.sha256, data, what=plain.path)
-    return data
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise VerifyError(f"{source}: {xz.path} is not UTF-8: {exc}") from exc
 
 
 def _check_release(release: Release, suite: str, source: str) -> None:
@@ -339,6 +373,34 @@ def _check_release(release: Release, suite: str, source: str) -> None:
         )
 
 
+def open_release(
+    session: requests.Session,
+    mirror: str,
+    suite: str,
+    *,
+    keyring: Path | None,
+    verify_signature: bool = True,
+) -> Release:
+    """Fetch ``dists/<suite>/InRelease``, check its signature (unless told not to), its
+    suite and its expiry: every index file is then checked against its hashes."""
+    url = f"{mirror.rstrip('/')}/dists/{suite}/InRelease"
+    data = download.get(session, url)
+    if verify_signature:
+        if keyring is None:
+            raise ConfigError("no keyring to verify InRelease with", hint="pass --keyring")
+        text = verify_inrelease(data, keyring, source=url)
+    else:
+        log.warning(
+            "!!! NOT verifying the OpenPGP signature of %s (--no-verify-signature): "
+            "anyone between you and the mirror can choose what goes into the image !!!",
+            url,
+        )
+        text = _unsigned_text(data)
+    release = parse_release(text, source=url)
+    _check_release(release, suite, url)
+    return release
+
+
 def open_archive(
     session: requests.Session,
     mirror: str,
@@ -353,26 +415,12 @@ def open_archive(
     mirror = mirror.rstrip("/")
     arch = str(arch)
     with step(f"Reading the {suite}/{arch} index of {mirror}"):
+        release = open_release(
+            session, mirror, suite, keyring=keyring, verify_signature=verify_signature
+        )
         url = f"{mirror}/dists/{suite}/InRelease"
-        data = download.get(session, url)
-        if verify_signature:
-            if keyring is None:
-                raise ConfigError("no keyring to verify InRelease with", hint="pass --keyring")
-            text = verify_inrelease(data, keyring, source=url)
-        else:
-            log.warning(
-                "!!! NOT verifying the OpenPGP signature of %s (--no-verify-signature): "
-                "anyone between you and the mirror can choose what goes into the image !!!",
-                url,
-            )
-            text = _unsigned_text(data)
-        release = parse_release(text, source=url)
-        _check_release(release, suite, url)
-        data = _packages(session, release, f"{mirror}/dists/{suite}", arch, cache_dir, url)
-        try:
-            packages = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise VerifyError(f"{url}: the Packages file is not UTF-8: {exc}") from exc
-        archive = Archive(mirror, suite, arch, release.date, packages)
+        ref = _packages_ref(release, arch, url)
+        packages = index_file(session, release, f"{mirror}/dists/{suite}", ref, cache_dir, url)
+        archive = Archive(mirror, suite, arch, release.date, packages, release=release)
         log.debug("%s/%s: %d packages, dated %d", suite, arch, len(archive), release.date)
         return archive

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from debian.debian_support import Version
 
@@ -96,8 +96,17 @@ def _root(archive: Archive, name: str) -> Package:
     )
 
 
-def closure(archive: Archive, names: Iterable[str]) -> list[Package]:
-    """``names`` and everything they Depend or Pre-Depend on, sorted by package name."""
+def closure(
+    archive: Archive,
+    names: Iterable[str],
+    *,
+    follow: Callable[[Package], bool] | None = None,
+) -> list[Package]:
+    """``names`` and everything they Depend or Pre-Depend on, sorted by package name.
+
+    With ``follow``, a dependency whose pick it rejects is left out, with its own
+    dependencies (e.g. the C libraries behind Go source packages, for a build without cgo).
+    """
     chosen: dict[str, Package] = {}
     queue: deque[Package] = deque()
     for name in names:
@@ -117,6 +126,8 @@ def closure(archive: Archive, names: Iterable[str]) -> list[Package]:
                     f"which nothing in {archive.suite}/{archive.arch} (main) satisfies",
                     hint="the mirror may be incomplete or the suite mixed; try another --mirror",
                 )
+            if follow is not None and not follow(pick):
+                continue
             log.debug("%s: %s -> %s %s", package.name, _describe(group), pick.name, pick.version)
             chosen[pick.name] = pick
             queue.append(pick)
