@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from b2c_builder import __version__, log
-from b2c_builder.bootcfg import Format
+from b2c_builder.boot.bootcfg import Format
 from b2c_builder.config import (
     BUILD_SETTINGS,
     RUN_SETTINGS,
@@ -23,7 +23,7 @@ from b2c_builder.config import (
     SettingsTable,
 )
 from b2c_builder.errors import B2CError, ConfigError
-from b2c_builder.options import OPTIONS, Kind, Option
+from b2c_builder.guest.options import OPTIONS, Option, ValueKind
 
 app = typer.Typer(
     add_completion=False,
@@ -95,7 +95,7 @@ def _main(
 @_with_settings(BUILD_SETTINGS)
 def build(settings: dict[str, object]) -> None:
     """Build releases/initramfs.linux_<arch>.cpio.<ext> (+ .sha256 and manifest.json)."""
-    from b2c_builder.build import build as run_build
+    from b2c_builder.build.pipeline import build as run_build
 
     def action() -> None:
         result = run_build(BuildConfig(**BUILD_SETTINGS.config_values(settings)))
@@ -131,12 +131,12 @@ def _b2c_flags() -> list[tuple[str, Option]]:
     return [
         ("b2c_" + opt.name.removeprefix("b2c."), opt)
         for opt in OPTIONS
-        if opt.name.startswith("b2c.") and opt.kind is not Kind.unsupported
+        if opt.name.startswith("b2c.") and opt.kind is not ValueKind.unsupported
     ]
 
 
 def _with_b2c_flags(func: Callable[..., None]) -> Callable[..., None]:
-    """Give ``func`` one CLI flag per b2c option of the option table (b2c_builder/options.py):
+    """Give ``func`` one CLI flag per b2c option of the option table (b2c_builder/guest/options.py):
     ``--container SPEC`` for ``b2c.container``, ``--pipefail`` for a flag... ``func`` receives
     them as ``b2c={option name: value}``."""
     signature = inspect.signature(func, eval_str=True)
@@ -148,7 +148,7 @@ def _with_b2c_flags(func: Callable[..., None]) -> Callable[..., None]:
         panel = "b2c options (one per option of /init, see the README)"
         annotation: object
         default: object
-        if opt.kind is Kind.flag:
+        if opt.kind is ValueKind.flag:
             annotation = Annotated[
                 bool, typer.Option(flag, help=helptext, rich_help_panel=panel, show_default=False)
             ]
@@ -191,7 +191,7 @@ def run(settings: dict[str, object], b2c: dict[str, object] | None = None) -> No
     Other exit codes: 250 timeout, 251 kernel panic, 252 the guest printed no status,
     253 QEMU failed, 254 the guest broke the console contract (e.g. two statuses).
     """
-    from b2c_builder import launch
+    from b2c_builder.boot import launch
 
     code = 0
 
@@ -233,9 +233,9 @@ def check_cmdline(
     Exit code 0: clean (warnings allowed); 2: at least one error (the boot would fail or end
     with a non-zero pipeline status before any container).
     """
-    from b2c_builder import bootcfg
-    from b2c_builder.options import Problem, lint_cmdline
-    from b2c_builder.qemu import added_by_run
+    from b2c_builder.boot import bootcfg
+    from b2c_builder.boot.qemu import added_by_run
+    from b2c_builder.guest.options import Problem, lint_cmdline
 
     problems: list[Problem] = []
     if fmt is None:
@@ -258,7 +258,7 @@ def check_cmdline(
 def _compose_line(append: str, b2c: dict[str, object] | None, fmt: Format | None) -> str:
     """``--append`` followed by the parameters of the b2c option flags (for GRUB in the
     ``"name=value"`` form it can pass)."""
-    from b2c_builder import bootcfg, launch
+    from b2c_builder.boot import bootcfg, launch
 
     params = launch.b2c_parameters(dict(b2c or {}))  # type: ignore[arg-type]
     if fmt is Format.grub:
@@ -268,7 +268,7 @@ def _compose_line(append: str, b2c: dict[str, object] | None, fmt: Format | None
 
 def _refuse_lint_errors(line: str, arch: Arch, added: str) -> None:
     """Print the problems of ``line`` on stderr; raise ConfigError if one is an error."""
-    from b2c_builder.options import lint_cmdline
+    from b2c_builder.guest.options import lint_cmdline
 
     problems = lint_cmdline(line, arch=arch, added=added)
     for problem in problems:
@@ -307,7 +307,7 @@ def bootcfg(
     The command line is checked first (as check-cmdline does, with what the loader adds);
     nothing is printed when it has an error.
     """
-    from b2c_builder import bootcfg as entries
+    from b2c_builder.boot import bootcfg as entries
 
     def action() -> None:
         line = _compose_line(append, b2c, fmt)
@@ -340,7 +340,7 @@ def iso(
     Needs Debian's xorriso, isolinux, syslinux-common, systemd-boot-efi and mtools. The
     command line is checked first; nothing is written when it has an error.
     """
-    from b2c_builder import iso as isos
+    from b2c_builder.boot import iso as isos
 
     def action() -> None:
         line = _compose_line(append, b2c, Format.syslinux)
@@ -364,7 +364,7 @@ def serve(
 
     A QEMU guest on user networking (`b2c-builder run --pxe`) reaches 127.0.0.1 as 10.0.2.2.
     """
-    from b2c_builder import serve as server
+    from b2c_builder.boot import serve as server
 
     _guard(lambda: server.serve(folder, bind, port))
 
@@ -386,7 +386,7 @@ def kconfig(
     needed. Exit code 0: every required option is there (warnings allowed); 1: at least one
     required option is missing or wrong; 2: FILE cannot be read or is not a .config.
     """
-    from b2c_builder import kconfig as kc
+    from b2c_builder.guest import kconfig as kc
 
     code = 0
 
@@ -431,7 +431,7 @@ def check_extra_args(
     elsewhere and any parameter that is not a b2c option are errors. Exit code 0: clean
     (warnings allowed); 2: at least one error (the boot would stop before any container).
     """
-    from b2c_builder.options import lint_extra_args
+    from b2c_builder.guest.options import lint_extra_args
 
     problems = []
 

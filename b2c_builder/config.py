@@ -186,7 +186,9 @@ class PodmanVariant(StrEnum):
     """Where the image's /usr/bin/podman comes from."""
 
     debian = "debian"  # the binary of Debian's podman package
-    trimmed = "trimmed"  # compiled from Debian's source package, trimmed (b2c_builder/podman.py)
+    trimmed = (
+        "trimmed"  # compiled from Debian's source package, trimmed (b2c_builder/build/podman.py)
+    )
 
 
 DEFAULT_SUITE = "trixie"

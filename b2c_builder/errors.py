@@ -41,7 +41,7 @@ class ExtractError(B2CError):
     """A package is malformed or tries to write outside its target."""
 
 
-class ManifestError(B2CError):
+class RootfsError(B2CError):
     """The rootfs manifest is inconsistent (conflicting entries, missing files)."""
 
 

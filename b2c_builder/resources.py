@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from b2c_builder.errors import ManifestError
+from b2c_builder.errors import RootfsError
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -16,7 +16,7 @@ def data_path(relative: str) -> Path:
         candidate = base / relative
         if candidate.exists():
             return candidate
-    raise ManifestError(
+    raise RootfsError(
         f"cannot find '{relative}' in the b2c-builder installation",
         hint="reinstall b2c-builder (pip install .) or run it from a full checkout",
     )

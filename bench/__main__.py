@@ -29,12 +29,12 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from b2c_builder import job as jobs
-from b2c_builder import launch, qemu
-from b2c_builder.compress import decompress, open_compressed
+from b2c_builder.boot import job as jobs
+from b2c_builder.boot import launch, qemu
+from b2c_builder.build.compress import decompress, open_compressed
+from b2c_builder.build.cpio import write_cpio
+from b2c_builder.build.rootfs import Kind, Rootfs
 from b2c_builder.config import Accel, Arch, Compression, Disk
-from b2c_builder.cpio import write_cpio
-from b2c_builder.rootfs import Kind, Manifest
 from bench.phases import DESCRIPTIONS, PHASES, Event, Spread, events, spreads
 from tests.conftest import Release, build_release, shared_cache
 from tests.oci import busybox_layer, make_layout
@@ -50,7 +50,7 @@ FLOOR_INIT = f"#!/bin/sh\necho {MARKER}\n/bin/busybox poweroff -f\n"
 def floor_initramfs(path: Path) -> Path:
     """A busybox-only initramfs whose /init prints the marker and powers off."""
     busybox = Path(shutil.which("busybox") or "/bin/busybox").resolve().read_bytes()
-    rootfs = Manifest()
+    rootfs = Rootfs()
     rootfs.add_file("bin/busybox", busybox, 0o755)
     rootfs.add_symlink("bin/sh", "busybox")
     rootfs.add_device("dev/console", Kind.CHAR, 5, 1)

@@ -19,7 +19,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from b2c_builder.console import strip_prefix
+from b2c_builder.boot.console import strip_prefix
 
 PHASES: tuple[str, ...] = (
     "kernel",

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from b2c_builder.compress import decompress, open_compressed
+from b2c_builder.build.compress import decompress, open_compressed
 from b2c_builder.config import Arch, Compression
 
 

@@ -16,10 +16,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from b2c_builder import kmod
+from b2c_builder.build import kmod
+from b2c_builder.build.debian import deb, download, index, resolve, sources
+from b2c_builder.build.rootfs import Kind, Origin
 from b2c_builder.config import DEFAULT_KEYRING, DEFAULT_SUITE, Arch
-from b2c_builder.debian import deb, download, index, resolve, sources
-from b2c_builder.rootfs import Kind, Origin
 
 PACKAGE = "linux-image-amd64"  # the metapackage; its Depends names the versioned kernel
 ARCH = Arch.amd64

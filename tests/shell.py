@@ -15,7 +15,7 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from b2c_builder.render import InitSettings, render_init
+from b2c_builder.guest.render import InitSettings, render_init
 from b2c_builder.run import run
 from tests.conftest import require_tool
 
@@ -198,7 +198,7 @@ class Shell:
         self.write("proc/uptime", "1.00 0.00\n")
         self.write("proc/cmdline", "\n")
         self.write("proc/sys/kernel/osrelease", "6.1.0-test\n")
-        # What init/kernel.sh checks, as a kernel with every option of b2c_builder/kconfig.py
+        # What init/kernel.sh checks, as a kernel with every option of b2c_builder/guest/kconfig.py
         # shows it once the modules are loaded.
         self.write("proc/filesystems", FILESYSTEMS)
         self.write("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory hugetlb pids\n")

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from b2c_builder.bootcfg import (
+from b2c_builder.boot.bootcfg import (
     BootEntry,
     Format,
     Unexpressible,

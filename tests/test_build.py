@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from b2c_builder import compress, elf, image
+from b2c_builder.build import compress, elf, image
+from b2c_builder.build.cpio import CpioEntry, read_initrd, write_cpio
+from b2c_builder.build.rootfs import Entry, Kind, Rootfs
 from b2c_builder.config import Arch
-from b2c_builder.cpio import CpioEntry, read_initrd, write_cpio
-from b2c_builder.rootfs import Entry, Kind, Manifest
 from tests.conftest import (
     ROOT,
     Release,
@@ -54,9 +54,9 @@ def entries_of(path: Path) -> list[CpioEntry]:
     return read_initrd(path.read_bytes())
 
 
-def to_manifest(entries: Iterable[CpioEntry]) -> Manifest:
-    """A Manifest (a Tree for b2c_builder.elf) holding exactly the archive's members."""
-    manifest = Manifest()
+def to_manifest(entries: Iterable[CpioEntry]) -> Rootfs:
+    """A Rootfs (a Tree for b2c_builder.build.elf) holding exactly the archive's members."""
+    manifest = Rootfs()
     for e in entries:
         kind = e.kind
         assert kind is not None, e.name
@@ -154,7 +154,7 @@ def entries(plain: bytes) -> list[CpioEntry]:
 
 
 @pytest.fixture(scope="module")
-def tree(entries: list[CpioEntry]) -> Manifest:
+def tree(entries: list[CpioEntry]) -> Rootfs:
     return to_manifest(entries)
 
 
@@ -254,7 +254,7 @@ def test_bsdtar_reads_the_same_entries(plain: bytes, entries: list[CpioEntry]) -
 # --- what the image holds ----------------------------------------------------------------
 
 
-def test_image_size_and_contents(release: Release, tree: Manifest) -> None:
+def test_image_size_and_contents(release: Release, tree: Rootfs) -> None:
     assert release.image.stat().st_size < MAX_SIZE
     init = tree["init"]
     assert init.kind is Kind.FILE and init.mode == 0o755 and init.data.startswith(b"#!")
@@ -292,11 +292,11 @@ def test_image_size_and_contents(release: Release, tree: Manifest) -> None:
     assert tree["var/tmp"].kind is Kind.DIR and tree["var/tmp"].mode == 0o1777
 
 
-def elf_files(tree: Manifest) -> list[str]:
+def elf_files(tree: Rootfs) -> list[str]:
     return [e.path for e in tree if e.kind is Kind.FILE and e.data.startswith(ELF_MAGIC)]
 
 
-def test_elf_closure_is_complete_by_parsing(tree: Manifest) -> None:
+def test_elf_closure_is_complete_by_parsing(tree: Rootfs) -> None:
     """Every DT_NEEDED of every ELF file in the image resolves inside the image."""
     files = elf_files(tree)
     assert len(files) > 40
@@ -307,8 +307,8 @@ def test_elf_closure_is_complete_by_parsing(tree: Manifest) -> None:
 _LDD_LINE = re.compile(r"^\s*(?:(\S+) => )?(\S+) \(0x[0-9a-f]+\)$")
 
 
-def test_elf_closure_matches_the_image_loader(rootdir: Path, tree: Manifest) -> None:
-    """The image's own ld.so, run in the image, finds what b2c_builder.elf found."""
+def test_elf_closure_matches_the_image_loader(rootdir: Path, tree: Rootfs) -> None:
+    """The image's own ld.so, run in the image, finds what b2c_builder.build.elf found."""
     loader = ARCH.facts.loader
     checked = 0
     for path in elf_files(tree):
@@ -461,9 +461,9 @@ def test_unclamped_package_times_change_the_bytes(past_build: Path, tmp_path: Pa
     assert min(far_times) < SDE_FAR  # package times passed through
 
 
-def host_tree(root: Path) -> Manifest:
-    """A Manifest of a directory as the host sees it: modes, contents, targets, devices."""
-    manifest = Manifest()
+def host_tree(root: Path) -> Rootfs:
+    """A Rootfs of a directory as the host sees it: modes, contents, targets, devices."""
+    manifest = Rootfs()
     for path in sorted(root.rglob("*")):
         st = path.lstat()
         rel, perm = str(path.relative_to(root)), stat.S_IMODE(st.st_mode)

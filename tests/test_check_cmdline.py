@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder.options import check_length, lint_cmdline
+from b2c_builder.guest.options import check_length, lint_cmdline
 from tests.conftest import b2c
 
 

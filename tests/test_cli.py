@@ -349,7 +349,8 @@ INSTALLED_CHECK = """
 import sys
 from pathlib import Path
 import b2c_builder
-from b2c_builder import render, resources
+from b2c_builder import resources
+from b2c_builder.guest import render
 home = Path(sys.argv[1]).resolve()
 assert Path(b2c_builder.__file__).resolve().is_relative_to(home), b2c_builder.__file__
 init = render.render_init(render.InitSettings())

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from b2c_builder import compress
-from b2c_builder.compress import CompressError, decompress, decompress_stream, open_compressed
+from b2c_builder.build import compress
+from b2c_builder.build.compress import CompressError, decompress, decompress_stream, open_compressed
+from b2c_builder.build.cpio import read_initrd, write_cpio
+from b2c_builder.build.rootfs import Rootfs
 from b2c_builder.config import Arch, Compression
-from b2c_builder.cpio import read_initrd, write_cpio
-from b2c_builder.rootfs import Manifest
 from b2c_builder.run import run
 
 COMPRESSED = [c for c in Compression if c is not Compression.none]
@@ -29,7 +29,7 @@ HOST_DECOMPRESS = {
 @pytest.fixture(scope="module")
 def payload() -> bytes:
     """A cpio archive with x86 machine code in it (the BCJ filter has work to do)."""
-    m = Manifest()
+    m = Rootfs()
     m.add_file("bin/busybox", Path("/bin/busybox").read_bytes()[: 512 * 1024], 0o755)
     rng = random.Random(1)
     m.add_file("etc/random", rng.randbytes(4096))
@@ -112,7 +112,7 @@ def test_gzip_header_has_no_name_or_time(payload: bytes, tmp_path: Path) -> None
 
 @pytest.mark.parametrize("kind", list(Compression), ids=str)
 def test_streaming_cpio_into_a_file(kind: Compression, tmp_path: Path) -> None:
-    m = Manifest()
+    m = Rootfs()
     m.add_file("usr/bin/tool", b"\x7fELF" + b"code" * 10000, 0o755)
     m.add_symlink("bin", "usr/bin")
     path = tmp_path / f"image.cpio{kind.extension()}"

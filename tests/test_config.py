@@ -7,9 +7,11 @@ import os
 import pytest
 from elftools.elf.enums import ENUM_E_MACHINE
 
-from b2c_builder import kconfig, qemu, run
+from b2c_builder import run
+from b2c_builder.boot import qemu
 from b2c_builder.config import ARCHES, Arch
 from b2c_builder.errors import ConfigError
+from b2c_builder.guest import kconfig
 
 
 def test_every_arch_has_one_row() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from b2c_builder.console import (
+from b2c_builder.boot.console import (
     ConsoleParser,
     ContainerKind,
     ContainerRun,

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder import console, launch, qemu
+from b2c_builder.boot import console, launch, qemu
+from b2c_builder.boot.console import ConsoleParser, ExitCode
+from b2c_builder.boot.job import Job
+from b2c_builder.boot.launch import new_nonce
+from b2c_builder.boot.qemu import RunConfig, RunResult
+from b2c_builder.build.cpio import read_initrd
 from b2c_builder.config import Accel
-from b2c_builder.console import ConsoleParser, ExitCode
-from b2c_builder.cpio import read_initrd
-from b2c_builder.job import Job
-from b2c_builder.launch import new_nonce
-from b2c_builder.qemu import RunConfig, RunResult
 from tests.shell import PODMAN, Shell
 
 NONCE = "0123456789abcdef0123456789abcdef"

@@ -14,9 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from b2c_builder import compress
-from b2c_builder.config import Arch, Compression
-from b2c_builder.cpio import (
+from b2c_builder.build import compress
+from b2c_builder.build.cpio import (
     CpioEntry,
     CpioError,
     iter_entries,
@@ -24,16 +23,17 @@ from b2c_builder.cpio import (
     read_initrd,
     write_cpio,
 )
-from b2c_builder.errors import ManifestError
-from b2c_builder.rootfs import Entry, Kind, Manifest
+from b2c_builder.build.rootfs import Entry, Kind, Rootfs
+from b2c_builder.config import Arch, Compression
+from b2c_builder.errors import RootfsError
 from b2c_builder.run import run
 
 SDE = 1_600_000_000  # 2020-09-13: `-tv` listings show a year, not a time of day
 
 
-def sample_manifest() -> Manifest:
+def sample_manifest() -> Rootfs:
     """One of everything the image can hold, with sizes that exercise every padding."""
-    m = Manifest()
+    m = Rootfs()
     m.add_file("usr/bin/tool", bytes(range(256)) * 9, 0o755)
     m.add_file("usr/bin/su", b"setuid", 0o4755)
     m.add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
@@ -57,7 +57,7 @@ def sample_manifest() -> Manifest:
     return m
 
 
-def archive(entries: Manifest | list[Entry], sde: int = SDE) -> bytes:
+def archive(entries: Rootfs | list[Entry], sde: int = SDE) -> bytes:
     out = io.BytesIO()
     written = write_cpio(entries, out, source_date_epoch=sde)
     assert written == len(out.getvalue())
@@ -159,7 +159,7 @@ def test_deterministic_bytes() -> None:
 
 
 def test_non_utf8_names_round_trip() -> None:
-    m = Manifest()
+    m = Rootfs()
     name = b"etc/caf\xe9".decode("utf-8", "surrogateescape")
     m.add_file(name, b"latin-1 name")
     data = archive(m)
@@ -202,7 +202,7 @@ def parse_listing(text: str) -> list[Listed]:
     return rows
 
 
-def expected_listing(manifest: Manifest) -> list[Listed]:
+def expected_listing(manifest: Rootfs) -> list[Listed]:
     return [
         Listed(
             e.path,
@@ -320,7 +320,7 @@ def test_reader_reads_archives_of_other_writers(tool: str, tmp_path: Path) -> No
 
 
 def test_cpio_error_is_a_manifest_error() -> None:
-    assert issubclass(CpioError, ManifestError)
+    assert issubclass(CpioError, RootfsError)
 
 
 def test_bad_magic() -> None:
@@ -416,7 +416,7 @@ def test_writer_checks_declared_size() -> None:
 
 def test_concatenated_archives_raw_and_compressed() -> None:
     base = sample_manifest()
-    extra = Manifest()
+    extra = Rootfs()
     extra.add_file("lib/modules/x.ko", b"\x7fELF module", 0o644)
     extra.add_file("etc/passwd", b"replaced\n")
     raw_base, raw_extra = archive(base), archive(extra)
@@ -480,26 +480,26 @@ def entries(draw: st.DrawFn) -> Entry:
 
 
 @st.composite
-def manifests(draw: st.DrawFn) -> Manifest:
-    m = Manifest()
+def manifests(draw: st.DrawFn) -> Rootfs:
+    m = Rootfs()
     for entry in draw(st.lists(entries(), max_size=25)):
         try:
             m.add(entry)
-        except ManifestError:
+        except RootfsError:
             continue  # a file where a directory is needed, or a conflicting path
     files = [e.path for e in m if e.kind is Kind.FILE]
     for path in draw(st.lists(paths, max_size=4)):
         try:
             if files and path not in m:
                 m.add_hardlink(path, draw(st.sampled_from(files)))
-        except ManifestError:
+        except RootfsError:
             continue
     return m
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(manifest=manifests(), sde=st.integers(0, 2**32 - 1))
-def test_random_manifests_round_trip(manifest: Manifest, sde: int) -> None:
+def test_random_manifests_round_trip(manifest: Rootfs, sde: int) -> None:
     data = archive(manifest, sde)
     assert data == archive(manifest, sde)
     got = read_cpio(data)

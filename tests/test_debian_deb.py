@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from b2c_builder.build.debian.deb import extract_into, extract_to_dir, new_staging, read_control
+from b2c_builder.build.rootfs import Kind, Origin, Rootfs
 from b2c_builder.config import Arch
-from b2c_builder.debian.deb import extract_into, extract_to_dir, new_staging, read_control
 from b2c_builder.errors import ExtractError
-from b2c_builder.rootfs import Kind, Manifest, Origin
 from b2c_builder.run import run
 from tests.localmirror import FakePackage, capture_log
 
@@ -56,7 +56,7 @@ def dpkg_extract(deb: Path, dest: Path) -> dict[str, tuple[str, int, bytes | str
     return tree
 
 
-def manifest_tree(manifest: Manifest) -> dict[str, tuple[str, int, bytes | str]]:
+def manifest_tree(manifest: Rootfs) -> dict[str, tuple[str, int, bytes | str]]:
     tree: dict[str, tuple[str, int, bytes | str]] = {}
     for entry in manifest:
         content: bytes | str = entry.target if entry.kind is Kind.SYMLINK else entry.data
@@ -67,7 +67,7 @@ def manifest_tree(manifest: Manifest) -> dict[str, tuple[str, int, bytes | str]]
 @pytest.mark.parametrize("compression", ["xz", "zstd", "gzip", "none"])
 def test_extraction_matches_dpkg_deb(tmp_path: Path, compression: str) -> None:
     deb = sample(compression).build(tmp_path / "sample.deb", tmp_path / "work")
-    manifest = Manifest()
+    manifest = Rootfs()
     result = extract_into(manifest, deb, ORIGIN)
     assert manifest_tree(manifest) == dpkg_extract(deb, tmp_path / "oracle")
     assert result.control["Package"] == "sample"
@@ -216,7 +216,7 @@ def test_hardlink_escaping_the_root_is_refused(tmp_path: Path) -> None:
         )
     )
     with pytest.raises(ExtractError, match="escapes"):
-        extract_into(Manifest(), deb, Origin("evil", "1"))
+        extract_into(Rootfs(), deb, Origin("evil", "1"))
 
 
 def test_symlink_tricks_stay_inside_the_image(tmp_path: Path) -> None:
@@ -226,7 +226,7 @@ def test_symlink_tricks_stay_inside_the_image(tmp_path: Path) -> None:
         tmp_path / "trick.deb",
         [("./usr/up", None, "../../../../../../etc"), ("./usr/up/passwd", b"pwned", None)],
     )
-    manifest = Manifest()
+    manifest = Rootfs()
     extract_into(manifest, deb, Origin("trick", "1"))
     assert manifest.read("etc/passwd") == b"pwned"
     assert manifest["usr/up"].kind is Kind.SYMLINK
@@ -236,14 +236,14 @@ def test_not_a_deb(tmp_path: Path) -> None:
     junk = tmp_path / "junk.deb"
     junk.write_bytes(b"<html>404</html>")
     with pytest.raises(ExtractError, match="not a Debian package"):
-        extract_into(Manifest(), junk, ORIGIN)
+        extract_into(Rootfs(), junk, ORIGIN)
 
 
 def test_truncated_deb(tmp_path: Path) -> None:
     deb = sample().build(tmp_path / "sample.deb", tmp_path / "work")
     deb.write_bytes(deb.read_bytes()[: deb.stat().st_size // 2])
     with pytest.raises(ExtractError):
-        extract_into(Manifest(), deb, ORIGIN)
+        extract_into(Rootfs(), deb, ORIGIN)
 
 
 def test_extract_to_dir_writes_the_selected_members_and_keeps_links_inside(

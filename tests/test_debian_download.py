@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from b2c_builder.debian import download
+from b2c_builder.build.debian import download
 from b2c_builder.errors import FetchError, VerifyError
 from tests.localmirror import FakePackage, GpgKey, LocalMirror
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from b2c_builder.build.debian import download, index
+from b2c_builder.build.debian.deb import extract_into, new_staging
+from b2c_builder.build.debian.resolve import closure
+from b2c_builder.build.rootfs import Origin
 from b2c_builder.config import Arch
-from b2c_builder.debian import download, index
-from b2c_builder.debian.deb import extract_into, new_staging
-from b2c_builder.debian.resolve import closure
 from b2c_builder.errors import ConfigError, FetchError, VerifyError
-from b2c_builder.rootfs import Origin
 from tests.localmirror import DEFAULT_DATE, FakePackage, GpgKey, LocalMirror, capture_log
 
 PACKAGES = [

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from b2c_builder.build.debian import download, index, resolve, sources
+from b2c_builder.build.debian.deb import extract_into, new_staging
+from b2c_builder.build.rootfs import Kind, Origin
 from b2c_builder.config import DEFAULT_KEYRING, Arch
-from b2c_builder.debian import download, index, resolve, sources
-from b2c_builder.debian.deb import extract_into, new_staging
-from b2c_builder.rootfs import Kind, Origin
 
 WANTED = ["podman", "crun", "conmon", "busybox-static"]
 

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from b2c_builder.debian.index import Archive, Dependency
-from b2c_builder.debian.resolve import closure, version_satisfies
+from b2c_builder.build.debian.index import Archive, Dependency
+from b2c_builder.build.debian.resolve import closure, version_satisfies
 from b2c_builder.errors import ResolveError
 from b2c_builder.run import run
 

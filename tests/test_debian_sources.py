@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder.debian.sources import default_mirror, is_debian_mirror, read_sources
+from b2c_builder.build.debian.sources import default_mirror, is_debian_mirror, read_sources
 from b2c_builder.errors import ConfigError
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"

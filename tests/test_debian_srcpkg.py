@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder.debian import download, index, srcpkg
+from b2c_builder.build.debian import download, index, srcpkg
 from b2c_builder.errors import ExtractError, FetchError, ResolveError, ToolError, VerifyError
 from tests.conftest import require_tool
 from tests.localmirror import FakePackage, FakeSource, GpgKey, LocalMirror, tar_xz

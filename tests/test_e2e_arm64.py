@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
+from b2c_builder.build.debian import deb, download, index, sources
+from b2c_builder.build.rootfs import Origin
 from b2c_builder.config import DEFAULT_KEYRING, Arch
-from b2c_builder.debian import deb, download, index, sources
-from b2c_builder.rootfs import Origin
 from tests.conftest import (
     RELEASE_ARGS,
     ROOT,

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from b2c_builder.cpio import read_initrd
+from b2c_builder.build.cpio import read_initrd
 from tests.conftest import ROOT, Release, require_root, require_tool
 from tests.oci import busybox_layer, make_layout
 from tests.registry import Registry

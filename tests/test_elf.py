@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder import elf
+from b2c_builder.build import elf
+from b2c_builder.build.rootfs import Rootfs
+from b2c_builder.build.tree import HostTree
 from b2c_builder.config import Arch
 from b2c_builder.errors import ResolveError
-from b2c_builder.rootfs import Manifest
 from b2c_builder.run import run
-from b2c_builder.tree import HostTree
 from tests.conftest import require, require_tool
 
 pytestmark = pytest.mark.skipif(Arch.host() is not Arch.amd64, reason="oracles run on amd64")
@@ -118,8 +118,8 @@ def make_tree(root: Path, *, new_dtags: bool) -> Path:
     return app / "bin/main"
 
 
-def manifest_of(root: Path) -> Manifest:
-    manifest = Manifest()
+def manifest_of(root: Path) -> Rootfs:
+    manifest = Rootfs()
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
         if path.is_symlink():
@@ -256,7 +256,7 @@ def test_a_truncated_elf_file_is_an_error_not_a_static_program(cut: int) -> None
     """ELF magic with a broken body: ld.so would refuse it, so must we (never 'no libraries')."""
     program = Path(require_tool("gpgv")).resolve().read_bytes()
     assert elf.parse(program) is not None  # whole, it parses
-    tree = Manifest()
+    tree = Rootfs()
     tree.add_file("usr/bin/broken", program[:cut], 0o755)
     with pytest.raises(ResolveError, match=r"/usr/bin/broken has the ELF magic but is not a valid"):
         elf.closure(tree, ["usr/bin/broken"], ARCH)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder.options import lint_extra_args
+from b2c_builder.guest.options import lint_extra_args
 from tests.conftest import b2c
 from tests.shell import Result, Shell
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder import qemu
+from b2c_builder.boot import qemu
+from b2c_builder.boot.qemu import RunConfig, qemu_cmdline
 from b2c_builder.config import Accel, Arch, Firmware
 from b2c_builder.errors import ConfigError, ToolError
-from b2c_builder.qemu import RunConfig, qemu_cmdline
 from tests.conftest import b2c
 
 

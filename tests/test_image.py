@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder import image
+from b2c_builder.build import image
+from b2c_builder.build.debian import deb
+from b2c_builder.build.rootfs import Kind, Origin, Rootfs
 from b2c_builder.config import Arch
-from b2c_builder.debian import deb
-from b2c_builder.errors import ManifestError
+from b2c_builder.errors import RootfsError
 from b2c_builder.resources import data_path
-from b2c_builder.rootfs import Kind, Manifest, Origin
 from tests.conftest import require_tool
 
 
@@ -30,11 +30,11 @@ def test_applet_table_matches_busybox_list() -> None:
 
 
 def test_applet_table_missing_is_an_error() -> None:
-    with pytest.raises(ManifestError, match="applet table"):
+    with pytest.raises(RootfsError, match="applet table"):
         image.busybox_applets(b"\x7fELF not busybox")
 
 
-def _staging() -> Manifest:
+def _staging() -> Rootfs:
     staging = deb.new_staging(Arch.amd64)
     origin = Origin("libfoo1", "1.0-1")
     staging.add_file(
@@ -63,7 +63,7 @@ def test_copy_from_reproduces_symlinks_on_the_way() -> None:
 
 
 def test_copy_from_missing_path() -> None:
-    with pytest.raises(ManifestError, match="not in the extracted packages"):
+    with pytest.raises(RootfsError, match="not in the extracted packages"):
         image.copy_from(_staging(), image.new_image(Arch.amd64), "usr/bin/nothing")
 
 
@@ -75,7 +75,7 @@ def test_new_image_has_console_and_skeleton() -> None:
     assert img.resolve("bin") == "usr/bin"
 
 
-def dangling_symlinks(manifest: Manifest) -> list[str]:
+def dangling_symlinks(manifest: Rootfs) -> list[str]:
     """'path -> target' of every symlink in ``manifest`` that leads nowhere."""
     return [
         f"{entry.path} -> {entry.target}"

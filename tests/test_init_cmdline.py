@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from b2c_builder.options import (
+from b2c_builder.guest.options import (
     OPTIONS,
     Invalid,
-    Kind,
+    ValueKind,
     lint_cmdline,
     parse_cmdline,
     split_words,
@@ -179,9 +179,9 @@ def test_words_are_not_globbed(tmp_path: Path) -> None:
 
 # --- value validation: the shell and Python agree ------------------------------------------
 
-VALUES: dict[Kind, list[str]] = {
-    Kind.seconds: ["0", "15", "007", "123456789", "1234567890", "", "abc", "1.5", "-1", "1 "],
-    Kind.size: [
+VALUES: dict[ValueKind, list[str]] = {
+    ValueKind.seconds: ["0", "15", "007", "123456789", "1234567890", "", "abc", "1.5", "-1", "1 "],
+    ValueKind.size: [
         "0",
         "1048576",
         "4G",
@@ -197,7 +197,7 @@ VALUES: dict[Kind, list[str]] = {
         "1.5G",
         "99999999999999999",
     ],
-    Kind.url: [
+    ValueKind.url: [
         "http://a",
         "https://10.0.0.1:9000/x?y=z",
         "http:///x",
@@ -206,9 +206,9 @@ VALUES: dict[Kind, list[str]] = {
         "http://a b",
         "x",
     ],
-    Kind.hostname: ["dut-01", "a", "a.b-c", "-a", "a_b", "a" * 64, "a" * 65, "", "$(id)"],
-    Kind.ntp_peer: ["none", "auto", "10.42.0.1", "pool.ntp.org", "fe80::1", "a b", "", "$(x)"],
-    Kind.modules: [
+    ValueKind.hostname: ["dut-01", "a", "a.b-c", "-a", "a_b", "a" * 64, "a" * 65, "", "$(id)"],
+    ValueKind.ntp_peer: ["none", "auto", "10.42.0.1", "pool.ntp.org", "fe80::1", "a b", "", "$(x)"],
+    ValueKind.modules: [
         "e1000e",
         "e1000e,igb",
         "virtio-net,virtio_blk",
@@ -219,9 +219,17 @@ VALUES: dict[Kind, list[str]] = {
         "a b",
         "a.ko",
     ],
-    Kind.podman_args: ["docker://x", "-ti docker://x sh -c 'a b'", "", "   ", "'", 'a "b', "''"],
-    Kind.command: ["poweroff -f", "", "sh -c 'x"],
-    Kind.cache_device: [
+    ValueKind.podman_args: [
+        "docker://x",
+        "-ti docker://x sh -c 'a b'",
+        "",
+        "   ",
+        "'",
+        'a "b',
+        "''",
+    ],
+    ValueKind.command: ["poweroff -f", "", "sh -c 'x"],
+    ValueKind.cache_device: [
         "none",
         "auto",
         "reset",
@@ -237,7 +245,7 @@ VALUES: dict[Kind, list[str]] = {
         "/tmp/x",
         "",
     ],
-    Kind.filesystem: [
+    ValueKind.filesystem: [
         "share,type=9p,src=share,opts=trans=virtio|version=9p2000.L",
         "nfs,src=10.0.0.1:/x",
         "n,src=x,type=fuse.sshfs",
@@ -251,7 +259,7 @@ VALUES: dict[Kind, list[str]] = {
         ",src=x",
         "a b,src=x",
     ],
-    Kind.volume: [
+    ValueKind.volume: [
         "v",
         "v,filesystem=share",
         "v,expiration=never",
@@ -264,7 +272,7 @@ VALUES: dict[Kind, list[str]] = {
         "v.1_2-3",
         "v,mirror=a/b,overwrite",
     ],
-    Kind.iface: [
+    ValueKind.iface: [
         "eth0",
         "eth0,dhcp",
         "eth0,auto,forward",
@@ -282,9 +290,9 @@ VALUES: dict[Kind, list[str]] = {
         "",
         "eth 0",
     ],
-    Kind.network: ["auto", "none", "", "off", "None", "none "],
-    Kind.cache_evict: ["unused", "never", "all", "", "lru", "All", "never,all"],
-    Kind.swap: [
+    ValueKind.network: ["auto", "none", "", "off", "None", "none "],
+    ValueKind.cache_evict: ["unused", "never", "all", "", "lru", "All", "never,all"],
+    ValueKind.swap: [
         "4G",
         "512M,swappiness=10",
         "/dev/vdb",
@@ -297,7 +305,7 @@ VALUES: dict[Kind, list[str]] = {
         "lots",
         ",swappiness=1",
     ],
-    Kind.storage: [
+    ValueKind.storage: [
         "additionalimagestores=/mnt/store",
         "additionalimagestores=/a|/b|shared,overlay.mountopt=nodev",
         "size=10G",
@@ -308,7 +316,7 @@ VALUES: dict[Kind, list[str]] = {
         "a.b.c=1",
         "",
     ],
-    Kind.proxy: [
+    ValueKind.proxy: [
         "http://p:3128",
         "https=http://p:3128",
         "http=http://p:3128,https=http://q:3129",
@@ -317,11 +325,11 @@ VALUES: dict[Kind, list[str]] = {
         "https=p:3128",
         "http://p:3128,https=http://q",
     ],
-    Kind.kernel_ip: ["dhcp", "10.0.2.15::10.0.2.2:255.255.255.0::eth0:off", "off", ""],
+    ValueKind.kernel_ip: ["dhcp", "10.0.2.15::10.0.2.2:255.255.255.0::eth0:off", "off", ""],
 }
 
 
-def python_verdict(kind: Kind, value: str) -> bool:
+def python_verdict(kind: ValueKind, value: str) -> bool:
     try:
         validate(kind, value)
     except Invalid:
@@ -329,7 +337,7 @@ def python_verdict(kind: Kind, value: str) -> bool:
     return True
 
 
-def shell_verdicts(sh: Shell, cases: list[tuple[Kind, str]]) -> list[bool]:
+def shell_verdicts(sh: Shell, cases: list[tuple[ValueKind, str]]) -> list[bool]:
     code = []
     for i, (kind, value) in enumerate(cases):
         sh.write(f"values/{i}", value.encode("latin-1"))
@@ -359,14 +367,16 @@ VALUE_ALPHABET = st.sampled_from([*"a0159./:,=|-_ '\"$G", "src=", "type=", "auto
 @given(
     cases=st.lists(
         st.tuples(
-            st.sampled_from([k for k in Kind if k not in (Kind.flag, Kind.unsupported)]),
+            st.sampled_from(
+                [k for k in ValueKind if k not in (ValueKind.flag, ValueKind.unsupported)]
+            ),
             st.lists(VALUE_ALPHABET, max_size=12).map("".join),
         ),
         min_size=1,
         max_size=30,
     )
 )
-def test_validators_agree_property(tmp_path: Path, cases: list[tuple[Kind, str]]) -> None:
+def test_validators_agree_property(tmp_path: Path, cases: list[tuple[ValueKind, str]]) -> None:
     expected = [python_verdict(kind, value) for kind, value in cases]
     assert shell_verdicts(Shell(tmp_path), cases) == expected
 
@@ -385,28 +395,28 @@ def test_flag_values(tmp_path: Path, value: str | None, norm: str) -> None:
 
 # --- the option dispatch ------------------------------------------------------------------
 
-SAMPLES: dict[Kind, tuple[str, str]] = {  # value -> what the shell variable holds
-    Kind.podman_args: ("-ti docker://x sh -c 'a; b'", "-ti docker://x sh -c 'a; b'"),
-    Kind.command: ("poweroff -f", "poweroff -f"),
-    Kind.flag: ("", "1"),
-    Kind.cache_device: ("/dev/vda", "/dev/vda"),
-    Kind.size: ("2G", str(2 << 30)),
-    Kind.filesystem: ("s,src=x,type=9p", "s,src=x,type=9p"),
-    Kind.volume: ("v,expiration=pipeline_end", "v,expiration=pipeline_end"),
-    Kind.url: ("http://10.0.0.1/x", "http://10.0.0.1/x"),
-    Kind.iface: ("eth0,dhcp", "eth0,dhcp"),
-    Kind.kernel_ip: ("dhcp", "dhcp"),
-    Kind.ntp_peer: ("auto", "auto"),
-    Kind.network: ("none", "none"),
-    Kind.cache_evict: ("never", "never"),
-    Kind.swap: ("2G,swappiness=10", f"{2 << 30},swappiness=10"),
-    Kind.storage: ("additionalimagestores=/a|fs", "additionalimagestores=/a|fs"),
-    Kind.proxy: ("https=http://p:3128", "https=http://p:3128"),
-    Kind.hostname: ("dut-01", "dut-01"),
-    Kind.modules: ("a,b", "a,b"),
-    Kind.seconds: ("15", "15"),
+SAMPLES: dict[ValueKind, tuple[str, str]] = {  # value -> what the shell variable holds
+    ValueKind.podman_args: ("-ti docker://x sh -c 'a; b'", "-ti docker://x sh -c 'a; b'"),
+    ValueKind.command: ("poweroff -f", "poweroff -f"),
+    ValueKind.flag: ("", "1"),
+    ValueKind.cache_device: ("/dev/vda", "/dev/vda"),
+    ValueKind.size: ("2G", str(2 << 30)),
+    ValueKind.filesystem: ("s,src=x,type=9p", "s,src=x,type=9p"),
+    ValueKind.volume: ("v,expiration=pipeline_end", "v,expiration=pipeline_end"),
+    ValueKind.url: ("http://10.0.0.1/x", "http://10.0.0.1/x"),
+    ValueKind.iface: ("eth0,dhcp", "eth0,dhcp"),
+    ValueKind.kernel_ip: ("dhcp", "dhcp"),
+    ValueKind.ntp_peer: ("auto", "auto"),
+    ValueKind.network: ("none", "none"),
+    ValueKind.cache_evict: ("never", "never"),
+    ValueKind.swap: ("2G,swappiness=10", f"{2 << 30},swappiness=10"),
+    ValueKind.storage: ("additionalimagestores=/a|fs", "additionalimagestores=/a|fs"),
+    ValueKind.proxy: ("https=http://p:3128", "https=http://p:3128"),
+    ValueKind.hostname: ("dut-01", "dut-01"),
+    ValueKind.modules: ("a,b", "a,b"),
+    ValueKind.seconds: ("15", "15"),
 }
-SUPPORTED = [opt for opt in OPTIONS if opt.kind is not Kind.unsupported]
+SUPPORTED = [opt for opt in OPTIONS if opt.kind is not ValueKind.unsupported]
 
 
 @pytest.mark.parametrize(
@@ -418,7 +428,7 @@ def test_every_option_and_alias_is_stored(tmp_path: Path, name: str, opt: object
     assert opt in SUPPORTED
     option = next(o for o in SUPPORTED if o is opt)
     value, stored = SAMPLES[option.kind]
-    param = name if option.kind is Kind.flag else f'{name}="{value}"'
+    param = name if option.kind is ValueKind.flag else f'{name}="{value}"'
     sh = Shell(tmp_path)
     sh.write("line", param)
     result = sh.run(

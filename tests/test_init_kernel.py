@@ -1,4 +1,4 @@
-"""/init's boot-time kernel checks (init/kernel.sh, generated from b2c_builder/kconfig.py)
+"""/init's boot-time kernel checks (init/kernel.sh, generated from b2c_builder/guest/kconfig.py)
 on a fake root: each missing piece ends the boot with one line naming the kernel option."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder import kconfig
-from b2c_builder.kconfig import ProbeKind, init_checks, lookup
+from b2c_builder.guest import kconfig
+from b2c_builder.guest.kconfig import ProbeKind, init_checks, lookup
 from tests.shell import FILESYSTEMS, PODMAN, Result, Shell
 
 

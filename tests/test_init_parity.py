@@ -6,7 +6,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from b2c_builder.options import lint_cmdline
+from b2c_builder.guest.options import lint_cmdline
 from tests.shell import Result, Shell
 
 

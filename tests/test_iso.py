@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder import iso
-from b2c_builder.bootcfg import BootEntry, Format, Unexpressible, render
+from b2c_builder.boot import iso
+from b2c_builder.boot.bootcfg import BootEntry, Format, Unexpressible, render
+from b2c_builder.boot.iso import IsoConfig, make_iso, xorriso_command
 from b2c_builder.errors import ToolError
-from b2c_builder.iso import IsoConfig, make_iso, xorriso_command
 from tests.conftest import b2c, require_tool
 
 LINE = "console=ttyS0 b2c.container=\"docker://r/i:1 sh -c 'echo $x ${x} a;b #c d\\e'\""

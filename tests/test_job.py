@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder import job as jobs
-from b2c_builder import kernel as kernels
-from b2c_builder import launch, options
-from b2c_builder.compress import compress
+from b2c_builder.boot import job as jobs
+from b2c_builder.boot import kernel as kernels
+from b2c_builder.boot import launch
+from b2c_builder.build.compress import compress
+from b2c_builder.build.cpio import read_cpio, write_cpio
+from b2c_builder.build.rootfs import Rootfs
 from b2c_builder.config import Arch, Compression
-from b2c_builder.cpio import read_cpio, write_cpio
 from b2c_builder.errors import B2CError, ConfigError, ToolError
-from b2c_builder.rootfs import Manifest
+from b2c_builder.guest import options
 from tests.conftest import ROOT, require_tool
 from tests.oci import busybox_layer, make_layout
 from tests.shell import PODMAN, Shell
@@ -157,7 +158,7 @@ def test_every_b2c_option_is_a_run_flag() -> None:
         timeout=60,
     )
     for opt in options.OPTIONS:
-        if opt.name.startswith("b2c.") and opt.kind is not options.Kind.unsupported:
+        if opt.name.startswith("b2c.") and opt.kind is not options.ValueKind.unsupported:
             flag = "--" + opt.name.removeprefix("b2c.").replace("_", "-")
             assert flag in proc.stdout, flag
 
@@ -272,7 +273,7 @@ def test_release_from_a_compressed_image_banner(tmp_path: Path) -> None:
 
 
 def _modules_archive(path: Path, release: str) -> Path:
-    tree = Manifest()
+    tree = Rootfs()
     tree.add_file(f"usr/lib/modules/{release}/b2c.modules", b"virtio_net\n", 0o644)
     with path.open("wb") as out:
         write_cpio(tree, out, source_date_epoch=0)

@@ -16,8 +16,8 @@ import xmlschema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from b2c_builder import junit
-from b2c_builder.console import ContainerKind, ContainerRun, container_runs, log_lines
+from b2c_builder.boot import junit
+from b2c_builder.boot.console import ContainerKind, ContainerRun, container_runs, log_lines
 from b2c_builder.errors import ReportError
 from tests.shell import Shell
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder import kconfig, kmod
+from b2c_builder.build import kmod
+from b2c_builder.build.debian import download, index, resolve, sources
+from b2c_builder.build.debian.deb import extract_into, new_staging
+from b2c_builder.build.rootfs import Origin
 from b2c_builder.config import DEFAULT_KEYRING, DEFAULT_SUITE, Arch
-from b2c_builder.debian import download, index, resolve, sources
-from b2c_builder.debian.deb import extract_into, new_staging
 from b2c_builder.errors import ConfigError
-from b2c_builder.kconfig import KERNEL_OPTIONS, Level, check, fragment, lookup, parse_config
-from b2c_builder.rootfs import Origin
+from b2c_builder.guest import kconfig
+from b2c_builder.guest.kconfig import KERNEL_OPTIONS, Level, check, fragment, lookup, parse_config
 from tests.conftest import b2c, shared_cache
 
 ARCHES = list(Arch)

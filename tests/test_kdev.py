@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder.kernel import kernel_release
+from b2c_builder.boot.kernel import kernel_release
 from tests.conftest import ROOT, Release, require_tool
 from tests.kernel import DebianKernel
 from tests.oci import busybox_layer, make_layout

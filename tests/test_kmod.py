@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from b2c_builder import kmod
+from b2c_builder.build import kmod
+from b2c_builder.build.rootfs import Kind, Origin, Rootfs
 from b2c_builder.errors import ExtractError, ResolveError
-from b2c_builder.rootfs import Kind, Manifest, Origin
 from b2c_builder.run import run, which
 from tests.conftest import require
 from tests.kernel import DebianKernel
@@ -136,7 +136,7 @@ def test_missing_dependency_is_an_error(synthetic: Synthetic) -> None:
 
 def test_archive_entries(synthetic: Synthetic) -> None:
     tree = kmod.ModuleTree.from_directory(synthetic.root, origin=Origin("linux-image-test", "1"))
-    manifest = Manifest()
+    manifest = Rootfs()
     requested = ["top-d", "solo", "ext4", "virtio_pci", "top_d"]
     closure = kmod.add_modules(manifest, tree, requested, required=["top-d"])
     assert names(closure) == ["core_a", "lib_b", "mid_c", "lib_e", "top_d", "solo"]
@@ -169,13 +169,13 @@ def test_archive_entries(synthetic: Synthetic) -> None:
 def test_archive_requirements_and_directory(synthetic: Synthetic) -> None:
     tree = kmod.ModuleTree.from_directory(synthetic.root)
     with pytest.raises(ResolveError, match="no module named 'nope'"):
-        kmod.add_modules(Manifest(), tree, ["solo", "nope"], required=["nope"])
-    assert kmod.add_modules(Manifest(), tree, ["nope"], required=[]) == []
+        kmod.add_modules(Rootfs(), tree, ["solo", "nope"], required=["nope"])
+    assert kmod.add_modules(Rootfs(), tree, ["nope"], required=[]) == []
 
 
 def test_from_manifest_finds_version_and_kernel(synthetic: Synthetic) -> None:
     origin = Origin("linux-image-6.99.0-1-test", "6.99.0-1")
-    staging = Manifest()
+    staging = Rootfs()
     base = f"usr/lib/modules/{KVER}"
     for path in sorted(synthetic.root.rglob("*")):
         if path.is_file():
@@ -188,7 +188,7 @@ def test_from_manifest_finds_version_and_kernel(synthetic: Synthetic) -> None:
     tree = kmod.ModuleTree.from_manifest(staging)
     assert (tree.version, tree.base, tree.vmlinuz) == (KVER, base, f"boot/vmlinuz-{KVER}")
     assert tree.kernel_image() == b"kernel"
-    image = Manifest()
+    image = Rootfs()
     closure = kmod.add_modules(image, tree, ["top_d"], required=["top_d"])
     assert names(closure) == ["core_a", "lib_b", "mid_c", "lib_e", "top_d"]
     assert image[f"{base}/kernel/lib/lib_b.ko"].origin == origin
@@ -221,7 +221,7 @@ def test_corrupt_and_foreign_files_are_reported(tmp_path: Path, synthetic: Synth
 # ---------------------------------------------------------------- busybox modprobe
 
 
-def write_manifest(manifest: Manifest, root: Path) -> None:
+def write_manifest(manifest: Rootfs, root: Path) -> None:
     for entry in manifest:
         path = root / entry.path
         if entry.kind is Kind.DIR:
@@ -253,7 +253,7 @@ def busybox_root(
         "needs root or unprivileged user namespaces to chroot busybox",
     )
     root = tmp_path / "bbroot"
-    manifest = Manifest()
+    manifest = Rootfs()
     closure = kmod.add_modules(manifest, tree, names, required=())
     (root / "bin").mkdir(parents=True)
     shutil.copy(which("busybox", reason="check modules.dep with busybox"), root / "bin/busybox")
@@ -396,7 +396,7 @@ def test_compressed_debian_modules(oracle: Oracle, tmp_path: Path) -> None:
         (root / module.plain_path).write_bytes(unxz(oracle.modules / module.path))
         run(["zstd", "-q", "--rm", str(root / module.plain_path)], reason="compress a module")
     tree = kmod.ModuleTree.from_directory(root)
-    manifest = Manifest()
+    manifest = Rootfs()
     closure = kmod.add_modules(manifest, tree, kmod.DEFAULT_MODULES, required=())
     assert [m.plain_path for m in closure] == [m.plain_path for m in plain]
     assert {m.path.rsplit(".", 1)[-1] for m in closure} == {"xz", "zst"}

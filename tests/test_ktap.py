@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from b2c_builder.ktap import Directive, Document, Status, TestResult, parse, walk
+from b2c_builder.boot.ktap import Directive, Document, Status, TestResult, parse, walk
 
 DATA = Path(__file__).parent / "data" / "ktap"
 OK, NOT_OK, SKIP, TODO, ERROR = (Status.OK, Status.NOT_OK, Status.SKIP, Status.TODO, Status.ERROR)

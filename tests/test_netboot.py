@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder import qemu
-from b2c_builder.bootcfg import BootEntry, Format, kernel_cmdline
+from b2c_builder.boot import qemu
+from b2c_builder.boot.bootcfg import BootEntry, Format, kernel_cmdline
+from b2c_builder.boot.console import ExitCode
+from b2c_builder.build.cpio import write_cpio
+from b2c_builder.build.rootfs import Kind, Rootfs
 from b2c_builder.config import Accel, Firmware
-from b2c_builder.console import ExitCode
-from b2c_builder.cpio import write_cpio
-from b2c_builder.rootfs import Kind, Manifest
 from tests.conftest import ROOT, b2c, require_tool
 from tests.kernel import DebianKernel
 from tests.test_bootcfg import GRUB_NASTY, IPXE_NASTY, NASTY
@@ -58,7 +58,7 @@ def write_payload(folder: Path, kernel: Path) -> Payload:
     busybox = Path(require_tool("busybox")).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(kernel, folder / "vmlinuz")
-    image = Manifest()
+    image = Rootfs()
     image.add_file("bin/busybox", busybox.read_bytes(), 0o755)
     image.add_symlink("bin/sh", "busybox")
     image.add_dir("proc")
@@ -66,7 +66,7 @@ def write_payload(folder: Path, kernel: Path) -> Payload:
     image.add_device("dev/console", Kind.CHAR, 5, 1)
     image.add_file("init", INIT, 0o755)
     token = uuid.uuid4().hex
-    second = Manifest()
+    second = Rootfs()
     second.add_file("etc/second-initrd", f"{token}\n".encode())
     for name, manifest in (("initrd.cpio", image), ("second.cpio", second)):
         with (folder / name).open("wb") as out:

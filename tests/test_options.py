@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder import options
-from b2c_builder.options import (
+from b2c_builder.guest import options
+from b2c_builder.guest.options import (
     OPTIONS,
     Invalid,
-    Kind,
     Problem,
+    ValueKind,
     lint_cmdline,
     lookup,
     markdown_table,
@@ -66,14 +66,14 @@ def test_issue_option_set_is_complete() -> None:
 
 def test_every_kind_has_a_shell_validator() -> None:
     text = (data_path("init") / "cmdline.sh").read_text()
-    for kind in Kind:
-        if kind is not Kind.unsupported:
+    for kind in ValueKind:
+        if kind is not ValueKind.unsupported:
             assert f"\nb2c_valid_{kind}() {{" in text, kind
 
 
 @pytest.mark.parametrize("opt", OPTIONS, ids=lambda o: o.name)
 def test_defaults_are_valid(opt: options.Option) -> None:
-    if opt.kind in (Kind.unsupported, Kind.flag) or opt.default == "":
+    if opt.kind in (ValueKind.unsupported, ValueKind.flag) or opt.default == "":
         return
     assert validate(opt.kind, opt.default) == []
 
@@ -142,10 +142,10 @@ def test_split_words_refuses_unbalanced_quotes(text: str) -> None:
 
 def test_validate_reports_the_problem() -> None:
     with pytest.raises(Invalid, match="whole number of seconds"):
-        validate(Kind.seconds, "abc")
+        validate(ValueKind.seconds, "abc")
     with pytest.raises(Invalid, match="needs a value"):
-        validate(Kind.url, None)
-    assert validate(Kind.volume, "v,mirror=gw/bucket") == [
+        validate(ValueKind.url, None)
+    assert validate(ValueKind.volume, "v,mirror=gw/bucket") == [
         "v: mirror (S3 mirroring) is not supported, ignored"
     ]
     assert options.size_bytes("4G") == 4 << 30
@@ -207,7 +207,8 @@ def test_markdown_table_lists_every_option() -> None:
 def test_readme_option_reference_is_up_to_date() -> None:
     text = (REPO / "README.md").read_text()
     assert options.readme_section(text) == markdown_table(), (
-        "README.md's option reference is stale: run python -m b2c_builder.options --write-readme"
+        "README.md's option reference is stale: "
+        "run python -m b2c_builder.guest.options --write-readme"
     )
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder import image, podman
+from b2c_builder.build import image, podman
+from b2c_builder.build.debian import download, index, sources, srcpkg
+from b2c_builder.build.rootfs import Kind, Origin, Rootfs
 from b2c_builder.config import Arch, BuildConfig, PodmanVariant
-from b2c_builder.debian import download, index, sources, srcpkg
 from b2c_builder.errors import ResolveError
-from b2c_builder.rootfs import Kind, Manifest, Origin
 from tests.conftest import require_tool, shared_cache
 from tests.localmirror import capture_log
 
@@ -210,7 +210,7 @@ def test_the_sbom_section_names_the_source_and_every_build_dependency(tmp_path: 
 
 
 def test_use_podman_replaces_debians_binary_and_names_the_source(tmp_path: Path) -> None:
-    staging = Manifest()
+    staging = Rootfs()
     staging.add_file("usr/bin/podman", b"debian's", 0o755, origin=Origin("podman", "5.4.2-2+b2"))
     image.use_podman(staging, fake_build(tmp_path))
     entry = staging["usr/bin/podman"]
@@ -220,7 +220,7 @@ def test_use_podman_replaces_debians_binary_and_names_the_source(tmp_path: Path)
 
 @pytest.mark.parametrize("cgo", [True, False])
 def test_containers_conf_replaces_what_a_podman_without_cgo_lacks(cgo: bool) -> None:
-    rootfs = Manifest()
+    rootfs = Rootfs()
     image.add_config(
         rootfs, {"version": "1", "suite": "trixie", "crun_wrapper": "x", "podman_cgo": cgo}
     )

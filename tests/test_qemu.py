@@ -12,12 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder import qemu
-from b2c_builder.config import Accel, Arch, Disk
-from b2c_builder.console import ConsoleResult, ExitCode, Panic, Status
-from b2c_builder.cpio import write_cpio
-from b2c_builder.errors import BootError, ConfigError
-from b2c_builder.qemu import (
+from b2c_builder.boot import qemu
+from b2c_builder.boot.console import ConsoleResult, ExitCode, Panic, Status
+from b2c_builder.boot.qemu import (
     PROBE_TIMEOUT,
     RunConfig,
     RunResult,
@@ -29,7 +26,10 @@ from b2c_builder.qemu import (
     qemu_cmdline,
     resolve_accel,
 )
-from b2c_builder.rootfs import Kind, Manifest
+from b2c_builder.build.cpio import write_cpio
+from b2c_builder.build.rootfs import Kind, Rootfs
+from b2c_builder.config import Accel, Arch, Disk
+from b2c_builder.errors import BootError, ConfigError
 from b2c_builder.run import run
 from tests.conftest import require_tool
 from tests.kernel import DebianKernel
@@ -309,17 +309,17 @@ def vmlinuz(debian_kernel: DebianKernel) -> Path:
     return debian_kernel.vmlinuz
 
 
-def newc(manifest: Manifest) -> bytes:
+def newc(manifest: Rootfs) -> bytes:
     """A newc archive of ``manifest`` by our own writer: device nodes without root or mknod."""
     out = io.BytesIO()
     write_cpio(manifest, out, source_date_epoch=0)
     return out.getvalue()
 
 
-def busybox_manifest(init: str) -> Manifest:
+def busybox_manifest(init: str) -> Rootfs:
     """A minimal initramfs: static busybox, /dev/console, /proc and a shell /init."""
     busybox = Path(require_tool("busybox")).resolve()
-    manifest = Manifest()
+    manifest = Rootfs()
     manifest.add_file("bin/busybox", busybox.read_bytes(), 0o755)
     manifest.add_symlink("bin/sh", "busybox")
     for directory in ("dev", "proc", "etc"):
@@ -383,7 +383,7 @@ def test_status_from_two_concatenated_initrds(vmlinuz: Path, tmp_path: Path) -> 
         pad += 1
         base.add_file("pad", b"p" * pad, replace=True)
     (tmp_path / "base.cpio.gz").write_bytes(first)
-    extra = Manifest()
+    extra = Rootfs()
     extra.add_file("etc/extra.txt", f"second-archive-{token}\n".encode())
     (tmp_path / "extra.cpio").write_bytes(newc(extra))
     log_path = tmp_path / "serial.log"

@@ -7,9 +7,11 @@ from pathlib import Path
 import jinja2
 import pytest
 
+from b2c_builder.build.rootfs import Kind as EntryKind
+from b2c_builder.build.rootfs import Rootfs
 from b2c_builder.errors import ConfigError
-from b2c_builder.options import OPTIONS, Kind
-from b2c_builder.render import (
+from b2c_builder.guest.options import OPTIONS, ValueKind
+from b2c_builder.guest.render import (
     INIT_LIBRARIES,
     InitSettings,
     _environment,
@@ -18,8 +20,6 @@ from b2c_builder.render import (
     udhcpc_script,
 )
 from b2c_builder.resources import data_path
-from b2c_builder.rootfs import Kind as EntryKind
-from b2c_builder.rootfs import Manifest
 from b2c_builder.run import run
 
 HOSTILE = 'b2c.container="$(touch /tmp/pwned) `id` ; docker://x" foo=it\'s'
@@ -46,7 +46,7 @@ def test_render_is_deterministic_and_self_contained() -> None:
     assert text.count("# shellcheck shell=") == 1
     for opt in OPTIONS:
         assert f"        {opt.case_pattern})\n" in text
-        if opt.kind is not Kind.unsupported:
+        if opt.kind is not ValueKind.unsupported:
             assert f"    {opt.var}=" in text
 
 
@@ -74,7 +74,7 @@ def test_template_is_strict() -> None:
 
 
 def test_add_init_adds_manifest_entries() -> None:
-    manifest = Manifest()
+    manifest = Rootfs()
     add_init(manifest, InitSettings())
     init = manifest["/init"]
     assert init.kind is EntryKind.FILE and init.mode == 0o755
@@ -104,11 +104,11 @@ def test_data_dir_prefers_the_installed_copy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from b2c_builder import resources
-    from b2c_builder.errors import ManifestError
+    from b2c_builder.errors import RootfsError
 
     package = tmp_path / "site-packages" / "b2c_builder"
     (package / "_data" / "templates").mkdir(parents=True)
     monkeypatch.setattr(resources, "_PACKAGE", package)
     assert data_path("templates") == package / "_data" / "templates"
-    with pytest.raises(ManifestError, match="'init'"):
+    with pytest.raises(RootfsError, match="'init'"):
         data_path("init")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from b2c_builder.errors import ManifestError
-from b2c_builder.rootfs import Kind, Manifest, normalize
+from b2c_builder.build.rootfs import Kind, Rootfs, normalize
+from b2c_builder.errors import RootfsError
 
 
 @pytest.mark.parametrize(
@@ -18,12 +18,12 @@ def test_normalize(path: str, expected: str) -> None:
 
 @pytest.mark.parametrize("path", ["../etc", "/a/../../etc", "a/b/../../../x"])
 def test_normalize_refuses_escapes(path: str) -> None:
-    with pytest.raises(ManifestError, match="escapes"):
+    with pytest.raises(RootfsError, match="escapes"):
         normalize(path)
 
 
 def test_parents_are_filled_and_iteration_is_sorted_parents_first() -> None:
-    m = Manifest()
+    m = Rootfs()
     m.add_file("usr/lib/x/libz.so", b"z")
     m.add_file("usr/bin/a", b"a", 0o755)
     m.add_file("usr-other/f", b"f")
@@ -42,19 +42,19 @@ def test_parents_are_filled_and_iteration_is_sorted_parents_first() -> None:
 
 
 def test_conflicts_are_errors_but_identical_entries_are_not() -> None:
-    m = Manifest()
+    m = Rootfs()
     m.add_file("etc/x", b"1")
     m.add_file("etc/x", b"1")
-    with pytest.raises(ManifestError, match="conflicting entries for /etc/x"):
+    with pytest.raises(RootfsError, match="conflicting entries for /etc/x"):
         m.add_file("etc/x", b"2")
-    with pytest.raises(ManifestError, match="needs it to be a directory"):
+    with pytest.raises(RootfsError, match="needs it to be a directory"):
         m.add_file("etc/x/y", b"")
     m.add_file("etc/x", b"2", replace=True)
     assert m.read("etc/x") == b"2"
 
 
 def test_resolve_follows_relative_and_absolute_links() -> None:
-    m = Manifest()
+    m = Rootfs()
     m.add_symlink("lib", "usr/lib")
     m.add_symlink("lib64", "/usr/lib64")
     m.add_file("usr/lib/a/libc.so.6", b"c")
@@ -67,41 +67,41 @@ def test_resolve_follows_relative_and_absolute_links() -> None:
 
 
 def test_hardlinks_share_a_group() -> None:
-    m = Manifest()
+    m = Rootfs()
     m.add_file("bin/a", b"data", 0o755)
     m.add_hardlink("bin/b", "bin/a")
     assert m["bin/a"].link_group == m["bin/b"].link_group == "bin/a"
     assert m.read("bin/b") == b"data"
     m.add_symlink("bin/s", "a")
-    with pytest.raises(ManifestError, match="cannot hard-link"):
+    with pytest.raises(RootfsError, match="cannot hard-link"):
         m.add_hardlink("bin/c", "bin/s")
 
 
 def test_device_nodes_must_be_char_or_block() -> None:
-    m = Manifest()
+    m = Rootfs()
     assert m.add_device("dev/null", Kind.CHAR, 1, 3, 0o666).rdev == (1, 3)
-    with pytest.raises(ManifestError):
+    with pytest.raises(RootfsError):
         m.add_device("dev/x", Kind.FILE, 1, 1)
 
 
 def test_directories_with_different_modes_are_a_conflict() -> None:
-    m = Manifest()
+    m = Rootfs()
     m.add_dir("root", 0o700)
     m.add_dir("root", 0o700)  # the same directory again is fine
     with pytest.raises(
-        ManifestError, match=r"/root: directory \(mode 0700.* vs directory \(mode 0755"
+        RootfsError, match=r"/root: directory \(mode 0700.* vs directory \(mode 0755"
     ):
         m.add_dir("root", 0o755)
     assert m["root"].mode == 0o700
 
 
 def test_an_explicit_directory_replaces_a_filled_in_parent() -> None:
-    m = Manifest()
+    m = Rootfs()
     m.add_file("var/tmp/x", b"")
     assert m["var/tmp"].mode == 0o755 and m.implicit("var/tmp")
     m.add_dir("var/tmp", 0o1777)
     assert m["var/tmp"].mode == 0o1777 and not m.implicit("var/tmp")
-    with pytest.raises(ManifestError, match="conflicting directory entries for /var/tmp"):
+    with pytest.raises(RootfsError, match="conflicting directory entries for /var/tmp"):
         m.add_dir("var/tmp", 0o755)
-    with pytest.raises(ManifestError, match="conflicting entries for /var"):
+    with pytest.raises(RootfsError, match="conflicting entries for /var"):
         m.add_file("var", b"a file cannot replace a filled-in directory")

@@ -13,7 +13,8 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from b2c_builder import cli, launch, qemu, settings
+from b2c_builder import cli, settings
+from b2c_builder.boot import launch, qemu
 from b2c_builder.config import (
     BUILD_SETTINGS,
     DEFAULT_MAX_SIZE,
@@ -162,7 +163,7 @@ def captured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
         seen["config"] = request
         return 7
 
-    monkeypatch.setattr("b2c_builder.build.build", fake_build)
+    monkeypatch.setattr("b2c_builder.build.pipeline.build", fake_build)
     monkeypatch.setattr(launch, "launch", fake_launch)
     return seen
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from b2c_builder import image
-from b2c_builder.debian import download
+from b2c_builder.build import image
+from b2c_builder.build.debian import download
 from tests.conftest import b2c, require, require_tool
 from tests.localmirror import FakePackage, GpgKey, LocalMirror
 

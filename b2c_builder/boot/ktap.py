@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import ClassVar
 
-from b2c_builder.console import strip_ansi
+from b2c_builder.boot.console import strip_ansi
 
 
 class Status(StrEnum):

@@ -47,8 +47,8 @@ from pathlib import Path
 
 import requests
 
+from b2c_builder.build.debian import deb, download, index, resolve, srcpkg
 from b2c_builder.config import Arch, BuildConfig
-from b2c_builder.debian import deb, download, index, resolve, srcpkg
 from b2c_builder.errors import ResolveError, ToolError
 from b2c_builder.log import log, step
 from b2c_builder.run import run, which

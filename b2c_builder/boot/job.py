@@ -28,10 +28,10 @@ from typing import IO
 
 import zstandard
 
-from b2c_builder import options
-from b2c_builder.cpio import write_cpio
+from b2c_builder.build.cpio import write_cpio
+from b2c_builder.build.rootfs import Rootfs
 from b2c_builder.errors import ConfigError, ToolError
-from b2c_builder.rootfs import Manifest
+from b2c_builder.guest import options
 from b2c_builder.run import run
 
 JOB_DIR = "etc/b2c/job"  # in the guest, /etc/b2c/job (B2C_JOB in init/common.sh)
@@ -172,9 +172,9 @@ class Job:
     # The per-boot nonce of the console contract (console.py), "" for none.
     nonce: str = ""
 
-    def manifest(self) -> Manifest:
+    def manifest(self) -> Rootfs:
         """The job's files, under etc/b2c/job (see init/job.sh for the layout)."""
-        tree = Manifest()
+        tree = Rootfs()
         params = list(self.cmdline)
         for n, container in enumerate(self.containers, 1):
             base = f"{JOB_DIR}/container/{n}"

@@ -38,8 +38,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-from b2c_builder import ktap
-from b2c_builder.console import ContainerRun, strip_ansi
+from b2c_builder.boot import ktap
+from b2c_builder.boot.console import ContainerRun, strip_ansi
 from b2c_builder.errors import ReportError
 
 FAILURE_TAIL = 50  # lines of a failed container's output repeated in its <failure> text

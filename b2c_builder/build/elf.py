@@ -23,10 +23,10 @@ from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
 
+from b2c_builder.build.tree import Tree
 from b2c_builder.config import Arch
 from b2c_builder.errors import ResolveError
 from b2c_builder.log import log
-from b2c_builder.tree import Tree
 
 _ELF_MAGIC = b"\x7fELF"
 _ORIGIN_RE = re.compile(r"\$(ORIGIN\b|\{ORIGIN\})")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from b2c_builder.errors import ManifestError
+from b2c_builder.errors import RootfsError
 
 
 class Kind(StrEnum):
@@ -96,7 +96,7 @@ def normalize(path: str, *, clamp: bool = False) -> str:
             if parts:
                 parts.pop()
             elif not clamp:
-                raise ManifestError(f"path {path!r} escapes the image root")
+                raise RootfsError(f"path {path!r} escapes the image root")
             continue
         parts.append(part)
     return "/".join(parts)
@@ -109,7 +109,7 @@ def link_target(link_dir: str, target: str) -> str:
 
 
 @dataclass
-class Manifest:
+class Rootfs:
     """An in-memory image: add entries, then iterate them sorted."""
 
     entries: dict[str, Entry] = field(default_factory=dict)
@@ -136,7 +136,7 @@ class Manifest:
     def add(self, entry: Entry, *, replace: bool = False) -> Entry:
         path = normalize(entry.path)
         if not path:
-            raise ManifestError("the image root itself cannot be an entry")
+            raise RootfsError("the image root itself cannot be an entry")
         if path != entry.path:
             entry = dataclasses.replace(entry, path=path)
         self._add_parents(path)
@@ -144,12 +144,12 @@ class Manifest:
         filled_in = path in self._implicit and entry.kind is Kind.DIR
         if old is not None and not replace and old != entry and not filled_in:
             if not (old.kind is Kind.DIR and entry.kind is Kind.DIR):
-                raise ManifestError(
+                raise RootfsError(
                     f"conflicting entries for /{path}: {_describe(old)} vs {_describe(entry)}",
                     hint="two sources provide the same path; drop one of them",
                 )
             if (old.mode, old.uid, old.gid) != (entry.mode, entry.uid, entry.gid):
-                raise ManifestError(
+                raise RootfsError(
                     f"conflicting directory entries for /{path}: {_describe(old)} vs "
                     f"{_describe(entry)}",
                     hint="two sources give the directory different modes or owners; "
@@ -167,7 +167,7 @@ class Manifest:
             existing = self.entries.get(parent)
             if existing is not None:
                 if existing.kind is not Kind.DIR:
-                    raise ManifestError(
+                    raise RootfsError(
                         f"/{parent} is a {existing.kind} but /{path} needs it to be a directory",
                         hint="add files under the canonical (resolved) path",
                     )
@@ -208,14 +208,14 @@ class Manifest:
 
     def add_device(self, path: str, kind: Kind, major: int, minor: int, mode: int = 0o600) -> Entry:
         if kind not in (Kind.CHAR, Kind.BLOCK):
-            raise ManifestError(f"/{path}: a device node must be char or block, not {kind}")
+            raise RootfsError(f"/{path}: a device node must be char or block, not {kind}")
         return self.add(Entry(path, kind, mode, rdev=(major, minor), origin=BUILDER))
 
     def add_hardlink(self, path: str, existing: str) -> Entry:
         """Make ``path`` a hard link to the regular file ``existing``."""
         first = self[existing]
         if first.kind is not Kind.FILE:
-            raise ManifestError(f"/{path}: cannot hard-link to /{first.path}, a {first.kind}")
+            raise RootfsError(f"/{path}: cannot hard-link to /{first.path}, a {first.kind}")
         group = first.link_group or first.path
         if first.link_group is None:
             self.entries[first.path] = dataclasses.replace(first, link_group=group)
@@ -225,7 +225,7 @@ class Manifest:
         """Contents of the regular file at the (resolved) ``path``."""
         entry = self.entries.get(normalize(path))
         if entry is None or entry.kind is not Kind.FILE:
-            raise ManifestError(f"/{normalize(path)} is not a regular file in the image")
+            raise RootfsError(f"/{normalize(path)} is not a regular file in the image")
         return entry.data
 
     def resolve(

@@ -35,12 +35,12 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from b2c_builder import compress
-from b2c_builder.compress import CompressError
+from b2c_builder.build import compress
+from b2c_builder.build.compress import CompressError
+from b2c_builder.build.rootfs import Kind, Origin, Rootfs
+from b2c_builder.build.tree import HostTree, Tree
 from b2c_builder.errors import ExtractError, ResolveError
 from b2c_builder.log import log
-from b2c_builder.rootfs import Kind, Manifest, Origin
-from b2c_builder.tree import HostTree, Tree
 
 # For QEMU (virtio, 9p, virtiofs) and common hardware. Members a kernel builds in are
 # satisfied; members a kernel does not have at all (renamed, dropped) are skipped.
@@ -72,14 +72,14 @@ LOAD_LIST = "b2c.modules"  # read by init/modules.sh
 KERNEL_IMAGE = "boot/vmlinuz-{version}"
 
 
-def normalize(name: str) -> str:
+def canonical_name(name: str) -> str:
     """Module names treat '-' and '_' alike; the kernel spells them with '_'."""
     return name.replace("-", "_")
 
 
 def name_of(path: str) -> str:
     """Module name from a file name, as modprobe derives it: ``kvm-intel.ko.xz`` -> kvm_intel."""
-    return normalize(posixpath.basename(path).split(".", 1)[0])
+    return canonical_name(posixpath.basename(path).split(".", 1)[0])
 
 
 def _suffix(path: str) -> str | None:
@@ -182,7 +182,7 @@ class ModuleTree:
         return tree
 
     @classmethod
-    def from_manifest(cls, manifest: Manifest) -> ModuleTree:
+    def from_manifest(cls, manifest: Rootfs) -> ModuleTree:
         """The one kernel in an extracted linux-image package (lib/ or usr/lib/modules/<version>,
         and KERNEL_IMAGE). Raises ResolveError unless there is exactly one version."""
         dirs = kernel_versions(manifest)
@@ -230,7 +230,7 @@ class ModuleTree:
         return sorted(self.files)
 
     def __contains__(self, name: str) -> bool:
-        return normalize(name) in self.files
+        return canonical_name(name) in self.files
 
     def decompressed(self, module: Module) -> bytes:
         """The plain .ko of ``module``."""
@@ -244,11 +244,13 @@ class ModuleTree:
 
     def module(self, name: str) -> Module:
         """The module called ``name`` (its .modinfo read once); KeyError if it is not here."""
-        name = normalize(name)
+        name = canonical_name(name)
         if name not in self._modules:
             path = self.files[name]
             info = parse_modinfo(self._plain(path), what=path)
-            depends = [normalize(d) for v in info.get("depends", []) for d in v.split(",") if d]
+            depends = [
+                canonical_name(d) for v in info.get("depends", []) for d in v.split(",") if d
+            ]
             vermagic = (info.get("vermagic") or [""])[0]
             if vermagic and vermagic.split()[0] != self.version:
                 log.warning("module %s was built for %s, not %s", path, vermagic, self.version)
@@ -258,7 +260,7 @@ class ModuleTree:
         return self._modules[name]
 
 
-def kernel_versions(manifest: Manifest) -> dict[str, str]:
+def kernel_versions(manifest: Rootfs) -> dict[str, str]:
     """Kernel version -> canonical path of its modules directory, in a staging manifest."""
     found: dict[str, str] = {}
     for path, entry in manifest.entries.items():
@@ -277,7 +279,7 @@ def module_closure(
     (with close matches), unless it is ``optional`` (e.g. a DEFAULT_MODULES member that this
     kernel version renamed or dropped): then it is skipped with a debug message.
     """
-    skippable = {normalize(n) for n in optional}
+    skippable = {canonical_name(n) for n in optional}
     order: list[Module] = []
     done: set[str] = set()
 
@@ -300,7 +302,7 @@ def module_closure(
         order.append(module)
 
     for requested in names:
-        name = normalize(requested)
+        name = canonical_name(requested)
         if name in modules.builtin:
             log.debug("module %s is built into kernel %s", name, modules.version)
         elif name not in modules.files and name in skippable:
@@ -339,7 +341,7 @@ def modules_dep(closure: Iterable[Module]) -> bytes:
 
 
 def add_modules(
-    manifest: Manifest,
+    manifest: Rootfs,
     modules: ModuleTree,
     names: Iterable[str],
     *,
@@ -351,8 +353,8 @@ def add_modules(
     are skipped when this kernel has no such module. Files go under usr/lib/modules/<version>
     (see the module docstring). Returns the closure, in load order.
     """
-    names = list(dict.fromkeys(normalize(n) for n in names))
-    must = {normalize(n) for n in required}
+    names = list(dict.fromkeys(canonical_name(n) for n in names))
+    must = {canonical_name(n) for n in required}
     closure = module_closure(modules, names, optional=[n for n in names if n not in must])
     moddir = f"{MODULES_DIR}/{modules.version}"
     for module in closure:

@@ -17,14 +17,16 @@ from pathlib import Path
 
 import requests
 
-from b2c_builder import __version__, image, kmod, podman, render
-from b2c_builder.compress import open_compressed
+from b2c_builder import __version__
+from b2c_builder.build import image, kmod, podman
+from b2c_builder.build.compress import open_compressed
+from b2c_builder.build.cpio import write_cpio
+from b2c_builder.build.debian import deb, download, index, resolve, sources
+from b2c_builder.build.rootfs import Kind, Origin, Rootfs
 from b2c_builder.config import Arch, BuildConfig, PodmanVariant
-from b2c_builder.cpio import write_cpio
-from b2c_builder.debian import deb, download, index, resolve, sources
 from b2c_builder.errors import B2CError, SizeError
+from b2c_builder.guest import render
 from b2c_builder.log import log, step
-from b2c_builder.rootfs import Kind, Manifest, Origin
 
 
 @dataclass(frozen=True)
@@ -135,8 +137,8 @@ def build(cfg: BuildConfig) -> BuildResult:
 class Staged:
     """The extracted packages: the image's search space, and the kernel package's files."""
 
-    image: Manifest
-    kernel: Manifest | None  # None without --kernel-package
+    image: Rootfs
+    kernel: Rootfs | None  # None without --kernel-package
 
 
 def kernel_packages(archive: index.Archive, name: str) -> list[index.Package]:
@@ -178,14 +180,14 @@ def stage_packages(session: requests.Session, archive: index.Archive, cfg: Build
     return Staged(staging, kernel_staging)
 
 
-def write_archive(rootfs: Manifest, path: Path, cfg: BuildConfig, epoch: int) -> Artifact:
+def write_archive(rootfs: Rootfs, path: Path, cfg: BuildConfig, epoch: int) -> Artifact:
     with path.open("wb") as raw, open_compressed(raw, cfg.compression, cfg.arch) as out:
         write_cpio(rootfs, out, source_date_epoch=epoch)
     return _artifact(path)
 
 
 def sbom(
-    rootfs: Manifest, cfg: BuildConfig, epoch: int, trimmed: podman.PodmanBuild | None = None
+    rootfs: Rootfs, cfg: BuildConfig, epoch: int, trimmed: podman.PodmanBuild | None = None
 ) -> str:
     """Every file in the image with mode, size, sha256 and the package it came from; for a
     trimmed podman, a ``podman`` section naming its source package, patches, toolchain, Go
@@ -218,7 +220,7 @@ def sbom(
 
 
 def build_kernel_parts(
-    kernel_staging: Manifest | None, cfg: BuildConfig, epoch: int, tmp: Path
+    kernel_staging: Rootfs | None, cfg: BuildConfig, epoch: int, tmp: Path
 ) -> tuple[Artifact | None, Artifact, str]:
     """The modules archive (and the kernel itself when it comes from a Debian package,
     already extracted into ``kernel_staging``)."""
@@ -229,7 +231,7 @@ def build_kernel_parts(
             assert cfg.modules_dir is not None
             tree = kmod.ModuleTree.from_directory(cfg.modules_dir)
         wanted = [*kmod.DEFAULT_MODULES, *cfg.modules]
-        modules = Manifest()
+        modules = Rootfs()
         kmod.add_modules(modules, tree, wanted, required=cfg.modules)
         name = f"modules-{tree.version}.linux_{cfg.arch}.cpio{cfg.compression.extension()}"
         modules_art = write_archive(modules, tmp / name, cfg, epoch)

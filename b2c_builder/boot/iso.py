@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from b2c_builder import bootcfg
+from b2c_builder.boot import bootcfg
 from b2c_builder.errors import ConfigError, ToolError
 from b2c_builder.log import log
 from b2c_builder.run import PROVIDERS, run

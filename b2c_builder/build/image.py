@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import jinja2
 
-from b2c_builder import elf
+from b2c_builder.build import elf
+from b2c_builder.build.podman import PodmanBuild
+from b2c_builder.build.rootfs import BUILDER, Entry, Kind, Origin, Rootfs, normalize
 from b2c_builder.config import Arch
-from b2c_builder.errors import ManifestError, ResolveError
-from b2c_builder.podman import PodmanBuild
+from b2c_builder.errors import ResolveError, RootfsError
 from b2c_builder.resources import data_path
-from b2c_builder.rootfs import BUILDER, Entry, Kind, Manifest, Origin, normalize
 
 CRUN_WRAPPER = "usr/local/bin/crun-no-pivot"
 NETAVARK_STUB = "usr/lib/podman/netavark"
@@ -74,7 +74,7 @@ def busybox_applets(binary: bytes) -> list[str]:
     """Applet names from busybox's sorted, NUL-separated name table, without running it."""
     start = binary.find(b"[\0[[\0")
     if start < 0:
-        raise ManifestError(
+        raise RootfsError(
             "cannot find the applet table in the busybox binary",
             hint="is this a busybox binary? check the busybox-static package",
         )
@@ -89,7 +89,7 @@ def busybox_applets(binary: bytes) -> list[str]:
     return names
 
 
-def copy_from(staging: Manifest, image: Manifest, path: str, *, dest: str | None = None) -> str:
+def copy_from(staging: Rootfs, image: Rootfs, path: str, *, dest: str | None = None) -> str:
     """Copy ``path`` (and every symlink met on the way) from staging into the image.
 
     Returns the canonical path of the file that was copied. With ``dest`` the file is added
@@ -102,7 +102,7 @@ def copy_from(staging: Manifest, image: Manifest, path: str, *, dest: str | None
 
     canonical = staging.resolve(path, on_link=copy_link)
     if canonical is None:
-        raise ManifestError(f"/{normalize(path)} is not in the extracted packages")
+        raise RootfsError(f"/{normalize(path)} is not in the extracted packages")
     source = staging.entries[canonical]
     # mtimes are kept: the cpio writer clamps them to SOURCE_DATE_EPOCH.
     target = normalize(dest) if dest is not None else canonical
@@ -110,13 +110,13 @@ def copy_from(staging: Manifest, image: Manifest, path: str, *, dest: str | None
     return canonical
 
 
-def new_image(arch: Arch) -> Manifest:
+def new_image(arch: Arch) -> Rootfs:
     """An empty image with the directory skeleton, usr-merge links and device nodes.
 
     The usr-merge links are the staging tree's (``arch.facts.usrmerge``): one per folder the
     architecture's ABI uses, so none dangles (arm64 has no lib64).
     """
-    image = Manifest()
+    image = Rootfs()
     for link in arch.facts.usrmerge:
         image.add_symlink(link, f"usr/{link}")
     for directory in ("proc", "sys", "dev", "run", "mnt", "root", "etc", "usr/bin", "usr/sbin"):
@@ -131,7 +131,7 @@ def new_image(arch: Arch) -> Manifest:
     return image
 
 
-def add_binaries(staging: Manifest, image: Manifest, arch: Arch) -> None:
+def add_binaries(staging: Rootfs, image: Rootfs, arch: Arch) -> None:
     """Copy the programs, then the shared-library closure they need (parsed, never run)."""
     programs: list[str] = []
     for binary in BINARIES:
@@ -150,7 +150,7 @@ def add_binaries(staging: Manifest, image: Manifest, arch: Arch) -> None:
 PODMAN = "usr/bin/podman"
 
 
-def use_podman(staging: Manifest, build: PodmanBuild) -> None:
+def use_podman(staging: Rootfs, build: PodmanBuild) -> None:
     """Put the trimmed podman in place of Debian's binary in the staging tree. Its origin
     is the source package (``src:NAME``), as the SBOM's podman section details."""
     staging.add(
@@ -165,7 +165,7 @@ def use_podman(staging: Manifest, build: PodmanBuild) -> None:
     )
 
 
-def add_busybox_links(image: Manifest) -> list[str]:
+def add_busybox_links(image: Rootfs) -> list[str]:
     """Symlink every applet into /usr/bin, never shadowing a real program already there."""
     applets = busybox_applets(image.read("usr/bin/busybox"))
     for applet in applets:
@@ -178,7 +178,7 @@ def add_busybox_links(image: Manifest) -> list[str]:
     return applets
 
 
-def add_data_files(staging: Manifest, image: Manifest) -> None:
+def add_data_files(staging: Rootfs, image: Rootfs) -> None:
     for source, dest in DATA_FILES:
         copy_from(staging, image, source, dest=dest)
     image.add_file(
@@ -186,7 +186,7 @@ def add_data_files(staging: Manifest, image: Manifest) -> None:
     )
 
 
-def ca_bundle(staging: Manifest) -> bytes:
+def ca_bundle(staging: Rootfs) -> bytes:
     """Concatenate the Mozilla CA certificates (what update-ca-certificates would generate)."""
     prefix = "usr/share/ca-certificates/"
     certs = sorted(p for p in staging.entries if p.startswith(prefix) and p.endswith(".crt"))
@@ -202,7 +202,7 @@ def _ensure_newline(data: bytes) -> bytes:
     return data if data.endswith(b"\n") else data + b"\n"
 
 
-def _origin_of(staging: Manifest, package: str) -> Origin:
+def _origin_of(staging: Rootfs, package: str) -> Origin:
     for entry in staging.entries.values():
         if entry.origin is not None and entry.origin.package == package:
             return entry.origin
@@ -225,7 +225,7 @@ CONFIG_FILES: tuple[tuple[str, str, int], ...] = (
 )
 
 
-def add_config(image: Manifest, variables: dict[str, object]) -> None:
+def add_config(image: Rootfs, variables: dict[str, object]) -> None:
     """The static configuration: containers.conf & co, passwd, the crun wrapper, netavark stub."""
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
@@ -240,7 +240,7 @@ def add_config(image: Manifest, variables: dict[str, object]) -> None:
 EXECUTABLE_DIRS = ("usr/bin/", "usr/sbin/", "usr/libexec/")
 
 
-def add_package_binaries(staging: Manifest, image: Manifest, package: str, arch: Arch) -> None:
+def add_package_binaries(staging: Rootfs, image: Rootfs, package: str, arch: Arch) -> None:
     """--extra-package: the package's programs (not its docs or data) and their libraries."""
     programs = [
         path

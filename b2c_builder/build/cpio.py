@@ -1,6 +1,6 @@
 """cpio "newc" archives, the format the kernel unpacks into its initramfs: writer and reader.
 
-The writer is deterministic: entries are written in the order given (a Manifest yields them
+The writer is deterministic: entries are written in the order given (a Rootfs yields them
 sorted, parents first), inode numbers count from 1 in write order, hard links share the inode
 of their group, owners come from the entry, and mtimes are clamped to SOURCE_DATE_EPOCH.
 Nothing of the host (uids, inode numbers, readdir order, clocks) can reach the bytes.
@@ -22,10 +22,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from b2c_builder import compress
+from b2c_builder.build import compress
+from b2c_builder.build.rootfs import Entry, Kind, normalize
 from b2c_builder.config import Compression
-from b2c_builder.errors import ManifestError
-from b2c_builder.rootfs import Entry, Kind, normalize
+from b2c_builder.errors import RootfsError
 
 NEWC_MAGIC = b"070701"
 CRC_MAGIC = b"070702"  # newc with a checksum of the data: read, never written
@@ -49,7 +49,7 @@ _FIELDS = (
 _MAX_FIELD = 0xFFFFFFFF
 
 
-class CpioError(ManifestError):
+class CpioError(RootfsError):
     """A cpio archive cannot be written or read (bad magic, truncation, field overflow)."""
 
 
@@ -96,7 +96,7 @@ def _plan(entries: list[Entry]) -> list[_Slot]:
         if not entry.path or normalize(entry.path) != entry.path:
             raise CpioError(
                 f"cannot archive {entry.path!r}: not a canonical image path",
-                hint="add entries through a Manifest, which normalises paths",
+                hint="add entries through a Rootfs, which normalises paths",
             )
         if entry.path in seen:
             raise CpioError(f"/{entry.path} appears twice in the archive")
@@ -178,7 +178,7 @@ def write_cpio(entries: Iterable[Entry], out: Writable, *, source_date_epoch: in
     """Write ``entries`` and the trailer as a newc archive to ``out``; return the bytes written.
 
     mtime is ``min(entry.mtime, source_date_epoch)`` (never below 0), or source_date_epoch
-    when the entry has none. Raises CpioError (a ManifestError) on an inconsistent entry or
+    when the entry has none. Raises CpioError (a RootfsError) on an inconsistent entry or
     when the data written for an entry differs from the size its header declares.
     """
     items = list(entries)

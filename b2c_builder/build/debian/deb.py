@@ -1,4 +1,4 @@
-"""Read .deb files in Python (ar + control.tar + data.tar.{xz,zst,gz}) into a staging Manifest.
+"""Read .deb files in Python (ar + control.tar + data.tar.{xz,zst,gz}) into a staging Rootfs.
 
 Nothing touches the disk: members become manifest entries. A member whose path escapes the
 root (``../x``, ``/x``) is refused. Each member's parent directory is
@@ -20,20 +20,20 @@ from typing import BinaryIO
 
 from debian import deb822
 
-from b2c_builder import compress
-from b2c_builder.compress import CompressError
+from b2c_builder.build import compress
+from b2c_builder.build.compress import CompressError
+from b2c_builder.build.rootfs import BUILDER, Entry, Kind, Origin, Rootfs
 from b2c_builder.config import Arch
-from b2c_builder.errors import ExtractError, ManifestError
+from b2c_builder.errors import ExtractError, RootfsError
 from b2c_builder.log import log
-from b2c_builder.rootfs import BUILDER, Entry, Kind, Manifest, Origin
 
 AR_MAGIC = b"!<arch>\n"
 
 
-def new_staging(arch: Arch) -> Manifest:
+def new_staging(arch: Arch) -> Rootfs:
     """An empty merged-/usr staging tree: the architecture's usr-merge folders (bin, sbin,
     lib, and lib64 on amd64: ``arch.facts.usrmerge``) are symlinks into usr/."""
-    manifest = Manifest()
+    manifest = Rootfs()
     for name in arch.facts.usrmerge:
         manifest.add_dir(f"usr/{name}", origin=BUILDER)
         manifest.add_symlink(name, f"usr/{name}", origin=BUILDER)
@@ -125,7 +125,7 @@ class Extracted:
 
 
 def extract_into(
-    manifest: Manifest,
+    manifest: Rootfs,
     deb: Path,
     origin: Origin,
 ) -> Extracted:
@@ -147,7 +147,7 @@ def extract_into(
 
 
 def _extract(
-    manifest: Manifest,
+    manifest: Rootfs,
     tar: tarfile.TarFile,
     deb: Path,
     origin: Origin,
@@ -166,12 +166,12 @@ def _extract(
             path = _canonical(manifest, path, follow_last=member.isdir())
             if _add_member(manifest, tar, member, path, origin, deb):
                 added.append(path)
-        except ManifestError as exc:
+        except RootfsError as exc:
             raise ExtractError(f"{deb}: cannot add member {member.name!r}: {exc}") from exc
     return added
 
 
-def _canonical(manifest: Manifest, path: str, *, follow_last: bool) -> str:
+def _canonical(manifest: Rootfs, path: str, *, follow_last: bool) -> str:
     """``path`` with its parent (and itself, for a directory) resolved through symlinks."""
     if follow_last:
         return manifest.resolve(path, strict=False) or path
@@ -182,7 +182,7 @@ def _canonical(manifest: Manifest, path: str, *, follow_last: bool) -> str:
 
 
 def _add_member(
-    manifest: Manifest,
+    manifest: Rootfs,
     tar: tarfile.TarFile,
     member: tarfile.TarInfo,
     path: str,
@@ -223,7 +223,7 @@ def _add_member(
 _DEVICES = {tarfile.CHRTYPE: Kind.CHAR, tarfile.BLKTYPE: Kind.BLOCK, tarfile.FIFOTYPE: Kind.FIFO}
 
 
-def _taken(manifest: Manifest, entry: Entry, deb: Path) -> bool:
+def _taken(manifest: Rootfs, entry: Entry, deb: Path) -> bool:
     """Is ``entry.path`` already in the manifest? Warn when the two entries differ."""
     old = manifest.get(entry.path)
     if old is None:

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from b2c_builder import console, options
+from b2c_builder.boot import console
+from b2c_builder.boot.console import ConsoleResult, ExitCode
 from b2c_builder.config import DEFAULT_BOOTFILE, Accel, Arch, Disk, Firmware, run_field
-from b2c_builder.console import ConsoleResult, ExitCode
 from b2c_builder.errors import BootError, ConfigError, ToolError
+from b2c_builder.guest import options
+from b2c_builder.guest.options import parse_cmdline
 from b2c_builder.log import log
-from b2c_builder.options import parse_cmdline
 from b2c_builder.run import run, which
 
 # Debian's ovmf: the firmware code, and the variable store template (used read-only: QEMU

@@ -2,8 +2,8 @@
 
 The init/*.sh libraries are plain shell (never jinja2-rendered, so shell text such as
 podman's Go templates passes through untouched); templates/init.sh.j2 inlines them, in
-INIT_LIBRARIES order, after the option dispatch it generates from b2c_builder.options and
-the boot-time kernel checks it generates from b2c_builder.kconfig.
+INIT_LIBRARIES order, after the option dispatch it generates from b2c_builder.guest.options and
+the boot-time kernel checks it generates from b2c_builder.guest.kconfig.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import jinja2
 
 from b2c_builder import __version__
+from b2c_builder.build.rootfs import Rootfs
 from b2c_builder.errors import ConfigError
-from b2c_builder.kconfig import init_checks
-from b2c_builder.options import OPTIONS, lint_cmdline
+from b2c_builder.guest.kconfig import init_checks
+from b2c_builder.guest.options import OPTIONS, lint_cmdline
 from b2c_builder.resources import data_path
-from b2c_builder.rootfs import Manifest
 
 # Sourcing order of init/*.sh in the rendered /init (each only defines functions).
 INIT_LIBRARIES = (
@@ -115,7 +115,7 @@ def udhcpc_script() -> bytes:
     return (data_path("init") / UDHCPC_SCRIPT).read_bytes()
 
 
-def add_init(manifest: Manifest, settings: InitSettings) -> None:
+def add_init(manifest: Rootfs, settings: InitSettings) -> None:
     """Add /init (0755) and the udhcpc event script to ``manifest``."""
     manifest.add_file(INIT_PATH, render_init(settings), 0o755)
     manifest.add_file(UDHCPC_PATH, udhcpc_script(), 0o755)

@@ -15,11 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from b2c_builder import job as jobs
-from b2c_builder import kernel as kernels
-from b2c_builder import options, qemu
+from b2c_builder.boot import job as jobs
+from b2c_builder.boot import kernel as kernels
+from b2c_builder.boot import qemu
 from b2c_builder.config import Accel, Arch, Disk, Firmware, run_field
 from b2c_builder.errors import ConfigError
+from b2c_builder.guest import options
 from b2c_builder.log import log
 
 # Options whose presence means the guest needs its network (values of the b2c flags, or
@@ -243,7 +244,7 @@ def launch(request: RunRequest) -> int:
 def boot_and_report(cfg: qemu.RunConfig, junit_path: Path | None) -> int:
     """Boot ``cfg`` with its console on stdout; write the JUnit report (one testsuite per
     container, see junit.py) when asked; return ``b2c-builder run``'s exit code."""
-    from b2c_builder import console, junit
+    from b2c_builder.boot import console, junit
 
     lines: list[str] = []
 

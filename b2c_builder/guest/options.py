@@ -6,8 +6,8 @@ command-line linter (``lint_cmdline``). ``parse_cmdline`` is a reference impleme
 the kernel's own splitting rules (lib/cmdline.c ``next_arg``) that the shell parser in
 init/cmdline.sh is tested against.
 
-    python -m b2c_builder.options --write-readme   # refresh README.md's option reference
-    python -m b2c_builder.options --lint 'b2c.container="docker://..." b2c.pipefail'
+    python -m b2c_builder.guest.options --write-readme   # refresh README.md's option reference
+    python -m b2c_builder.guest.options --lint 'b2c.container="docker://..." b2c.pipefail'
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from b2c_builder.errors import ConfigError
 KERNEL_SPACE = " \t\n\v\f\r\xa0"
 
 
-class Kind(StrEnum):
+class ValueKind(StrEnum):
     """The type of an option's value. Each kind has a shell validator ``b2c_valid_<kind>``
     in init/cmdline.sh and a Python twin in ``_VALIDATORS``; tests check they agree."""
 
@@ -56,29 +56,31 @@ class Kind(StrEnum):
     def syntax(self) -> str:
         """How the value is written, for the README."""
         return {
-            Kind.flag: "(no value)",
-            Kind.seconds: "SECONDS",
-            Kind.size: "SIZE (bytes, or with K/M/G/T suffix)",
-            Kind.url: "http(s)://URL",
-            Kind.hostname: "NAME",
-            Kind.ntp_peer: "`none`, `auto` or HOST",
-            Kind.modules: "MOD[,MOD...]",
-            Kind.podman_args: "podman run arguments, image [, command]",
-            Kind.command: "command line",
-            Kind.cache_device: "`none`, `auto`, `reset`, /dev/NODE or a b2c.filesystem NAME",
-            Kind.filesystem: "NAME,src=SRC[,type=TYPE][,opts=OPT\\|OPT...]",
-            Kind.volume: "NAME[,filesystem=FS][,expiration=never\\|pipeline_end]",
-            Kind.iface: (
+            ValueKind.flag: "(no value)",
+            ValueKind.seconds: "SECONDS",
+            ValueKind.size: "SIZE (bytes, or with K/M/G/T suffix)",
+            ValueKind.url: "http(s)://URL",
+            ValueKind.hostname: "NAME",
+            ValueKind.ntp_peer: "`none`, `auto` or HOST",
+            ValueKind.modules: "MOD[,MOD...]",
+            ValueKind.podman_args: "podman run arguments, image [, command]",
+            ValueKind.command: "command line",
+            ValueKind.cache_device: "`none`, `auto`, `reset`, /dev/NODE or a b2c.filesystem NAME",
+            ValueKind.filesystem: "NAME,src=SRC[,type=TYPE][,opts=OPT\\|OPT...]",
+            ValueKind.volume: "NAME[,filesystem=FS][,expiration=never\\|pipeline_end]",
+            ValueKind.iface: (
                 "NAME[,auto\\|dhcp][,address=CIDR][,gateway=IP][,nameserver=IP]..."
                 "[,route=NET:GW]...[,forward]"
             ),
-            Kind.network: "`auto` or `none`",
-            Kind.cache_evict: "`unused`, `never` or `all`",
-            Kind.swap: "SIZE (bytes, or with K/M/G/T suffix) or /dev/NODE, then [,swappiness=N]",
-            Kind.storage: "KEY=VALUE[,KEY=VALUE...]; additionalimagestores=/PATH\\|FS...",
-            Kind.proxy: "http(s)://URL, or [http=URL,]https=URL",
-            Kind.kernel_ip: "the kernel's ip= syntax",
-            Kind.unsupported: "-",
+            ValueKind.network: "`auto` or `none`",
+            ValueKind.cache_evict: "`unused`, `never` or `all`",
+            ValueKind.swap: (
+                "SIZE (bytes, or with K/M/G/T suffix) or /dev/NODE, then [,swappiness=N]"
+            ),
+            ValueKind.storage: "KEY=VALUE[,KEY=VALUE...]; additionalimagestores=/PATH\\|FS...",
+            ValueKind.proxy: "http(s)://URL, or [http=URL,]https=URL",
+            ValueKind.kernel_ip: "the kernel's ip= syntax",
+            ValueKind.unsupported: "-",
         }[self]
 
 
@@ -87,7 +89,7 @@ class Option:
     """One command-line option of /init."""
 
     name: str
-    kind: Kind
+    kind: ValueKind
     meaning: str
     aliases: tuple[str, ...] = ()
     repeatable: bool = False
@@ -119,7 +121,7 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option(
         "b2c.container",
-        Kind.podman_args,
+        ValueKind.podman_args,
         "a container of the pipeline, run in order with --rm --privileged --network=host "
         "--pull=always and the `B2C_PIPELINE_*` environment",
         aliases=("b2c.run",),
@@ -127,33 +129,33 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "b2c.post_container",
-        Kind.podman_args,
+        ValueKind.podman_args,
         "a container run after the pipeline, even after a failure; its status is ignored",
         aliases=("b2c.run_post",),
         repeatable=True,
     ),
     Option(
         "b2c.service",
-        Kind.podman_args,
+        ValueKind.podman_args,
         "a container started detached before the pipeline and stopped at its end",
         aliases=("b2c.run_service",),
         repeatable=True,
     ),
     Option(
         "b2c.pipefail",
-        Kind.flag,
+        ValueKind.flag,
         "stop the pipeline at the first failing container",
         default="0",
     ),
     Option(
         "b2c.cache_device",
-        Kind.cache_device,
+        ValueKind.cache_device,
         "persistent storage for images and volumes (the partition labelled B2C_CACHE)",
         default="none",
     ),
     Option(
         "b2c.cache_evict",
-        Kind.cache_evict,
+        ValueKind.cache_evict,
         "which images leave the cache: `unused` removes images this boot's containers do not "
         "name, least recently used first, before pulling while less than 20% of the cache is "
         "free and when podman runs out of space (then it retries once); `never` keeps "
@@ -162,32 +164,32 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "b2c.swap",
-        Kind.swap,
+        ValueKind.swap,
         "SIZE: a swap file of that size on the cache partition; /dev/NODE: that device "
         "(given a swap signature if it has none); swappiness= sets vm.swappiness (0-200)",
     ),
     Option(
         "b2c.storage",
-        Kind.storage,
+        ValueKind.storage,
         "containers-storage options (the storage.options table of storage.conf; overlay.KEY "
         "for its overlay table): additionalimagestores lists read-only image stores, each a "
         "path or a b2c.filesystem NAME (mounted for it)",
     ),
     Option(
         "b2c.filesystem",
-        Kind.filesystem,
+        ValueKind.filesystem,
         "a named mount (9p, virtiofs, nfs, ext4...) usable by b2c.cache_device and b2c.volume",
         repeatable=True,
     ),
     Option(
         "b2c.volume",
-        Kind.volume,
+        ValueKind.volume,
         "a podman volume created before the pipeline (S3 mirroring keys are ignored)",
         repeatable=True,
     ),
     Option(
         "b2c.extra_args_url",
-        Kind.url,
+        ValueKind.url,
         "fetch more command line over HTTP(S) once the network is up, parsed as if appended: "
         "b2c options only (anything else is an error), a leading UTF-8 byte-order mark is "
         "dropped and CR is white space; `b2c-builder check-extra-args FILE` checks one",
@@ -195,21 +197,21 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "b2c.iface",
-        Kind.iface,
+        ValueKind.iface,
         "configure a network interface; takes precedence over ip= and DHCP",
         repeatable=True,
         late_ok=False,
     ),
     Option(
         "b2c.network",
-        Kind.network,
+        ValueKind.network,
         "`none`: bring up only the loopback interface, no DHCP wait (every image is local)",
         default="auto",
         late_ok=False,
     ),
     Option(
         "ip",
-        Kind.kernel_ip,
+        ValueKind.kernel_ip,
         "when the kernel's IP autoconfiguration configured an interface: no DHCP, DNS from "
         "/proc/net/pnp; else (Debian's kernels lack it) /init applies it: `dhcp`, or "
         "CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF:DNS0:DNS1:NTP0",
@@ -217,15 +219,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "b2c.ntp_peer",
-        Kind.ntp_peer,
+        ValueKind.ntp_peer,
         "set the clock by SNTP before pulling; auto = the DHCP-offered server, else a pool",
         default="none",
         late_ok=False,
     ),
-    Option("b2c.hostname", Kind.hostname, "the machine's host name", default="boot2container"),
+    Option("b2c.hostname", ValueKind.hostname, "the machine's host name", default="boot2container"),
     Option(
         "b2c.insmods",
-        Kind.modules,
+        ValueKind.modules,
         "extra kernel modules to load at boot (modprobe)",
         aliases=("b2c.modules",),
         repeatable=True,
@@ -233,33 +235,33 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "b2c.poweroff_delay",
-        Kind.seconds,
+        ValueKind.seconds,
         "wait this long before powering off",
         default="0",
     ),
     Option(
         "b2c.shutdown_cmd",
-        Kind.command,
+        ValueKind.command,
         "the command that powers the machine off",
         default="poweroff -f",
     ),
     Option(
         "b2c.reboot_cmd",
-        Kind.command,
+        ValueKind.command,
         "the command that reboots the machine (a container exited with 129)",
         default="reboot -f",
     ),
     Option(
         "b2c.proxy",
-        Kind.proxy,
+        ValueKind.proxy,
         "proxy for image pulls and b2c.extra_args_url: a URL for both schemes, or per scheme "
         "(https=URL, http=URL)",
     ),
-    Option("b2c.keymap", Kind.unsupported, "not supported by b2c-builder (ignored)"),
-    Option("b2c.minio", Kind.unsupported, "not supported by b2c-builder (ignored)"),
+    Option("b2c.keymap", ValueKind.unsupported, "not supported by b2c-builder (ignored)"),
+    Option("b2c.minio", ValueKind.unsupported, "not supported by b2c-builder (ignored)"),
     Option(
         "b2c.nbd",
-        Kind.unsupported,
+        ValueKind.unsupported,
         "not supported by b2c-builder (ignored): a network block device needs Debian's "
         "nbd-client, whose GnuTLS would take the image from 18.5 to 20.9 MiB, over its 20 MiB "
         "budget; the cache and swap stay local",
@@ -587,33 +589,33 @@ def _check_any(value: str) -> list[str]:
     return []
 
 
-_VALIDATORS: dict[Kind, Callable[[str], list[str]]] = {
-    Kind.seconds: _check_seconds,
-    Kind.size: _check_size,
-    Kind.url: _check_url,
-    Kind.hostname: _check_hostname,
-    Kind.ntp_peer: _check_ntp_peer,
-    Kind.network: _check_network,
-    Kind.cache_evict: _check_cache_evict,
-    Kind.swap: _check_swap,
-    Kind.storage: _check_storage,
-    Kind.proxy: _check_proxy,
-    Kind.modules: _check_modules,
-    Kind.podman_args: _check_words,
-    Kind.command: _check_words,
-    Kind.cache_device: _check_cache_device,
-    Kind.filesystem: _check_filesystem,
-    Kind.volume: _check_volume,
-    Kind.iface: _check_iface,
-    Kind.kernel_ip: _check_any,
+_VALIDATORS: dict[ValueKind, Callable[[str], list[str]]] = {
+    ValueKind.seconds: _check_seconds,
+    ValueKind.size: _check_size,
+    ValueKind.url: _check_url,
+    ValueKind.hostname: _check_hostname,
+    ValueKind.ntp_peer: _check_ntp_peer,
+    ValueKind.network: _check_network,
+    ValueKind.cache_evict: _check_cache_evict,
+    ValueKind.swap: _check_swap,
+    ValueKind.storage: _check_storage,
+    ValueKind.proxy: _check_proxy,
+    ValueKind.modules: _check_modules,
+    ValueKind.podman_args: _check_words,
+    ValueKind.command: _check_words,
+    ValueKind.cache_device: _check_cache_device,
+    ValueKind.filesystem: _check_filesystem,
+    ValueKind.volume: _check_volume,
+    ValueKind.iface: _check_iface,
+    ValueKind.kernel_ip: _check_any,
 }
 
 
-def validate(kind: Kind, value: str | None) -> list[str]:
+def validate(kind: ValueKind, value: str | None) -> list[str]:
     """Warnings for a valid value; raises Invalid for a malformed one."""
-    if kind is Kind.flag:
+    if kind is ValueKind.flag:
         return _check_flag(value)
-    if kind is Kind.unsupported or (kind is Kind.kernel_ip and value is None):
+    if kind is ValueKind.unsupported or (kind is ValueKind.kernel_ip and value is None):
         return []
     if value is None:
         raise Invalid("needs a value")
@@ -685,7 +687,7 @@ def lint_cmdline(
             if name.startswith("b2c."):
                 problems.append(Problem("warning", name, "unknown option (ignored)"))
             continue
-        if option.kind is Kind.unsupported:
+        if option.kind is ValueKind.unsupported:
             problems.append(Problem("warning", name, option.meaning))
             continue
         if source == "extra" and not option.late_ok:
@@ -847,9 +849,9 @@ def markdown_table() -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for opt in OPTIONS:
-        name = f"`{opt.name}`" if opt.kind is Kind.flag else f"`{opt.name}=`"
+        name = f"`{opt.name}`" if opt.kind is ValueKind.flag else f"`{opt.name}=`"
         aliases = ", ".join(f"`{a}`" for a in opt.aliases)
-        default = f"`{opt.default}`" if opt.default and opt.kind is not Kind.flag else ""
+        default = f"`{opt.default}`" if opt.default and opt.kind is not ValueKind.flag else ""
         cells = [
             name,
             aliases,
@@ -942,7 +944,9 @@ def lint_extra_args(data: bytes) -> list[Problem]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m b2c_builder.options", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m b2c_builder.guest.options", description=__doc__
+    )
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--write-readme", action="store_true", help="refresh README.md")
     group.add_argument("--lint", metavar="CMDLINE", help="check a kernel command line")

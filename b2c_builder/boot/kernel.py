@@ -24,13 +24,14 @@ from pathlib import Path
 import zstandard
 from debian.debian_support import Version
 
-from b2c_builder import __version__, compress, kmod
+from b2c_builder import __version__
+from b2c_builder.build import compress, kmod
+from b2c_builder.build.cpio import iter_entries, write_cpio
+from b2c_builder.build.debian import download
+from b2c_builder.build.rootfs import Rootfs
 from b2c_builder.config import Arch, Compression
-from b2c_builder.cpio import iter_entries, write_cpio
-from b2c_builder.debian import download
 from b2c_builder.errors import B2CError, ConfigError, ResolveError
 from b2c_builder.log import log
-from b2c_builder.rootfs import Manifest
 
 # x86 boot protocol (Documentation/arch/x86/boot.rst): "HdrS" at 0x202, the protocol version
 # at 0x206 and, since 2.00, kernel_version at 0x20E: the string's offset minus 0x200.
@@ -253,7 +254,7 @@ def modules_initrd(
         log.info("modules archive for %s: %s (cached)", tree_root, cached)
         return cached
     tree = kmod.ModuleTree.from_directory(tree_root)
-    manifest = Manifest()
+    manifest = Rootfs()
     kmod.add_modules(manifest, tree, list(kmod.DEFAULT_MODULES), required=())
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_name(cached.name + f".{os.getpid()}.part")

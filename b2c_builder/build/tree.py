@@ -11,7 +11,7 @@ import posixpath
 from pathlib import Path
 from typing import Protocol
 
-from b2c_builder.rootfs import MAX_SYMLINKS
+from b2c_builder.build.rootfs import MAX_SYMLINKS
 
 
 class Tree(Protocol):
