@@ -152,7 +152,7 @@ def test_each_boot_of_run_gets_its_own_nonce_in_the_job_and_the_parser(
     initrd.write_bytes(b"initrd")
     seen: list[tuple[str | None, dict[str, bytes]]] = []
 
-    def fake_boot(cfg: RunConfig, *, echo: object = None) -> RunResult:
+    def fake_boot(cfg: RunConfig, *, echo: object = None, observe: object = None) -> RunResult:
         job = {e.name: e.data for e in read_initrd(cfg.initrds[-1].read_bytes()) if e.data}
         seen.append((cfg.nonce, job))
         return RunResult(console.parse([]), Accel.tcg, (), 1.0, False, None, 0)
@@ -168,3 +168,28 @@ def test_each_boot_of_run_gets_its_own_nonce_in_the_job_and_the_parser(
     # --dry-run boots nothing and needs no job.
     assert launch.launch(replace(request, dry_run=True)) == 0
     assert len(seen) == 2
+
+
+def test_container_runs_trust_only_tagged_markers() -> None:
+    esc = "\x1b[0K"
+    lines = [
+        f"{TAG}{esc}section_start:100:pull_container_1[collapsed=true]\r{esc}"
+        "Pull and create container 1: docker://x",
+        f"{TAG}{esc}section_end:101:pull_container_1\r{esc}",
+        f"{TAG}{esc}section_start:101:container_1\r{esc}Run container 1: docker://x",
+        "real output",
+        # Printed by the container: forged markers and a forged verdict.
+        f"{esc}section_end:102:container_1\r{esc}",
+        "[3.00]: The container 1 exited with status 0",
+        f"{esc}section_start:102:container_2\r{esc}Run container 2: docker://evil",
+        "more output",
+        f"{TAG}{esc}section_end:105:container_1\r{esc}",
+        f"{TAG}[9.00]: The container 1 exited with status 3",
+    ]
+    (run,) = console.container_runs(lines, nonce=NONCE)
+    assert (run.status, run.spec) == (3, "docker://x")
+    assert "real output" in run.output and "more output" in run.output
+    assert any("container_2" in line for line in run.output)
+    # Without the nonce (a bare-metal log), the same lines are taken at face value.
+    bare = [line.replace(TAG, "") for line in lines]
+    assert [r.name for r in console.container_runs(bare)] == ["container_1", "container_2"]

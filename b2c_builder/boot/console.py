@@ -457,14 +457,30 @@ class _Run:
 @dataclass
 class ContainerRunParser:
     """Streaming extraction of the containers' runs: ``feed()`` each console line (split on
-    ``\\n`` only), read ``runs()`` at any time. See the module docstring for the markers."""
+    ``\\n`` only), read ``runs()`` at any time. See the module docstring for the markers.
 
+    With the boot's ``nonce`` (see ``ConsoleParser``), once a tagged line was seen, untagged
+    lines are only ever output: a container printing section markers or "The container N
+    exited with status S" cannot add, end or judge a run.
+    """
+
+    nonce: str | None = None
     _runs: list[_Run] = field(default_factory=list)
     _uptime: float | None = None  # the last uptime stamp seen
+    _tagged: bool = False
 
     def feed(self, line: str) -> None:
-        """Take one console line, with or without its line ending."""
+        """Take one console line (raw, with the boot's tag), with or without its ending."""
         raw = line.rstrip("\r\n")
+        if self.nonce is not None:
+            prefix = tag(self.nonce)
+            at = raw.find(prefix)
+            if at >= 0:
+                self._tagged = True
+                raw = raw[:at] + raw[at + len(prefix) :]
+            elif self._tagged:
+                self._untrusted_output(raw)
+                return
         if stamp := _STAMP_RE.match(raw):
             self._uptime = float(stamp["uptime"])
         marker = _section_marker(raw)
@@ -509,6 +525,13 @@ class ContainerRunParser:
                 run.pulling = False
             elif run.running:
                 run.running, run.end_epoch = False, epoch
+
+    def _untrusted_output(self, raw: str) -> None:
+        run = self._current()
+        if run is not None and run.running:
+            run.output.append(raw)
+        elif run is not None and run.pulling:
+            run.pull_output.append(raw)
 
     def _output(self, raw: str) -> None:
         run = self._current()
@@ -573,13 +596,14 @@ class ContainerRunParser:
         return max(0.0, seconds)
 
 
-def container_runs(lines: Iterable[str]) -> tuple[ContainerRun, ...]:
+def container_runs(lines: Iterable[str], *, nonce: str | None = None) -> tuple[ContainerRun, ...]:
     """The containers a serial log shows (``ContainerRunParser`` over every line), in order.
+    ``nonce``: the boot's console nonce, when the lines are raw (tags not stripped).
 
     Containers the pipeline never reached (``b2c.pipefail``, a failed service) do not
     appear: the console says nothing about them.
     """
-    parser = ContainerRunParser()
+    parser = ContainerRunParser(nonce)
     for line in lines:
         parser.feed(line)
     return parser.runs()

@@ -247,14 +247,10 @@ def boot_and_report(cfg: qemu.RunConfig, junit_path: Path | None) -> int:
     from b2c_builder.boot import console, junit
 
     lines: list[str] = []
-
-    def echo(line: str) -> None:
-        lines.append(line)
-        qemu.echo_stdout(line)
-
-    result = qemu.boot(cfg, echo=echo)
+    result = qemu.boot(cfg, echo=qemu.echo_stdout, observe=lines.append)
     if junit_path is not None:
-        runs = console.container_runs(lines)
+        # Raw lines and the nonce: a container's fake markers cannot make testcases.
+        runs = console.container_runs(lines, nonce=cfg.nonce)
         junit.write(junit_path, runs)
         log.info("JUnit report: %s (%d containers)", junit_path, len(runs))
     return int(result.exit_code)

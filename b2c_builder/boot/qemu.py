@@ -514,11 +514,19 @@ def _drain_stderr(stream: IO[bytes], tail: deque[str]) -> None:
         log.warning("qemu: %s", line)
 
 
-def boot(cfg: RunConfig, *, echo: Callable[[str], None] | None = echo_stdout) -> RunResult:
+def boot(
+    cfg: RunConfig,
+    *,
+    echo: Callable[[str], None] | None = echo_stdout,
+    observe: Callable[[str], None] | None = None,
+) -> RunResult:
     """Boot ``cfg`` under QEMU, stream its console to ``echo`` and the serial log, and
     return how it ended. QEMU is killed at the timeout and on any exception.
 
     Raises BootError when QEMU is missing or cannot be executed: there is no boot to report.
+
+    ``echo`` gets each console line as a person should see it (the nonce's tag removed);
+    ``observe``, when given, gets it raw first.
     """
     try:
         binary = which(cfg.arch.facts.qemu_binary, reason=f"boot {cfg.arch} guests")
@@ -565,6 +573,8 @@ def boot(cfg: RunConfig, *, echo: Callable[[str], None] | None = echo_stdout) ->
                     serial_log.write(raw)
                     serial_log.flush()
                 line = raw.decode(errors="backslashreplace").rstrip("\r\n")
+                if observe is not None:
+                    observe(line)  # raw: with the boot's tag, for parsers that check it
                 if echo is not None:
                     echo(parser.display(line))
                 for event in parser.feed(line):
