@@ -398,3 +398,26 @@ def test_an_oci_archive_reaches_the_guest_as_a_layout(tmp_path: Path, layout: Pa
     with pytest.raises(ConfigError, match="cannot unpack"):
         jobs.deliver(jobs.ImageRef.parse(f"oci-archive:{evil}"), 3, tmp_path / "w")
     assert not (tmp_path / "escaped").exists()
+
+
+@pytest.mark.parametrize(
+    ("append", "network"),
+    [
+        ("", False),
+        ("quiet b2c.hostname=dut", False),
+        ("ip", False),  # no value: the kernel's own flag, nothing for /init to do
+        ('b2c.run="docker://x"', True),  # an alias
+        ('"b2c.ntp_peer=auto"', True),  # quoted whole, as the kernel allows
+        ("ip=dhcp", True),
+    ],
+)
+def test_append_parameters_that_need_the_network_keep_it(
+    tmp_path: Path, layout: Path, append: str, network: bool
+) -> None:
+    (tmp_path / "i").write_bytes(b"070701")
+    request = launch.RunRequest(
+        kernel=tmp_path / "k", initrds=(tmp_path / "i",), images=(f"oci:{layout}",), append=append
+    )
+    plan = launch.prepare(request, tmp_path)
+    assert plan.job is not None
+    assert ("b2c.network=none" not in plan.job.cmdline) is network

@@ -8,7 +8,6 @@ flags into a job (job.py), and checks the command line and memory before anythin
 
 from __future__ import annotations
 
-import re
 import secrets
 import shlex
 from collections.abc import Mapping, Sequence
@@ -33,10 +32,8 @@ _NETWORK_OPTIONS = (
     "b2c.iface",
     "b2c.proxy",
 )
-_APPEND_NEEDS_NETWORK = re.compile(
-    r"(?:^|\s)\"?(?:b2c\.(?:container|run|post_container|run_post|service|run_service|"
-    r"extra_args_url|iface|proxy|ntp_peer|network)|ip)="
-)
+# Parameters of --append (or their aliases) that, given a value, mean the same.
+_APPEND_NETWORK_PARAMETERS = frozenset({*_NETWORK_OPTIONS, "b2c.ntp_peer", "b2c.network", "ip"})
 
 
 @dataclass(frozen=True)
@@ -111,7 +108,12 @@ def _needs_network(request: RunRequest, images: Sequence[jobs.ImageRef]) -> bool
     ntp = request.b2c.get("b2c.ntp_peer")
     if ntp not in (None, "none"):
         return True
-    return _APPEND_NEEDS_NETWORK.search(request.append) is not None
+    # The kernel's own splitting rules (options.parse_cmdline), aliases folded by lookup.
+    for name, value in options.parse_cmdline(request.append):
+        opt = options.lookup(name)
+        if value is not None and opt is not None and opt.name in _APPEND_NETWORK_PARAMETERS:
+            return True
+    return False
 
 
 def _boot_files(request: RunRequest) -> tuple[Path, tuple[Path, ...]]:
