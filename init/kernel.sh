@@ -39,9 +39,10 @@ b2c_kernel_network_needed() {
     [ "$B2C_NETWORK" != none ]
 }
 
-# b2c_kernel_probe SEVERITY WHEN KIND NAME MESSAGE: if this boot needs it (WHEN: always,
-# network, or a b2c.filesystem type) and the kernel lacks it, print "the kernel lacks
-# MESSAGE" as SEVERITY (error or warning). Returns 1 only for a missing error-level one.
+# b2c_kernel_probe SEVERITY WHEN KIND NAME MODULE MESSAGE: if this boot needs it (WHEN:
+# always, network, or a b2c.filesystem type) and the kernel lacks it even once its MODULE (if
+# any) is loaded, print "the kernel lacks MESSAGE" as SEVERITY (error or warning). Returns 1
+# only for a missing error-level one.
 b2c_kernel_probe() {
     case $2 in
         always) ;;
@@ -49,11 +50,14 @@ b2c_kernel_probe() {
         *) case $B2C_FS_TYPES in *" $2 "*) ;; *) return 0 ;; esac ;;
     esac
     b2c_kernel_has "$3" "$4" && return 0
+    # Loaded on demand (init/modules.sh): load it now, then look again.
+    [ -z "$5" ] || ! modprobe -q "$5" </dev/null 2>/dev/null || ! b2c_kernel_has "$3" "$4" ||
+        return 0
     if [ "$1" = error ]; then
-        b2c_error "the kernel lacks $5"
+        b2c_error "the kernel lacks $6"
         return 1
     fi
-    b2c_warn "the kernel lacks $5"
+    b2c_warn "the kernel lacks $6"
     return 0
 }
 

@@ -164,6 +164,8 @@ b2c_container_run() {
     title=$B2C_SPEC_TITLE
     b2c_section "pull_$1_$2" "Pull and create $1 $2: $title"
     b2c_container_create "$3" || return
+    # Its devices: the drivers loading in the background (init/modules.sh).
+    b2c_modules_settle
     b2c_section "$1_$2" "Run $1 $2: $title" open
     # Only -i/--interactive opens stdin: without a word that could be it, the answer is known
     # and a podman call (about a second under TCG) is saved.
@@ -203,6 +205,7 @@ b2c_start_services() {
             b2c_fail "$status" "service: $B2C_SPEC_TITLE"
             return 1
         }
+        b2c_modules_settle
         podman start "$B2C_CID" >/dev/null || {
             status=$?
             b2c_error "could not start the service $n: $B2C_SPEC_TITLE"

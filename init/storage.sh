@@ -40,6 +40,7 @@ b2c_fs_lookup() {
 # b2c_mount_filesystem NAME MOUNTPOINT
 b2c_mount_filesystem() {
     local name=$1 target=$2
+    b2c_modules_settle
     b2c_fs_lookup "$name" || {
         b2c_error "there is no b2c.filesystem named '$name'"
         return 1
@@ -190,6 +191,12 @@ b2c_cache_node() {
 b2c_setup_cache() {
     local mnt=$B2C_ROOT$B2C_CACHE_MNT
     B2C_CACHE_PART='' B2C_CACHE_ON=0
+    if [ "$B2C_CACHE_DEVICE" != none ]; then
+        # The disk's driver, and ext4 for an untyped mount of the cache partition (mount only
+        # tries the types in /proc/filesystems; the kernel loads nothing for it).
+        b2c_modules_settle
+        modprobe -q ext4 </dev/null 2>/dev/null || :
+    fi
     case $B2C_CACHE_DEVICE in
         none) b2c_log "No cache device (b2c.cache_device=none)" ;;
         auto) b2c_cache_auto || b2c_warn "no disk found for b2c.cache_device=auto: no cache" ;;
@@ -280,6 +287,7 @@ b2c_swap_file() {
 # none ("SWAPSPACE2" at the end of its first 4 KiB page). Returns 1 if it is not used.
 b2c_swap_device() {
     local node=$B2C_ROOT$1 magic
+    b2c_modules_settle
     b2c_wait_for "$node" || {
         b2c_warn "the swap device $1 did not appear within ${B2C_WAIT_SECS}s: no swap"
         return 1
@@ -390,6 +398,7 @@ b2c_setup_volumes() {
     local spec old_ifs=$IFS
     [ -n "$B2C_VOLUME" ] || return 0
     b2c_section volumes "Set up the volumes"
+    b2c_modules_settle
     b2c_remove_expired_volumes
     IFS=$B2C_NL
     for spec in $B2C_VOLUME; do

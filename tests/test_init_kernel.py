@@ -185,15 +185,38 @@ def test_modules_are_loaded_before_the_check(tmp_path: Path) -> None:
     assert "Execution is over, pipeline status: 0" in result.out
 
 
+@pytest.mark.parametrize("loads", [True, False])
+def test_a_probe_loads_a_module_on_demand(tmp_path: Path, loads: bool) -> None:
+    """overlay is loaded on demand (kmod.LoadWhen.demand): b2c.modules leaves it to the
+    kernel, and the check modprobes it before it decides. A module that does not load (or
+    load the filesystem) is still the one error line."""
+    sh = with_eth0(Shell(tmp_path))
+    without_fs(sh, "overlay")
+    sh.write("lib/modules/6.1.0-test/b2c.modules", "virtio_net network\noverlay demand\n")
+    effect = 'printf \'nodev\\toverlay\\n\' >>"$B2C_ROOT/proc/filesystems"' if loads else "false"
+    sh.stub("modprobe", f'[ "$1 $2" != "-q overlay" ] || {effect}')
+    sh.stub("podman", PODMAN)
+    sh.write("proc/cmdline", 'b2c.container="docker://a 0"\n')
+    result = sh.run("b2c_init")
+    assert result.called("modprobe") == [["virtio_net"], ["-q", "overlay"]]
+    errors = [e for e in result.errors() if "kernel" in e]
+    assert errors == ([] if loads else [lacks("OVERLAY_FS")])
+    status = 0 if loads else 1
+    assert f"Execution is over, pipeline status: {status}" in result.out
+
+
 def test_rendered_init_runs_every_check_of_the_table(tmp_path: Path) -> None:
     sh = Shell(tmp_path)
     text = sh.init.read_text()
     body = text.split("b2c_kernel_checks() {\n", 1)[1].split("\n}\n", 1)[0]
-    calls = re.findall(r"b2c_kernel_probe (\w+) (\S+) (\w+) (\S+) \\\n\s+(.+) \|\| return 1", body)
+    calls = re.findall(
+        r"b2c_kernel_probe (\w+) (\S+) (\w+) (\S+) (\S+) \\\n\s+(.+) \|\| return 1", body
+    )
     assert len(calls) == len(init_checks()) > 0
     for call, expected in zip(calls, init_checks(), strict=True):
         assert call[0] == expected.severity and call[2] == str(expected.kind)
-        assert expected.message.split(" (")[0] in call[4]
+        assert call[4] == (expected.module or "''")
+        assert expected.message.split(" (")[0] in call[5]
     # Every probe kind the table uses is one init/kernel.sh knows.
     kernel_sh = (Path(__file__).parent.parent / "init" / "kernel.sh").read_text()
     for kind in {c.kind for c in init_checks()}:

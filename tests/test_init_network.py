@@ -418,6 +418,49 @@ def test_modules_from_the_archive_list_and_the_command_line(tmp_path: Path) -> N
     assert result.warnings() == ["b2c: warning: could not load the kernel module missing_mod"]
 
 
+@pytest.mark.parametrize("network", ["auto", "none"])
+def test_modules_are_loaded_when_the_list_says(tmp_path: Path, network: str) -> None:
+    """boot: now; network: now, only for a boot with a network; device: in the background,
+    done once b2c_modules_settle returns; demand: never by /init (the kernel asks for it)."""
+    sh = Shell(tmp_path)
+    sh.write("lib/modules/6.1.0-test/modules.dep", "")
+    sh.write(
+        "lib/modules/6.1.0-test/b2c.modules",
+        "virtio_pci boot\nvirtio_net network\nahci device\nnvme device\next4 demand\n",
+    )
+    # A slow device driver: settle must wait for it.
+    sh.stub("modprobe", '[ "$1" != nvme ] || { sleep 0.5; : >"$B2C_ROOT/nvme-probed"; }')
+    result = sh.run(
+        f"b2c_parse_cmdline 'b2c.network={network}' cmdline || exit 99\n"
+        "b2c_load_modules\n"
+        'b2c_modules_settle\n[ -e "$B2C_ROOT/nvme-probed" ] || exit 98'
+    )
+    assert result.status == 0, result.out
+    now = [["virtio_pci"], *([["virtio_net"]] if network == "auto" else [])]
+    assert result.called("modprobe") == [*now, ["ahci"], ["nvme"]]
+    assert result.warnings() == []
+    assert "Loading the device drivers ahci nvme in the background" in result.out
+
+
+def test_settle_returns_at_once_without_device_drivers(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.write("lib/modules/6.1.0-test/modules.dep", "")
+    sh.write("lib/modules/6.1.0-test/b2c.modules", "overlay demand\n")
+    result = sh.run("b2c_load_modules\nb2c_modules_settle")
+    assert result.status == 0 and result.called("modprobe") == []
+    assert "background" not in result.out
+
+
+def test_a_device_driver_that_fails_is_a_warning(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.write("lib/modules/6.1.0-test/modules.dep", "")
+    sh.write("lib/modules/6.1.0-test/b2c.modules", "ahci device\n")
+    sh.stub("modprobe", "false")
+    result = sh.run("b2c_load_modules\nb2c_modules_settle")
+    assert result.status == 0
+    assert result.warnings() == ["b2c: warning: could not load the kernel module ahci"]
+
+
 def test_no_modules_directory_is_fine(tmp_path: Path) -> None:
     result = Shell(tmp_path).run("b2c_load_modules")
     assert result.called("modprobe") == [] and result.warnings() == [] and result.status == 0

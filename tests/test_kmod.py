@@ -145,7 +145,7 @@ def test_archive_entries(synthetic: Synthetic) -> None:
     moddir = f"usr/lib/modules/{KVER}"
     files = {e.path: e for e in manifest if e.kind is Kind.FILE}
     expected_modules = {f"{moddir}/{m.plain_path}": synthetic.plain[m.name] for m in closure}
-    generated = {"modules.dep", "modules.builtin", "modules.order", "b2c.modules"}
+    generated = {"modules.dep", "modules.builtin", "modules.order", "modules.alias", "b2c.modules"}
     assert set(files) == set(expected_modules) | {f"{moddir}/{n}" for n in generated}
     for path, data in expected_modules.items():
         assert files[path].data == data  # decompressed, byte for byte
@@ -161,9 +161,36 @@ def test_archive_entries(synthetic: Synthetic) -> None:
         "kernel/fs/solo/solo.ko",
         "kernel/drivers/top/top_d.ko",
     ]
-    # What init/modules.sh modprobes: the requested modules (built-in and absent ones left out).
+    # depmod's format: what busybox modprobe resolves fs-solo (a mount's request) through.
+    assert files[f"{moddir}/modules.alias"].data == (
+        b"alias fs-solo solo\nalias fs-solo2 solo\nalias pci:v00001AF4d* mid_c\n"
+    )
+    # What init/modules.sh modprobes: the requested modules (built-in and absent ones left
+    # out), at boot: neither is in DEFAULT_MODULES.
     load_list = files[f"{moddir}/b2c.modules"].data.decode().splitlines()
-    assert [line for line in load_list if not line.startswith("#")] == ["top_d", "solo"]
+    assert [line for line in load_list if not line.startswith("#")] == ["top_d boot", "solo boot"]
+
+
+def test_load_list_says_when(synthetic: Synthetic) -> None:
+    """A default's LoadWhen goes in b2c.modules; what the user requires is loaded at boot
+    even when the defaults would load it later."""
+    tree = kmod.ModuleTree.from_directory(synthetic.root)
+    manifest = Rootfs()
+    when = {
+        "solo": kmod.LoadWhen.demand,
+        "lib_e": kmod.LoadWhen.device,
+        "core-a": kmod.LoadWhen.network,
+    }
+    kmod.add_modules(manifest, tree, ["solo", "lib_e", "core_a"], required=["lib_e"], when=when)
+    data = manifest.entries[f"usr/lib/modules/{KVER}/b2c.modules"].data.decode()
+    lines = [line for line in data.splitlines() if not line.startswith("#")]
+    assert lines == ["solo demand", "lib_e boot", "core_a network"]
+
+
+def test_default_modules_all_have_a_schedule() -> None:
+    assert set(kmod.DEFAULT_MODULES.values()) <= set(kmod.LoadWhen)
+    assert kmod.DEFAULT_MODULES["ahci"] is kmod.LoadWhen.device
+    assert kmod.DEFAULT_MODULES["ext4"] is kmod.LoadWhen.demand
 
 
 def test_archive_requirements_and_directory(synthetic: Synthetic) -> None:

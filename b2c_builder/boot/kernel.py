@@ -246,8 +246,9 @@ def modules_initrd(
                 f"but the kernel is {release}",
                 hint=f"point it at lib/modules/{release}",
             )
+    schedule = [f"{name} {when}" for name, when in kmod.DEFAULT_MODULES.items()]
     key = hashlib.sha256(
-        "\0".join([__version__, str(arch), *kmod.DEFAULT_MODULES, tree_digest(tree_root)]).encode()
+        "\0".join([__version__, str(arch), *schedule, tree_digest(tree_root)]).encode()
     ).hexdigest()
     cached = cache_dir / "modules" / f"modules-{tree_root.name}-{key[:16]}.cpio"
     if cached.is_file():

@@ -9,8 +9,13 @@ we need, and write what busybox modprobe reads (in /lib/modules/`uname -r`/):
   *every* transitive dependency listed, last to load first (busybox reverses the list and
   loads it as is; kmod's depmod writes the same order);
 - modules.builtin (optional): names that modprobe then skips without an error;
-- modules.order, restricted to the shipped modules, and b2c.modules: the requested modules
-  that /init loads (init/modules.sh).
+- modules.order, restricted to the shipped modules;
+- modules.alias: ``alias PATTERN MODULE`` for every ``alias=`` of a shipped module, as depmod
+  writes it: busybox modprobe resolves names it does not find in modules.dep through it, so the
+  kernel's own requests (``fs-ext4`` on mount, ``crypto-crc32c``, ``9p-virtio``; see
+  request_module() and /proc/sys/kernel/modprobe) and device modaliases find their module;
+- b2c.modules: the requested modules, each with when /init loads it (``LoadWhen``,
+  init/modules.sh).
 
 The archive puts them under usr/lib/modules/<version>: it is unpacked over the base image,
 where lib -> usr/lib, and the kernel's unpacker replaces an existing path whose type differs
@@ -28,9 +33,11 @@ import io
 import os
 import posixpath
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
@@ -42,25 +49,46 @@ from b2c_builder.build.tree import HostTree, Tree
 from b2c_builder.errors import ExtractError, ResolveError
 from b2c_builder.log import log
 
-# For QEMU (virtio, 9p, virtiofs) and common hardware. Members a kernel builds in are
-# satisfied; members a kernel does not have at all (renamed, dropped) are skipped.
-DEFAULT_MODULES: tuple[str, ...] = (
-    "virtio_pci",
-    "virtio_net",
-    "virtio_blk",
-    "virtio_scsi",
-    "virtio_console",
-    "overlay",
-    "ext4",
-    "crc32c_generic",  # ext4's softdep "crypto-crc32c", not followed automatically
-    "nvme",
-    "ahci",
-    "sd_mod",
-    "e1000",
-    "e1000e",
-    "9p",
-    "9pnet_virtio",
-    "virtiofs",
+
+class LoadWhen(StrEnum):
+    """When /init loads a module of b2c.modules (its second word; init/modules.sh).
+
+    Every boot pays for what it loads before its first container (about 0.05-0.5 s each under
+    TCG), so each module is loaded at the latest moment that still serves it.
+    """
+
+    boot = "boot"  # at once: what the user asked for (--module, b2c.insmods)
+    network = "network"  # at once, when the boot brings the network up (NIC drivers)
+    # In the background, waited for before the cache device, a swap device, volumes and the
+    # first container or service start (storage controllers: probing them takes time).
+    device = "device"
+    # Never by /init: the kernel asks for it when it is used (a mount asks for fs-NAME, the
+    # crypto API for crypto-NAME, 9p for 9p-TRANSPORT), through modules.alias.
+    demand = "demand"
+
+
+# For QEMU (virtio, 9p, virtiofs) and common hardware, with when /init loads each. Members a
+# kernel builds in are satisfied; members a kernel does not have at all (renamed, dropped) are
+# skipped.
+DEFAULT_MODULES: Mapping[str, LoadWhen] = MappingProxyType(
+    {
+        "virtio_pci": LoadWhen.boot,
+        "virtio_net": LoadWhen.network,
+        "virtio_blk": LoadWhen.device,
+        "virtio_scsi": LoadWhen.device,
+        "virtio_console": LoadWhen.device,
+        "overlay": LoadWhen.demand,  # fs-overlay; /init's kernel check loads it first
+        "ext4": LoadWhen.demand,  # fs-ext4; /init loads it with a cache device
+        "crc32c_generic": LoadWhen.demand,  # crypto-crc32c, asked for by ext4
+        "nvme": LoadWhen.device,
+        "ahci": LoadWhen.device,
+        "sd_mod": LoadWhen.device,
+        "e1000": LoadWhen.network,
+        "e1000e": LoadWhen.network,
+        "9p": LoadWhen.demand,  # fs-9p
+        "9pnet_virtio": LoadWhen.demand,  # 9p-virtio
+        "virtiofs": LoadWhen.demand,  # fs-virtiofs
+    }
 )
 
 # Module file names; the data is decompressed by its magic (compress.unpack).
@@ -68,6 +96,7 @@ _SUFFIXES = (".ko.xz", ".ko.zst", ".ko.gz", ".ko")
 _MODULES_DIR_RE = re.compile(r"^(?:usr/)?lib/modules/([^/]+)$")
 MODULES_DIR = "usr/lib/modules"  # /lib/modules in the usr-merged image
 LOAD_LIST = "b2c.modules"  # read by init/modules.sh
+ALIASES = "modules.alias"  # read by busybox modprobe
 # Where a Debian linux-image package puts the bootable kernel, on every architecture.
 KERNEL_IMAGE = "boot/vmlinuz-{version}"
 
@@ -93,6 +122,7 @@ class Module:
     depends: tuple[str, ...]  # direct dependencies (normalised names)
     softdeps: tuple[str, ...] = ()  # "pre: crypto-crc32c", informational
     vermagic: str = ""
+    aliases: tuple[str, ...] = ()  # its alias= patterns: "fs-ext4", "pci:v00008086d...*"
 
     @property
     def plain_path(self) -> str:
@@ -255,7 +285,12 @@ class ModuleTree:
             if vermagic and vermagic.split()[0] != self.version:
                 log.warning("module %s was built for %s, not %s", path, vermagic, self.version)
             self._modules[name] = Module(
-                name, path, tuple(depends), tuple(info.get("softdep", [])), vermagic
+                name,
+                path,
+                tuple(depends),
+                tuple(info.get("softdep", [])),
+                vermagic,
+                tuple(info.get("alias", [])),
             )
         return self._modules[name]
 
@@ -340,18 +375,38 @@ def modules_dep(closure: Iterable[Module]) -> bytes:
     return "".join(line + "\n" for line in sorted(lines)).encode()
 
 
+def modules_alias(closure: Iterable[Module]) -> bytes:
+    """modules.alias for ``closure``: ``alias PATTERN MODULE`` lines (depmod's format; the
+    patterns are fnmatch globs, from each module's .modinfo), sorted."""
+    lines = {f"alias {alias} {m.name}\n" for m in closure for alias in m.aliases}
+    return "".join(sorted(lines)).encode()
+
+
+def load_list(names: Iterable[str], when: Mapping[str, LoadWhen]) -> bytes:
+    """b2c.modules: ``NAME WHEN`` lines for init/modules.sh; a name ``when`` does not list
+    is loaded at boot (``LoadWhen.boot``)."""
+    header = (
+        "# Requested kernel modules and when /init loads them (boot, network, device, demand);\n"
+        "# modprobe loads their dependencies (modules.dep).\n"
+    )
+    lines = [f"{n} {when.get(n, LoadWhen.boot)}\n" for n in names]
+    return (header + "".join(lines)).encode()
+
+
 def add_modules(
     manifest: Rootfs,
     modules: ModuleTree,
     names: Iterable[str],
     *,
     required: Collection[str],
+    when: Mapping[str, LoadWhen] = DEFAULT_MODULES,
 ) -> list[Module]:
     """Add the closure of ``names`` to ``manifest``, ready for busybox modprobe and /init.
 
-    Names in ``required`` (what the user asked for) must exist; the others (the default set)
-    are skipped when this kernel has no such module. Files go under usr/lib/modules/<version>
-    (see the module docstring). Returns the closure, in load order.
+    Names in ``required`` (what the user asked for) must exist, and are loaded at boot; the
+    others (the default set) are skipped when this kernel has no such module, and are loaded
+    as ``when`` says. Files go under usr/lib/modules/<version> (see the module docstring).
+    Returns the closure, in load order.
     """
     names = list(dict.fromkeys(canonical_name(n) for n in names))
     must = {canonical_name(n) for n in required}
@@ -373,12 +428,11 @@ def add_modules(
             origin=modules.origin("modules.builtin"),
         )
     manifest.add_file(posixpath.join(moddir, "modules.order"), _modules_order(modules, closure))
+    manifest.add_file(posixpath.join(moddir, ALIASES), modules_alias(closure))
     shipped = {m.name for m in closure}
     load = [n for n in names if n in shipped]
-    header = "# Requested kernel modules; modprobe loads their dependencies (modules.dep).\n"
-    manifest.add_file(
-        posixpath.join(moddir, LOAD_LIST), (header + "".join(f"{n}\n" for n in load)).encode()
-    )
+    schedule = {canonical_name(n): w for n, w in when.items() if canonical_name(n) not in must}
+    manifest.add_file(posixpath.join(moddir, LOAD_LIST), load_list(load, schedule))
     log.info(
         "%d kernel modules for %s (%d requested, built-in or absent ones skipped)",
         len(closure),

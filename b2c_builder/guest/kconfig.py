@@ -524,13 +524,16 @@ class InitCheck:
     """One ``b2c_kernel_probe`` call of the rendered /init (init/kernel.sh).
 
     ``severity``: ``error`` ends the boot (a required option, or one a requested filesystem
-    needs), ``warning`` only prints. ``message`` follows "the kernel lacks " in the line.
+    needs), ``warning`` only prints. ``module``: the option's module ("" if it must be built
+    in), which the probe loads before it decides (modules loaded on demand, kmod.LoadWhen).
+    ``message`` follows "the kernel lacks " in the line.
     """
 
     severity: str
     when: str
     kind: ProbeKind
     name: str
+    module: str
     message: str
 
 
@@ -548,6 +551,8 @@ def init_checks() -> list[InitCheck]:
                 probe.when,
                 probe.kind,
                 probe.name,
+                # A netdev probe waits for an interface: it is not loaded on demand.
+                (opt.module or "") if probe.kind is not ProbeKind.netdev else "",
                 f"{opt.name} ({probe.label}): {opt.why}",
             )
         )
