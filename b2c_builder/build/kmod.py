@@ -58,9 +58,10 @@ class LoadWhen(StrEnum):
     """
 
     boot = "boot"  # at once: what the user asked for (--module, b2c.insmods)
-    network = "network"  # at once, when the boot brings the network up (NIC drivers)
-    # In the background, waited for before the cache device, a swap device, volumes and the
-    # first container or service start (storage controllers: probing them takes time).
+    network = "network"  # at once, when the boot brings the network up (QEMU's NIC driver)
+    # In the background, waited for before the cache device, a swap device, volumes and
+    # each container or service start (hardware drivers, whose probes take time; the network
+    # setup waits for an interface to appear).
     device = "device"
     # Never by /init: the kernel asks for it when it is used (a mount asks for fs-NAME, the
     # crypto API for crypto-NAME, 9p for 9p-TRANSPORT), through modules.alias.
@@ -74,17 +75,18 @@ DEFAULT_MODULES: Mapping[str, LoadWhen] = MappingProxyType(
     {
         "virtio_pci": LoadWhen.boot,
         "virtio_net": LoadWhen.network,
+        # Real NICs load first in the background: /init waits for an interface to appear.
+        "e1000": LoadWhen.device,
+        "e1000e": LoadWhen.device,
         "virtio_blk": LoadWhen.device,
         "virtio_scsi": LoadWhen.device,
         "virtio_console": LoadWhen.device,
-        "overlay": LoadWhen.demand,  # fs-overlay; /init's kernel check loads it first
-        "ext4": LoadWhen.demand,  # fs-ext4; /init loads it with a cache device
-        "crc32c_generic": LoadWhen.demand,  # crypto-crc32c, asked for by ext4
         "nvme": LoadWhen.device,
         "ahci": LoadWhen.device,
         "sd_mod": LoadWhen.device,
-        "e1000": LoadWhen.network,
-        "e1000e": LoadWhen.network,
+        "overlay": LoadWhen.demand,  # fs-overlay; /init's kernel check loads it first
+        "ext4": LoadWhen.demand,  # fs-ext4; /init loads it with a cache device
+        "crc32c_generic": LoadWhen.demand,  # crypto-crc32c, asked for by ext4
         "9p": LoadWhen.demand,  # fs-9p
         "9pnet_virtio": LoadWhen.demand,  # 9p-virtio
         "virtiofs": LoadWhen.demand,  # fs-virtiofs
