@@ -193,7 +193,7 @@ def test_a_probe_loads_a_module_on_demand(tmp_path: Path, loads: bool) -> None:
     sh = with_eth0(Shell(tmp_path))
     without_fs(sh, "overlay")
     sh.write("lib/modules/6.1.0-test/b2c.modules", "virtio_net network\noverlay demand\n")
-    effect = 'printf \'nodev\\toverlay\\n\' >>"$B2C_ROOT/proc/filesystems"' if loads else "false"
+    effect = "printf 'nodev\\toverlay\\n' >>\"$B2C_ROOT/proc/filesystems\"" if loads else "false"
     sh.stub("modprobe", f'[ "$1 $2" != "-q overlay" ] || {effect}')
     sh.stub("podman", PODMAN)
     sh.write("proc/cmdline", 'b2c.container="docker://a 0"\n')
