@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -118,6 +120,9 @@ def test_every_architecture_of_the_table_lands_in_the_version_folder(tmp_path: P
     assert {c.source_date_epoch for c in seen} == {DATE}
     names = sorted(p.name for p in result.folder.iterdir())
     assert names == expected_names(list(ARCHES)) == list(result.files)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(result.folder.stat().st_mode) == 0o777 & ~umask
     # Nothing else under releases/: no staging folder, no stray .sha256 files.
     assert sorted(p.name for p in (tmp_path / "releases").iterdir()) == [version]
 

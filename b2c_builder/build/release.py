@@ -110,6 +110,7 @@ def make_release(cfg: ReleaseConfig, builder: Builder | None = None) -> ReleaseR
             )
         version = results[0].version
         (stage / SUMS).write_text(sha256sums(stage))
+        stage.chmod(0o777 & ~_umask())  # mkdtemp made it 0700: a release folder is for all
         final = cfg.output / version
         _publish(stage, final)
         files = tuple(sorted(p.name for p in final.iterdir()))
@@ -117,6 +118,12 @@ def make_release(cfg: ReleaseConfig, builder: Builder | None = None) -> ReleaseR
         return ReleaseResult(final, version, files, tuple(results))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _day(epoch: int) -> str:
