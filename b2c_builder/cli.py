@@ -144,8 +144,8 @@ def diff(
 
     try:
         _guard(action)
-    except typer.Exit as exc:  # an input that cannot be read: 2, as diff(1)
-        raise typer.Exit(2 if exc.exit_code else 0) from None
+    except typer.Exit as exc:  # any error but an interruption is 2, as diff(1)'s trouble
+        raise typer.Exit(exc.exit_code if exc.exit_code == 130 else 2) from None
     raise typer.Exit(code)
 
 

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from b2c_builder.build import compress, diff, spdx
+from b2c_builder.build import compress, diff, podman, spdx
 from b2c_builder.build.cpio import write_cpio
 from b2c_builder.build.debian import download
 from b2c_builder.build.rootfs import BUILDER, Origin, Rootfs
 from b2c_builder.config import Arch, Compression
 from tests.conftest import b2c
+from tests.test_spdx import trimmed_podman
 
 EPOCH = 1_764_288_000
 
@@ -47,6 +48,7 @@ def write_image(
     *,
     sbom: str = "both",
     arch: str = "amd64",
+    trimmed: podman.PodmanBuild | None = None,
 ) -> Path:
     """An image ``initramfs.linux_<arch>.cpio<ext>`` in ``folder`` with the SBOMs the build
     writes beside it (``sbom``: both, manifest, spdx or none)."""
@@ -62,9 +64,16 @@ def write_image(
             for e in fs
             if e.origin is not None
         ]
-        (folder / f"{stem}.manifest.json").write_text(json.dumps({"files": items}))
+        section = trimmed.sbom() if trimmed else {"variant": "debian"}
+        (folder / f"{stem}.manifest.json").write_text(
+            json.dumps({"podman": section, "files": items})
+        )
     if sbom in ("both", "spdx"):
-        origins = {e.origin for e in fs if e.origin is not None and e.origin != BUILDER}
+        origins = {
+            e.origin
+            for e in fs
+            if e.origin is not None and e.origin != BUILDER and ":" not in e.origin.package
+        }
         packages = tuple(spdx.DebianPackage(o.package, o.version, arch) for o in origins)
         doc = spdx.document(
             name=stem,
@@ -72,6 +81,7 @@ def write_image(
             suite="trixie",
             epoch=EPOCH,
             files=[spdx.ReleaseFile(image.name, download.file_sha256(image), "image", packages)],
+            trimmed=trimmed,
         )
         (folder / f"{stem}.spdx.json").write_text(spdx.to_json(doc))
     return image
@@ -119,6 +129,24 @@ def test_without_sboms_the_package_view_is_unavailable(tmp_path: Path) -> None:
     assert report.identical()  # same files; no package view to disagree
     assert not report.images[0].packages.available
     assert "packages: unavailable (no initramfs.linux_amd64.spdx.json" in diff.render_text(report)
+
+
+@pytest.mark.parametrize("sbom", ["spdx", "manifest"])
+def test_a_trimmed_podman_is_a_version_change_and_its_build_inputs_stay_out(
+    tmp_path: Path, sbom: str
+) -> None:
+    debian = {**OLD_FILES, "usr/bin/podman": (b"P" * 90, Origin("podman", "5.4.2+ds1-2+b2"))}
+    trimmed = {**OLD_FILES, "usr/bin/podman": (b"T" * 60, Origin("src:podman", "5.4.2+ds1-2"))}
+    old = write_image(tmp_path / "old", debian, sbom=sbom)
+    new = write_image(tmp_path / "new", trimmed, sbom=sbom, trimmed=trimmed_podman(tmp_path))
+    image = diff.diff(old, new).images[0]
+    assert image.files.resized == [{"path": "/usr/bin/podman", "old_size": 90, "new_size": 60}]
+    assert image.packages.source == f"{sbom}.json"
+    assert image.packages.changed == [
+        {"name": "podman", "old": "5.4.2+ds1-2+b2", "new": "5.4.2+ds1-2 (built from source)"}
+    ]
+    # The Go code, the toolchain and the C sysroot built it: they are not in the image.
+    assert (image.packages.added, image.packages.removed) == ([], [])
 
 
 def test_release_folders_pair_images_by_architecture(tmp_path: Path) -> None:

@@ -184,16 +184,15 @@ def _stem(image: Path) -> str:
 
 
 def packages_of(image: Path) -> tuple[str, dict[str, str]] | None:
-    """(SBOM kind, {Debian package: version}) from the SBOM beside ``image``: the SPDX
-    document's packages with a ``pkg:deb/`` Package URL (binary packages only), else the
-    ``package``/``version`` of manifest.json's files (the builder's own files left out).
-    None when neither file is there. Raises DiffError for one that cannot be read."""
+    """(SBOM kind, {package: version}) from the SBOM beside ``image``: the packages the
+    SPDX document says the image CONTAINS, else those of manifest.json's files. None when
+    neither file is there. Raises DiffError for one that cannot be read."""
     stem = _stem(image)
     spdx_path = image.with_name(f"{stem}.spdx.json")
     manifest_path = image.with_name(f"{stem}.manifest.json")
     found = {}
     if spdx_path.is_file():
-        found["spdx.json"] = _spdx_packages(spdx_path)
+        found["spdx.json"] = _spdx_packages(spdx_path, image.name)
     if manifest_path.is_file():
         found["manifest.json"] = _manifest_packages(manifest_path)
     if not found:
@@ -209,25 +208,71 @@ def _load_json(path: Path) -> Any:
         raise DiffError(f"cannot read {path}: {exc}", hint="the SBOM is damaged") from exc
 
 
-def _spdx_packages(path: Path) -> dict[str, str]:
+BUILT_FROM_SOURCE = " (built from source)"
+
+
+def _spdx_packages(path: Path, image_name: str) -> dict[str, str]:
+    """The packages the image CONTAINS (the described package whose file name is
+    ``image_name``, else the first described one): Debian binary packages by name, and a
+    trimmed podman as ``<source version> (built from source)``. Build inputs are left out."""
     doc = _load_json(path)
+    if not isinstance(doc, dict):
+        raise DiffError(f"{path} is not an SPDX JSON document")
+    packages = {str(p.get("SPDXID")): p for p in doc.get("packages", [])}
+    relationships = doc.get("relationships", [])
+
+    def related(element: str, kind: str) -> list[str]:
+        return [
+            str(r.get("relatedSpdxElement"))
+            for r in relationships
+            if r.get("spdxElementId") == element and r.get("relationshipType") == kind
+        ]
+
+    described = related("SPDXRef-DOCUMENT", "DESCRIBES")
+    image = next(
+        (i for i in described if packages.get(i, {}).get("packageFileName") == image_name),
+        described[0] if described else None,
+    )
     found: dict[str, str] = {}
-    for package in doc.get("packages", []) if isinstance(doc, dict) else []:
-        for ref in package.get("externalRefs", []):
-            locator = str(ref.get("referenceLocator", ""))
-            binary = locator.startswith("pkg:deb/") and "arch=source" not in locator
-            if ref.get("referenceType") == "purl" and binary:
-                found[str(package["name"])] = str(package.get("versionInfo", ""))
-    return found
+    built: dict[str, str] = {}
+    for element in related(str(image), "CONTAINS") if image else []:
+        package = packages.get(element, {})
+        name, version = str(package.get("name")), str(package.get("versionInfo", ""))
+        deb = any(
+            str(ref.get("referenceLocator", "")).startswith("pkg:deb/")
+            for ref in package.get("externalRefs", [])
+        )
+        if deb:
+            found[name] = version
+        else:
+            built[name] = version + BUILT_FROM_SOURCE
+    return _merge(found, built)
+
+
+def _merge(binaries: dict[str, str], built: dict[str, str]) -> dict[str, str]:
+    """Debian's binary packages and the programs built from source by name; a program that
+    shares its name with a binary package still in the image gets its own key."""
+    merged = dict(binaries)
+    for name, version in built.items():
+        merged[name + BUILT_FROM_SOURCE if name in merged else name] = version
+    return merged
 
 
 def _manifest_packages(path: Path) -> dict[str, str]:
+    """The package + version of manifest.json's files (the builder's own files left out),
+    and a trimmed podman as ``<source version> (built from source)``."""
     doc = _load_json(path)
+    if not isinstance(doc, dict):
+        raise DiffError(f"{path} is not a manifest.json")
     found: dict[str, str] = {}
-    for item in doc.get("files", []) if isinstance(doc, dict) else []:
+    for item in doc.get("files", []):
         name, version = item.get("package"), item.get("version")
         if name and version and name != "b2c-builder" and not str(name).startswith("src:"):
             found[str(name)] = str(version)
+    podman = doc.get("podman")
+    if isinstance(podman, dict) and podman.get("variant") == "trimmed":
+        version = str(podman.get("source", {}).get("version", ""))
+        return _merge(found, {"podman": version + BUILT_FROM_SOURCE})
     return found
 
 
