@@ -1,4 +1,5 @@
-# b2c-builder: `make release` builds into releases/, `make test` runs every test.
+# b2c-builder: `make release` builds every architecture into releases/<version>/, `make build`
+# one architecture (ARCH) into releases/, `make test` runs every test.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -46,10 +47,13 @@ deps-test: $(BIN)/python
 	$(call apt_install,$(TEST_DEBS))
 	$(BIN)/pip install -q -e '.[test]'
 
+# Every architecture of b2c_builder/config.py's ARCHES, with SHA256SUMS and SPDX SBOMs;
+# RELEASE_ARGS adds options (e.g. RELEASE_ARGS="--arch amd64 --podman trimmed").
 release: deps-build
-	$(BIN)/b2c-builder build --arch $(ARCH) --kernel-package linux-image-$(ARCH)
+	$(BIN)/b2c-builder release $(RELEASE_ARGS)
 
-build: release
+build: deps-build
+	$(BIN)/b2c-builder build --arch $(ARCH) --kernel-package linux-image-$(ARCH)
 
 test: deps-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -69,4 +73,5 @@ bench: deps-test
 
 clean:
 	rm -rf releases/*.zst releases/*.xz releases/*.gz releases/*.cpio releases/*.sha256 \
-		releases/*.json releases/linux-* build dist .pytest_cache .mypy_cache .ruff_cache
+		releases/*.json releases/linux-* releases/*+*/ build dist .pytest_cache .mypy_cache \
+		.ruff_cache

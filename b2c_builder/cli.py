@@ -16,9 +16,11 @@ from b2c_builder import __version__, log
 from b2c_builder.boot.bootcfg import Format
 from b2c_builder.config import (
     BUILD_SETTINGS,
+    RELEASE_SETTINGS,
     RUN_SETTINGS,
     Arch,
     BuildConfig,
+    ReleaseConfig,
     Setting,
     SettingsTable,
 )
@@ -102,6 +104,49 @@ def build(settings: dict[str, object]) -> None:
         print(result.image.path)
 
     _guard(action)
+
+
+@app.command()
+@_with_settings(RELEASE_SETTINGS)
+def release(settings: dict[str, object]) -> None:
+    """Build every architecture (with Debian's kernel) into releases/<version>/ with
+    SHA256SUMS; the folder appears, or is replaced, only once every build succeeded."""
+    from b2c_builder.build.release import make_release
+
+    def action() -> None:
+        result = make_release(ReleaseConfig(**RELEASE_SETTINGS.config_values(settings)))
+        print(result.folder)
+
+    _guard(action)
+
+
+@app.command()
+def diff(
+    old: Annotated[Path, typer.Argument(help="An image, or a release folder.")],
+    new: Annotated[Path, typer.Argument(help="An image, or a release folder (as OLD).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """List what changed between two images or two release folders: files added, removed
+    and resized, Debian package versions (from the spdx.json or manifest.json beside each
+    image). Images are newc cpio archives, raw or gzip/xz/zstd-compressed.
+
+    Exit code 0: identical; 1: they differ; 2: an input cannot be read.
+    """
+    from b2c_builder.build import diff as diffs
+
+    code = 0
+
+    def action() -> None:
+        nonlocal code
+        report = diffs.diff(old, new)
+        sys.stdout.write(diffs.render_json(report) if as_json else diffs.render_text(report))
+        code = 0 if report.identical() else 1
+
+    try:
+        _guard(action)
+    except typer.Exit as exc:  # any error but an interruption is 2, as diff(1)'s trouble
+        raise typer.Exit(exc.exit_code if exc.exit_code == 130 else 2) from None
+    raise typer.Exit(code)
 
 
 def _guard(action: Callable[[], None]) -> None:

@@ -708,3 +708,84 @@ RUN_SETTINGS = SettingsTable(
 def run_field(dest: str) -> Any:
     """``RUN_SETTINGS.field(dest)``: a config field with the default of setting ``dest``."""
     return RUN_SETTINGS.field(dest)
+
+
+RELEASE_SETTINGS = SettingsTable(
+    "release",
+    [
+        Setting(
+            "arches",
+            Arch,
+            "An architecture to build (default: every architecture of the table).",
+            flag="--arch",
+            repeatable=True,
+            shown_default=", ".join(ARCHES),
+        ),
+        Setting(
+            "output",
+            Path,
+            "The release goes to DIR/<version>/ (project version + suite + the archive's "
+            "date), replaced whole only once every architecture is built.",
+            Path("releases"),
+            metavar="DIR",
+        ),
+        *(
+            BUILD_SETTINGS[dest]
+            for dest in (
+                "suite",
+                "compression",
+                "mirror",
+                "keyring",
+                "verify_signature",
+                "cache_dir",
+                "extra_packages",
+                "max_size",
+                "source_date_epoch",
+                "modules",
+                "default_cmdline",
+                "podman",
+            )
+        ),
+    ],
+)
+
+
+def release_field(dest: str) -> Any:
+    """``RELEASE_SETTINGS.field(dest)``: a config field with the default of setting ``dest``."""
+    return RELEASE_SETTINGS.field(dest)
+
+
+@dataclass(frozen=True)
+class ReleaseConfig:
+    """``b2c-builder release``: one build per architecture (every row of ARCHES unless
+    ``arches`` names some), each with Debian's kernel, into ``output/<version>/``. The other
+    fields are BuildConfig's (one setting of RELEASE_SETTINGS each)."""
+
+    arches: tuple[Arch, ...] = release_field("arches")
+    output: Path = release_field("output")
+    suite: str = release_field("suite")
+    compression: Compression = release_field("compression")
+    mirror: str | None = release_field("mirror")
+    keyring: Path = release_field("keyring")
+    verify_signature: bool = release_field("verify_signature")
+    cache_dir: Path = release_field("cache_dir")
+    extra_packages: tuple[str, ...] = release_field("extra_packages")
+    max_size: int = release_field("max_size")
+    source_date_epoch: int | None = release_field("source_date_epoch")
+    modules: tuple[str, ...] = release_field("modules")
+    default_cmdline: str = release_field("default_cmdline")
+    podman: PodmanVariant = release_field("podman")
+
+    def targets(self) -> tuple[Arch, ...]:
+        """The architectures to build, in table order, each once."""
+        wanted = set(self.arches or ARCHES)
+        return tuple(arch for arch in ARCHES if arch in wanted)
+
+    def build_config(self, arch: Arch, output: Path) -> BuildConfig:
+        """The build of ``arch`` into ``output``, with Debian's kernel: the metapackage of the
+        architecture's default flavour, ``linux-image-<arch>`` (Debian names it so for
+        amd64, arm64 and riscv64). Raises ConfigError as BuildConfig does."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del fields["arches"]
+        fields.update(arch=arch, output=output, kernel_package=f"linux-image-{arch}")
+        return BuildConfig(**fields)

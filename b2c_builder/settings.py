@@ -13,9 +13,15 @@ from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 
-from b2c_builder.config import BUILD_SETTINGS, RUN_SETTINGS, Setting, SettingsTable
+from b2c_builder.config import (
+    BUILD_SETTINGS,
+    RELEASE_SETTINGS,
+    RUN_SETTINGS,
+    Setting,
+    SettingsTable,
+)
 
-TABLES: tuple[SettingsTable, ...] = (BUILD_SETTINGS, RUN_SETTINGS)
+TABLES: tuple[SettingsTable, ...] = (BUILD_SETTINGS, RELEASE_SETTINGS, RUN_SETTINGS)
 
 
 def markers(table: SettingsTable) -> tuple[str, str]:

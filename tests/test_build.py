@@ -44,6 +44,7 @@ SDE_PAST = 1_000_000_000  # 2001: before every file of trixie
 SDE_FAR = 4_000_000_000  # 2096: after every file, nothing to clamp
 ELF_MAGIC = b"\x7fELF"
 ARCH = Arch.amd64
+SPDX_JSON = "initramfs.linux_amd64.spdx.json"
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -179,7 +180,8 @@ def test_release_layout_and_checksums(release: Release) -> None:
     require_tool("sha256sum")
     names = sorted(p.name for p in release.output.iterdir())
     artifacts = [release.image.name, release.modules.name, release.kernel.name]
-    assert names == sorted([*artifacts, *(f"{a}.sha256" for a in artifacts), release.manifest.name])
+    sboms = [release.manifest.name, SPDX_JSON]
+    assert names == sorted([*artifacts, *(f"{a}.sha256" for a in artifacts), *sboms])
     assert release.image.name == "initramfs.linux_amd64.cpio.zst"
     for artifact in artifacts:
         proc = subprocess.run(
@@ -424,6 +426,7 @@ def test_cold_cache_build_is_byte_identical(release: Release, tmp_path: Path) ->
         (release.modules, again.modules),
         (release.manifest, again.manifest),
         (release.kernel, again.kernel),
+        (release.output / SPDX_JSON, again.output / SPDX_JSON),
     ]:
         assert ours.name == theirs.name
         assert ours.read_bytes() == theirs.read_bytes(), ours.name

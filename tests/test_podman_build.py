@@ -201,8 +201,11 @@ def test_the_sbom_section_names_the_source_and_every_build_dependency(tmp_path: 
     assert isinstance(unlinked, list)
     assert [d["name"] for d in unlinked] == ["golang-bar-dev"]
     assert section["c_build_dependencies"] == [
-        {"name": "libc6-dev", "version": "2.41-12", "sha256": "5" * 64}
+        {"name": "libc6-dev", "version": "2.41-12", "sha256": "5" * 64, "architecture": ""}
     ]
+    toolchain = section["toolchain"]
+    assert isinstance(toolchain, list)
+    assert [d["architecture"] for d in toolchain] == ["amd64", "all", "amd64", "all"]
     build = section["build"]
     assert isinstance(build, dict)
     assert build["tags"] == [t.name for t in podman.RECIPE.tags]

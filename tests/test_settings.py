@@ -16,14 +16,18 @@ from typer.testing import CliRunner
 from b2c_builder import cli, settings
 from b2c_builder.boot import launch, qemu
 from b2c_builder.config import (
+    ARCHES,
     BUILD_SETTINGS,
     DEFAULT_MAX_SIZE,
+    RELEASE_SETTINGS,
     RUN_SETTINGS,
     Accel,
     Arch,
     BuildConfig,
     Compression,
     Disk,
+    PodmanVariant,
+    ReleaseConfig,
     Setting,
     SettingsTable,
     format_size,
@@ -48,9 +52,10 @@ def setting_default(setting: Setting) -> Any:
     ("cls", "table", "own"),
     [
         (BuildConfig, BUILD_SETTINGS, set()),
+        (ReleaseConfig, RELEASE_SETTINGS, set()),
         (launch.RunRequest, RUN_SETTINGS, {"b2c"}),  # the b2c flags come from options.py
     ],
-    ids=["BuildConfig", "RunRequest"],
+    ids=["BuildConfig", "ReleaseConfig", "RunRequest"],
 )
 def test_one_field_per_setting_with_its_default(
     cls: type[Any], table: SettingsTable, own: set[str]
@@ -83,7 +88,7 @@ def _accepts(hint: Any, value: Any) -> bool:
     return isinstance(value, typing.get_origin(hint) or hint)
 
 
-@pytest.mark.parametrize("cls", [BuildConfig, launch.RunRequest, qemu.RunConfig])
+@pytest.mark.parametrize("cls", [BuildConfig, ReleaseConfig, launch.RunRequest, qemu.RunConfig])
 def test_defaults_have_the_field_types(cls: type[Any]) -> None:
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
@@ -116,7 +121,7 @@ def cli_params(command: str) -> dict[str, Any]:
     return {p.name: p for p in group.commands[command].params}  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("table", [BUILD_SETTINGS, RUN_SETTINGS], ids=lambda t: t.command)
+@pytest.mark.parametrize("table", settings.TABLES, ids=lambda t: t.command)
 def test_one_cli_option_per_setting(table: SettingsTable) -> None:
     params = cli_params(table.command)
     for setting in table:
@@ -163,7 +168,12 @@ def captured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
         seen["config"] = request
         return 7
 
+    def fake_release(cfg: ReleaseConfig) -> Any:
+        seen["config"] = cfg
+        return types.SimpleNamespace(folder=cfg.output / "version")
+
     monkeypatch.setattr("b2c_builder.build.pipeline.build", fake_build)
+    monkeypatch.setattr("b2c_builder.build.release.make_release", fake_release)
     monkeypatch.setattr(launch, "launch", fake_launch)
     return seen
 
@@ -202,6 +212,39 @@ def test_build_options_reach_the_config(captured: dict[str, Any], tmp_path: Path
         modules=("e1000",),
         default_cmdline="b2c.pipefail",
     )
+
+
+def test_release_options_reach_the_config(captured: dict[str, Any], tmp_path: Path) -> None:
+    result = invoke("release")
+    assert result.exit_code == 0, result.output
+    assert captured["config"] == ReleaseConfig()
+    assert captured["config"].targets() == tuple(ARCHES)  # every row of the table
+    last = list(ARCHES)[-1]
+    result = invoke(
+        "release",
+        *("--arch", str(last), "--arch", "amd64", "--output", "out", "--podman", "trimmed"),
+        *("--suite", "bookworm", "--source-date-epoch", "1000", "--no-verify-signature"),
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output == "out/version\n"
+    cfg = captured["config"]
+    assert cfg == ReleaseConfig(
+        arches=(last, Arch.amd64),
+        output=Path("out"),
+        suite="bookworm",
+        source_date_epoch=1000,
+        verify_signature=False,
+        podman=PodmanVariant.trimmed,
+        cache_dir=tmp_path / "cache/b2c-builder",
+    )
+    assert cfg.targets() == tuple(a for a in ARCHES if a in (last, Arch.amd64))  # table order
+    build = cfg.build_config(last, tmp_path / "o")
+    assert (build.arch, build.kernel_package, build.suite) == (
+        last,
+        f"linux-image-{last}",
+        "bookworm",
+    )
+    assert (build.podman, build.source_date_epoch) == (PodmanVariant.trimmed, 1000)
 
 
 def test_run_options_reach_the_request(captured: dict[str, Any], tmp_path: Path) -> None:
@@ -252,9 +295,11 @@ def test_readme_option_tables_are_up_to_date(table: SettingsTable) -> None:
 def test_update_readme_replaces_only_the_sections(tmp_path: Path) -> None:
     build_start, build_end = settings.markers(BUILD_SETTINGS)
     run_start, run_end = settings.markers(RUN_SETTINGS)
+    release_start, release_end = settings.markers(RELEASE_SETTINGS)
     readme = tmp_path / "README.md"
     readme.write_text(
-        f"# x\n{build_start}\nOLD-TABLE\n{build_end}\nmid\n{run_start}{run_end}\ntail\n"
+        f"# x\n{build_start}\nOLD-TABLE\n{build_end}\nmid\n{release_start}{release_end}\n"
+        f"{run_start}{run_end}\ntail\n"
     )
     assert settings.main(["--write-readme", "--readme", str(readme)]) == 0
     text = readme.read_text()
@@ -263,6 +308,9 @@ def test_update_readme_replaces_only_the_sections(tmp_path: Path) -> None:
     assert "| `--max-size SIZE` | `20MiB` |" in text
     assert "| `--verify-signature` / `--no-verify-signature` | on |" in text
     assert "| `-- COMMAND...` |" in text
+    release_table = text[text.index(release_start) : text.index(release_end)]
+    assert "| `--output DIR` | `releases` | The release goes to DIR/\\<version>/" in release_table
+    assert "--kernel-package" not in release_table  # each architecture's own kernel
     assert not settings.write_readme(readme), "a second run changes nothing"
 
 

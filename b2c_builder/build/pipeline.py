@@ -12,17 +12,18 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
 from b2c_builder import __version__
-from b2c_builder.build import image, kmod, podman
+from b2c_builder.build import image, kmod, podman, spdx
 from b2c_builder.build.compress import open_compressed
 from b2c_builder.build.cpio import write_cpio
 from b2c_builder.build.debian import deb, download, index, resolve, sources
-from b2c_builder.build.rootfs import Kind, Origin, Rootfs
+from b2c_builder.build.release import release_version
+from b2c_builder.build.rootfs import BUILDER, Kind, Origin, Rootfs
 from b2c_builder.config import Arch, BuildConfig, PodmanVariant
 from b2c_builder.errors import B2CError, SizeError
 from b2c_builder.guest import render
@@ -38,8 +39,13 @@ class Artifact:
 
 @dataclass(frozen=True)
 class BuildResult:
+    """What a build wrote into cfg.output, and what it was built from."""
+
     image: Artifact
-    manifest: Path
+    manifest: Path  # per-file detail (manifest.json)
+    spdx: Path  # the SPDX 2.3 SBOM (spdx.json)
+    version: str  # the release version (release_version: project, suite, archive date)
+    archive_date: int  # the Date of the verified InRelease, seconds since 1970
     kernel: Artifact | None = None
     modules: Artifact | None = None
     kernel_version: str | None = None
@@ -68,7 +74,8 @@ def build(cfg: BuildConfig) -> BuildResult:
             cache_dir=cfg.cache_dir,
         )
     epoch = cfg.source_date_epoch if cfg.source_date_epoch is not None else archive.date
-    log.info("SOURCE_DATE_EPOCH=%d", epoch)
+    version = release_version(cfg.suite, archive.date)
+    log.info("SOURCE_DATE_EPOCH=%d, release version %s", epoch, version)
 
     staged = stage_packages(session, archive, cfg)
     staging = staged.image
@@ -117,16 +124,39 @@ def build(cfg: BuildConfig) -> BuildResult:
                 )
             manifest_path = tmp / f"initramfs.linux_{cfg.arch}.manifest.json"
             manifest_path.write_text(sbom(rootfs, cfg, epoch, trimmed))
-        kernel_art = modules_art = None
-        kver = None
+        parts = None
         if cfg.kernel_package or cfg.modules_dir:
-            kernel_art, modules_art, kver = build_kernel_parts(staged.kernel, cfg, epoch, tmp)
+            parts = build_kernel_parts(staged.kernel, cfg, epoch, tmp)
+        with step("Writing the SPDX SBOM"):
+            files = [
+                spdx.ReleaseFile(
+                    result_image.path.name,
+                    result_image.sha256,
+                    "image",
+                    debian_packages(_origins(rootfs), staged.packages),
+                )
+            ]
+            if parts is not None:
+                files += parts.release_files(staged.packages)
+            doc = spdx.document(
+                name=f"initramfs.linux_{cfg.arch}",
+                version=version,
+                suite=cfg.suite,
+                epoch=epoch,
+                files=files,
+                trimmed=trimmed,
+            )
+            spdx_path = tmp / f"initramfs.linux_{cfg.arch}.spdx.json"
+            spdx_path.write_text(spdx.to_json(doc))
     final = BuildResult(
         image=_moved(result_image, cfg.output),
         manifest=cfg.output / manifest_path.name,
-        kernel=_moved(kernel_art, cfg.output) if kernel_art else None,
-        modules=_moved(modules_art, cfg.output) if modules_art else None,
-        kernel_version=kver,
+        spdx=cfg.output / spdx_path.name,
+        version=version,
+        archive_date=archive.date,
+        kernel=_moved(parts.kernel, cfg.output) if parts and parts.kernel else None,
+        modules=_moved(parts.modules, cfg.output) if parts else None,
+        kernel_version=parts.version if parts else None,
         podman=trimmed,
     )
     log.info("image: %s (%.2f MiB)", final.image.path, final.image.size / 2**20)
@@ -139,6 +169,8 @@ class Staged:
 
     image: Rootfs
     kernel: Rootfs | None  # None without --kernel-package
+    # Every package fetched (and verified), by (name, version): the SBOM's .deb SHA256s.
+    packages: dict[tuple[str, str], index.Package] = field(default_factory=dict)
 
 
 def kernel_packages(archive: index.Archive, name: str) -> list[index.Package]:
@@ -177,7 +209,8 @@ def stage_packages(session: requests.Session, archive: index.Archive, cfg: Build
         for pkg in kernel:
             assert kernel_staging is not None
             deb.extract_into(kernel_staging, debs[pkg.name], Origin(pkg.name, pkg.version))
-    return Staged(staging, kernel_staging)
+    fetched = {(p.name, p.version): p for p in [*image_packages, *kernel]}
+    return Staged(staging, kernel_staging, fetched)
 
 
 def write_archive(rootfs: Rootfs, path: Path, cfg: BuildConfig, epoch: int) -> Artifact:
@@ -219,9 +252,66 @@ def sbom(
     return json.dumps(doc, indent=1, sort_keys=False) + "\n"
 
 
+def _origins(rootfs: Rootfs) -> set[Origin]:
+    """The Debian packages (name, version) whose files ``rootfs`` holds: not the builder's
+    own files, not a source package (the trimmed podman, which the SBOM details)."""
+    return {
+        e.origin
+        for e in rootfs
+        if e.origin is not None and e.origin != BUILDER and not e.origin.package.startswith("src:")
+    }
+
+
+def debian_packages(
+    origins: set[Origin], fetched: dict[tuple[str, str], index.Package]
+) -> tuple[spdx.DebianPackage, ...]:
+    """``origins`` as the SBOM names them: with the Architecture and the .deb SHA256 of the
+    package the build fetched, sorted by name."""
+    found = []
+    for origin in sorted(origins, key=lambda o: (o.package, o.version)):
+        package = fetched.get((origin.package, origin.version))
+        found.append(
+            spdx.DebianPackage(
+                origin.package,
+                origin.version,
+                package.architecture if package else "",
+                package.sha256 if package else None,
+            )
+        )
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class KernelParts:
+    """The modules archive, the kernel (when it comes from a Debian package), the kernel
+    release, and the packages each holds files of."""
+
+    kernel: Artifact | None
+    modules: Artifact
+    version: str
+    kernel_origins: frozenset[Origin]
+    modules_origins: frozenset[Origin]
+
+    def release_files(
+        self, fetched: dict[tuple[str, str], index.Package]
+    ) -> list[spdx.ReleaseFile]:
+        """The kernel and the modules archive as the SBOM describes them."""
+        files = []
+        if self.kernel is not None:
+            packages = debian_packages(set(self.kernel_origins), fetched)
+            files.append(
+                spdx.ReleaseFile(self.kernel.path.name, self.kernel.sha256, "kernel", packages)
+            )
+        packages = debian_packages(set(self.modules_origins), fetched)
+        files.append(
+            spdx.ReleaseFile(self.modules.path.name, self.modules.sha256, "modules", packages)
+        )
+        return files
+
+
 def build_kernel_parts(
     kernel_staging: Rootfs | None, cfg: BuildConfig, epoch: int, tmp: Path
-) -> tuple[Artifact | None, Artifact, str]:
+) -> KernelParts:
     """The modules archive (and the kernel itself when it comes from a Debian package,
     already extracted into ``kernel_staging``)."""
     with step("Preparing kernel modules"):
@@ -236,12 +326,22 @@ def build_kernel_parts(
         name = f"modules-{tree.version}.linux_{cfg.arch}.cpio{cfg.compression.extension()}"
         modules_art = write_archive(modules, tmp / name, cfg, epoch)
         kernel_art = None
+        kernel_origins: set[Origin] = set()
         if kernel_staging is not None:
             vmlinuz = tree.kernel_image()
             kernel_path = tmp / f"linux-{tree.version}.linux_{cfg.arch}"
             kernel_path.write_bytes(vmlinuz)
             kernel_art = _artifact(kernel_path)
-    return kernel_art, modules_art, tree.version
+            entry = kernel_staging.get(tree.vmlinuz) if tree.vmlinuz else None
+            if entry is not None and entry.origin is not None:
+                kernel_origins.add(entry.origin)
+    return KernelParts(
+        kernel_art,
+        modules_art,
+        tree.version,
+        frozenset(kernel_origins),
+        frozenset(_origins(modules)),
+    )
 
 
 @contextmanager

@@ -119,6 +119,7 @@ class InputPackage:
     name: str
     version: str
     sha256: str
+    architecture: str = ""  # the stanza's Architecture (amd64, all); "" when unknown
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,7 @@ def build_trimmed(
 
 
 def _input(package: index.Package) -> InputPackage:
-    return InputPackage(package.name, package.version, package.sha256)
+    return InputPackage(package.name, package.version, package.sha256, package.architecture)
 
 
 # What the Go build reads from the extracted packages: the toolchain and the Go code; and

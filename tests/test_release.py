@@ -1,0 +1,234 @@
+"""The release folder: its version, its layout (every architecture of the table), a
+SHA256SUMS that GNU ``sha256sum -c`` accepts, and a folder that is replaced whole or not at
+all. Builds are stood in for by a fake builder writing small files, except in the one
+network test that runs the real `b2c-builder release` for amd64."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from spdx_tools.spdx.parser.json.json_parser import parse_from_file
+from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+from b2c_builder import __version__
+from b2c_builder.build import release
+from b2c_builder.build.debian import download
+from b2c_builder.build.pipeline import Artifact, BuildResult
+from b2c_builder.config import ARCHES, Arch, BuildConfig, ReleaseConfig
+from b2c_builder.errors import B2CError, SizeError, VerifyError
+from tests.conftest import b2c, require, require_tool, shared_cache
+
+DATE = 1_795_824_000  # 2026-11-28 00:00:00 UTC
+KVER = "6.12.57+deb13"
+
+
+def test_the_version_is_project_suite_and_the_archive_day() -> None:
+    assert release.release_version("trixie", DATE) == f"{__version__}+trixie.20261128"
+    assert release.release_version("trixie", DATE - 1) == f"{__version__}+trixie.20261127"
+    assert release.release_version("bookworm", DATE + 86399, "2.0.1") == "2.0.1+bookworm.20261128"
+
+
+def _artifact(path: Path, data: bytes) -> Artifact:
+    path.write_bytes(data)
+    # What the real build also leaves: a per-file .sha256 (the release drops them).
+    path.with_name(path.name + ".sha256").write_text(f"{download.file_sha256(path)}  x\n")
+    return Artifact(path, len(data), download.file_sha256(path))
+
+
+def fake_builder(
+    seen: list[BuildConfig],
+    *,
+    tag: bytes = b"v1",
+    dates: dict[Arch, int] | None = None,
+    fail: Arch | None = None,
+) -> Callable[[BuildConfig], BuildResult]:
+    """A builder writing a few bytes per file, as pipeline.build lays them out."""
+
+    def build(cfg: BuildConfig) -> BuildResult:
+        seen.append(cfg)
+        if cfg.arch is fail:
+            raise SizeError(f"the {cfg.arch} image is too large")
+        date = (dates or {}).get(cfg.arch, DATE)
+        out = cfg.output
+        out.mkdir(parents=True)
+        name = f"initramfs.linux_{cfg.arch}"
+        manifest = out / f"{name}.manifest.json"
+        manifest.write_text(json.dumps({"arch": str(cfg.arch), "tag": tag.decode()}))
+        spdx_path = out / f"{name}.spdx.json"
+        spdx_path.write_text("{}")
+        return BuildResult(
+            image=_artifact(out / cfg.image_name(), tag + b" image " + cfg.arch.encode()),
+            manifest=manifest,
+            spdx=spdx_path,
+            version=release.release_version(cfg.suite, date),
+            archive_date=date,
+            kernel=_artifact(out / f"linux-{KVER}-{cfg.arch}.linux_{cfg.arch}", b"kernel"),
+            modules=_artifact(
+                out / f"modules-{KVER}-{cfg.arch}.linux_{cfg.arch}.cpio.zst", tag + b" modules"
+            ),
+        )
+
+    return build
+
+
+def config(tmp_path: Path, *arches: Arch) -> ReleaseConfig:
+    return ReleaseConfig(
+        arches=arches,
+        output=tmp_path / "releases",
+        verify_signature=False,
+        cache_dir=tmp_path / "cache",
+        source_date_epoch=DATE,
+    )
+
+
+def expected_names(arches: list[Arch]) -> list[str]:
+    names = ["SHA256SUMS"]
+    for arch in arches:
+        names += [
+            f"initramfs.linux_{arch}.cpio.zst",
+            f"initramfs.linux_{arch}.manifest.json",
+            f"initramfs.linux_{arch}.spdx.json",
+            f"linux-{KVER}-{arch}.linux_{arch}",
+            f"modules-{KVER}-{arch}.linux_{arch}.cpio.zst",
+        ]
+    return sorted(names)
+
+
+def sha256sum_check(folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [require_tool("sha256sum"), "--check", "--strict", "SHA256SUMS"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_every_architecture_of_the_table_lands_in_the_version_folder(tmp_path: Path) -> None:
+    seen: list[BuildConfig] = []
+    result = release.make_release(config(tmp_path), fake_builder(seen))
+    version = f"{__version__}+trixie.20261128"
+    assert result.folder == tmp_path / "releases" / version
+    assert [c.arch for c in seen] == list(ARCHES)
+    assert [c.kernel_package for c in seen] == [f"linux-image-{a}" for a in ARCHES]
+    assert {c.source_date_epoch for c in seen} == {DATE}
+    names = sorted(p.name for p in result.folder.iterdir())
+    assert names == expected_names(list(ARCHES)) == list(result.files)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(result.folder.stat().st_mode) == 0o777 & ~umask
+    # Nothing else under releases/: no staging folder, no stray .sha256 files.
+    assert sorted(p.name for p in (tmp_path / "releases").iterdir()) == [version]
+
+
+def test_sha256sums_is_what_sha256sum_checks(tmp_path: Path) -> None:
+    result = release.make_release(config(tmp_path), fake_builder([]))
+    proc = sha256sum_check(result.folder)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    checked = sorted(line.removesuffix(": OK") for line in proc.stdout.splitlines())
+    assert checked == [n for n in expected_names(list(ARCHES)) if n != "SHA256SUMS"]
+    # A changed file fails the check: the sums are of the bytes, not of the names.
+    victim = result.folder / f"initramfs.linux_{next(iter(ARCHES))}.cpio.zst"
+    victim.write_bytes(victim.read_bytes() + b"!")
+    proc = sha256sum_check(result.folder)
+    assert proc.returncode == 1
+    assert f"{victim.name}: FAILED" in proc.stdout
+
+
+def test_sha256sums_lists_every_file_sorted(tmp_path: Path) -> None:
+    (tmp_path / "b").write_bytes(b"bee")
+    (tmp_path / "a").write_bytes(b"")
+    (tmp_path / "SHA256SUMS").write_text("stale\n")
+    assert release.sha256sums(tmp_path) == (
+        f"{hashlib.sha256(b'').hexdigest()}  a\n{hashlib.sha256(b'bee').hexdigest()}  b\n"
+    )
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(B2CError, match="not a regular file"):
+        release.sha256sums(tmp_path)
+
+
+def test_only_the_architectures_asked_for(tmp_path: Path) -> None:
+    seen: list[BuildConfig] = []
+    last = list(ARCHES)[-1]
+    result = release.make_release(config(tmp_path, last, last), fake_builder(seen))
+    assert [c.arch for c in seen] == [last]
+    assert list(result.files) == expected_names([last])
+
+
+def test_a_failed_rerun_leaves_the_previous_folder_whole(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    first = release.make_release(cfg, fake_builder([]))
+    before = {p.name: p.read_bytes() for p in first.folder.iterdir()}
+    with pytest.raises(SizeError):
+        release.make_release(cfg, fake_builder([], tag=b"v2", fail=list(ARCHES)[-1]))
+    assert {p.name: p.read_bytes() for p in first.folder.iterdir()} == before
+    assert [p.name for p in (tmp_path / "releases").iterdir()] == [first.folder.name]
+    # A successful re-run replaces every file of the folder at once.
+    again = release.make_release(cfg, fake_builder([], tag=b"v2"))
+    assert again.folder == first.folder
+    after = {p.name: p.read_bytes() for p in again.folder.iterdir()}
+    assert after.keys() == before.keys()
+    assert after[f"initramfs.linux_{next(iter(ARCHES))}.cpio.zst"].startswith(b"v2 ")
+    assert sha256_ok(again.folder)
+    assert [p.name for p in (tmp_path / "releases").iterdir()] == [first.folder.name]
+
+
+def sha256_ok(folder: Path) -> bool:
+    return sha256sum_check(folder).returncode == 0
+
+
+def test_two_archive_snapshots_in_one_release_are_refused(tmp_path: Path) -> None:
+    # Two builds whose InRelease dates differ: the mirror was updated in between.
+    arches = list(ARCHES)
+    require(len(arches) > 1, "needs two architectures in config.ARCHES")
+    first, last = arches[0], arches[-1]
+    with pytest.raises(VerifyError, match="the archive changed during the release"):
+        release.make_release(
+            config(tmp_path, first, last),
+            fake_builder([], dates={first: DATE, last: DATE + 86400}),
+        )
+    assert list((tmp_path / "releases").iterdir()) == []
+
+
+def test_the_cli_refuses_an_unknown_architecture() -> None:
+    proc = b2c("release", "--arch", "vax")
+    assert proc.returncode == 2
+    assert "vax" in proc.stderr
+
+
+@pytest.mark.network
+def test_a_real_release_of_amd64(tmp_path: Path) -> None:
+    """`b2c-builder release --arch amd64`: the folder named after the verified InRelease's
+    date, every file checked by sha256sum, the SPDX document valid and naming busybox-static
+    at the manifest's version."""
+    output = tmp_path / "releases"
+    proc = b2c(
+        "release", "--arch", "amd64", "--output", str(output), "--cache-dir", str(shared_cache())
+    )
+    assert proc.returncode == 0, proc.stderr
+    (folder,) = output.iterdir()
+    assert proc.stdout.strip() == str(folder)
+    assert folder.name.startswith(f"{__version__}+trixie.")
+    day = folder.name.rsplit(".", 1)[1]
+    assert len(day) == 8 and day.isdigit()
+    names = sorted(p.name for p in folder.iterdir())
+    assert len(names) == 6 and names[0] == "SHA256SUMS"
+    assert sha256_ok(folder)
+    manifest = json.loads((folder / "initramfs.linux_amd64.manifest.json").read_text())
+    busybox = {f["version"] for f in manifest["files"] if f.get("package") == "busybox-static"}
+    doc = parse_from_file(str(folder / "initramfs.linux_amd64.spdx.json"))
+    assert validate_full_spdx_document(doc) == []
+    (package,) = [p for p in doc.packages if p.name == "busybox-static"]
+    assert {package.version} == busybox
+    assert [c.algorithm.name for c in package.checksums] == ["SHA256"]
+    image = next(p for p in doc.packages if p.name == "initramfs.linux_amd64.cpio.zst")
+    assert image.version == folder.name
+    assert [c.value for c in image.checksums] == [
+        download.file_sha256(folder / "initramfs.linux_amd64.cpio.zst")
+    ]
