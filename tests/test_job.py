@@ -299,8 +299,24 @@ def test_defaults_pick_the_newest_kernel_and_its_modules(tmp_path: Path) -> None
         kernels.default_boot_files(
             tmp_path, Arch.amd64, tmp_path / "linux-6.2.0-1-amd64.linux_amd64", None
         )
-    with pytest.raises(ConfigError, match="make release ARCH=arm64"):
+    with pytest.raises(ConfigError, match="make build ARCH=arm64"):
         kernels.default_boot_files(tmp_path, Arch.arm64, None, None)
+
+
+def test_release_folder_is_the_flat_build_or_the_newest_version_folder(tmp_path: Path) -> None:
+    """`make build` writes releases/ itself, `make release` releases/<version>/: run looks in
+    the first that has an image for the architecture."""
+    old, new = tmp_path / "0.1.0+trixie.20261101", tmp_path / "0.1.0+trixie.20261128"
+    for folder, mtime in ((new, 2_000_000_000), (old, 1_000_000_000)):
+        folder.mkdir()
+        (folder / "initramfs.linux_amd64.cpio.zst").write_bytes(b"x")
+        os.utime(folder, (mtime, mtime))
+    (tmp_path / "empty").mkdir()
+    assert kernels.release_folder(tmp_path, Arch.amd64) == new
+    # No folder has arm64's: releases/ itself, whose lookup then names it.
+    assert kernels.release_folder(tmp_path, Arch.arm64) == tmp_path
+    (tmp_path / "initramfs.linux_amd64.cpio").write_bytes(b"x")
+    assert kernels.release_folder(tmp_path, Arch.amd64) == tmp_path
 
 
 def test_run_hands_qemu_uncompressed_initrds(tmp_path: Path) -> None:

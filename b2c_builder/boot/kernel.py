@@ -136,6 +136,20 @@ class BootFiles:
     release: str
 
 
+def release_folder(releases: Path, arch: Arch) -> Path:
+    """Where ``run`` looks for ``arch``'s boot files under ``releases``: ``releases`` itself
+    when it holds an image for ``arch`` (``make build``), else its newest (by modification
+    time) ``<version>/`` folder that does (``make release``), else ``releases`` (whose
+    lookups then fail naming it)."""
+    pattern = f"initramfs.linux_{arch}.cpio*"
+    if _release_files(releases, pattern):
+        return releases
+    folders = [d for d in releases.glob("*/") if d.is_dir() and _release_files(d, pattern)]
+    if not folders:
+        return releases
+    return max(folders, key=lambda d: (d.stat().st_mtime_ns, d.name))
+
+
 def _release_files(releases: Path, pattern: str) -> list[Path]:
     return sorted(p for p in releases.glob(pattern) if p.suffix not in (".sha256", ".json"))
 
@@ -149,7 +163,7 @@ def default_kernel(releases: Path, arch: Arch) -> Path:
     if not kernels:
         raise ConfigError(
             f"no kernel for {arch} in {releases}/ (linux-<release>.linux_{arch})",
-            hint=f"pass --kernel, or build one with `make release ARCH={arch}`",
+            hint=f"pass --kernel, or build one with `make release` or `make build ARCH={arch}`",
         )
     prefix, suffix = "linux-", f".linux_{arch}"
     return max(kernels, key=lambda p: Version(p.name[len(prefix) : -len(suffix)]))
@@ -161,7 +175,7 @@ def default_image(releases: Path, arch: Arch) -> Path:
     if not images:
         raise ConfigError(
             f"no image for {arch} in {releases}/ (initramfs.linux_{arch}.cpio*)",
-            hint=f"pass --initrd, or build one with `make release ARCH={arch}`",
+            hint=f"pass --initrd, or build one with `make release` or `make build ARCH={arch}`",
         )
     return max(images, key=lambda p: p.stat().st_mtime_ns)
 

@@ -118,9 +118,10 @@ def _needs_network(request: RunRequest, images: Sequence[jobs.ImageRef]) -> bool
 
 def _boot_files(request: RunRequest) -> tuple[Path, tuple[Path, ...]]:
     kernel = request.kernel
+    releases = kernels.release_folder(request.releases, request.arch)
     if kernel is None:
-        kernel = kernels.default_kernel(request.releases, request.arch)
-        log.info("kernel: %s (the newest in %s/)", kernel, request.releases)
+        kernel = kernels.default_kernel(releases, request.arch)
+        log.info("kernel: %s (the newest in %s/)", kernel, releases)
     modules = None
     if request.modules_dir is not None:
         release = kernels.kernel_release(kernel)
@@ -129,7 +130,7 @@ def _boot_files(request: RunRequest) -> tuple[Path, tuple[Path, ...]]:
         )
     if request.initrds:
         return kernel, (*request.initrds, *([modules] if modules else []))
-    files = kernels.default_boot_files(request.releases, request.arch, kernel, modules)
+    files = kernels.default_boot_files(releases, request.arch, kernel, modules)
     log.info("initrds for kernel %s: %s", files.release, ", ".join(map(str, files.initrds)))
     return kernel, files.initrds
 
