@@ -187,10 +187,16 @@ def test_load_list_says_when(synthetic: Synthetic) -> None:
     assert lines == ["solo demand", "lib_e boot", "core_a network"]
 
 
-def test_default_modules_all_have_a_schedule() -> None:
-    assert set(kmod.DEFAULT_MODULES.values()) <= set(kmod.LoadWhen)
-    assert kmod.DEFAULT_MODULES["ahci"] is kmod.LoadWhen.device
-    assert kmod.DEFAULT_MODULES["ext4"] is kmod.LoadWhen.demand
+def test_readme_says_when_each_default_module_loads() -> None:
+    """The README's table of LoadWhen rows lists every default module in its row."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = {}
+    for when in kmod.LoadWhen:
+        match = re.search(rf"^\| `{when}` \| ([^|]*) \|", readme, re.M)
+        assert match, f"no README row for {when}"
+        rows[when] = {m.strip() for m in re.split(r"[,;]", match.group(1))}
+    for name, when in kmod.DEFAULT_MODULES.items():
+        assert name in rows[when], (name, when)
 
 
 def test_archive_requirements_and_directory(synthetic: Synthetic) -> None:
