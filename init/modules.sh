@@ -13,7 +13,6 @@
 b2c_load_modules() {
     local kver='' dir module when devices='' failed=0 loaded=0 old_ifs=$IFS
     B2C_MODULES_PID=''
-    rm -f "$B2C_ROOT$B2C_STATE/devices_loaded"
     { read -r kver <"$B2C_ROOT/proc/sys/kernel/osrelease"; } 2>/dev/null
     dir=$B2C_ROOT/lib/modules/$kver
     if [ -n "$kver" ] && [ -f "$dir/b2c.modules" ]; then
@@ -40,11 +39,10 @@ b2c_load_modules() {
     fi
     if [ -n "$devices" ]; then
         b2c_log "Loading the device drivers$devices in the background"
+        b2c_state_set devices_loading 1
         # shellcheck disable=SC2086 # one word a module
         b2c_load_devices $devices &
         B2C_MODULES_PID=$!
-    else
-        b2c_state_set devices_loaded 1
     fi
     # b2c.insmods is repeatable: one comma-separated list a line.
     IFS=",$B2C_NL"
@@ -60,14 +58,14 @@ b2c_load_modules() {
     return 0
 }
 
-# b2c_load_devices MODULE...: load the device drivers, then say so in $B2C_STATE/devices_loaded.
+# b2c_load_devices MODULE...: load the device drivers, then remove $B2C_STATE/devices_loading.
 # Runs in the background (b2c_load_modules).
 b2c_load_devices() {
     local module
     for module; do
         modprobe "$module" </dev/null || b2c_warn "could not load the kernel module $module"
     done
-    b2c_state_set devices_loaded 1
+    rm -f "$B2C_ROOT$B2C_STATE/devices_loading"
 }
 
 # b2c_modules_settle: the device drivers that b2c_load_modules loads in the background are
@@ -75,12 +73,12 @@ b2c_load_devices() {
 # each container or service start. Waits at most B2C_WAIT_SECS * 6 seconds.
 b2c_modules_settle() {
     local deadline
-    [ ! -e "$B2C_ROOT$B2C_STATE/devices_loaded" ] || return 0
+    [ -e "$B2C_ROOT$B2C_STATE/devices_loading" ] || return 0
     # Our child when called from b2c_main's shell; otherwise wait returns at once.
     [ -z "${B2C_MODULES_PID:-}" ] || wait "$B2C_MODULES_PID" 2>/dev/null || :
     b2c_uptime_cs
     deadline=$((B2C_UPTIME_CS + B2C_WAIT_SECS * 600))
-    while [ ! -e "$B2C_ROOT$B2C_STATE/devices_loaded" ]; do
+    while [ -e "$B2C_ROOT$B2C_STATE/devices_loading" ]; do
         b2c_uptime_cs
         if [ "$B2C_UPTIME_CS" -ge "$deadline" ]; then
             b2c_warn "the device drivers are still loading: going on without them"
