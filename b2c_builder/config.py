@@ -31,6 +31,7 @@ class Arch(StrEnum):
 
     amd64 = "amd64"
     arm64 = "arm64"
+    riscv64 = "riscv64"
 
     @property
     def facts(self) -> ArchFacts:
@@ -78,8 +79,15 @@ class ArchFacts:
     # The C compiler for cgo code of this architecture on an amd64 host (Debian's
     # gcc-<triplet> cross packages install it under this name).
     cross_cc: str
+    # Debian's kernel: the metapackage that depends on the current linux-image-<release>,
+    # and where that package puts the bootable image ({release}: the kernel's `uname -r`).
+    kernel_package: str
+    kernel_image: str
     qemu_tcg_cpu: str = "max"  # -cpu under TCG: every instruction TCG can emulate
     qemu_kvm_cpu: str = "host"  # -cpu under KVM
+    # QEMU options that choose the firmware a -kernel boot runs first (none: the board's
+    # default, or none at all).
+    qemu_firmware: tuple[str, ...] = ()
 
 
 ARCHES: Mapping[Arch, ArchFacts] = MappingProxyType(
@@ -103,6 +111,8 @@ ARCHES: Mapping[Arch, ArchFacts] = MappingProxyType(
             qemu_machine="q35",
             qemu_console="ttyS0",
             qemu_nic="virtio-net-pci",
+            kernel_package="linux-image-amd64",
+            kernel_image="boot/vmlinuz-{release}",  # a bzImage
         ),
         Arch.arm64: ArchFacts(
             uname_machine="aarch64",
@@ -123,6 +133,46 @@ ARCHES: Mapping[Arch, ArchFacts] = MappingProxyType(
             qemu_machine="virt,gic-version=max",
             qemu_console="ttyAMA0",
             qemu_nic="virtio-net-pci",
+            kernel_package="linux-image-arm64",
+            kernel_image="boot/vmlinuz-{release}",  # a gzip-compressed Image
+        ),
+        Arch.riscv64: ArchFacts(
+            uname_machine="riscv64",
+            multiarch="riscv64-linux-gnu",
+            # The RISC-V psABI's loader name for LP64D (doubles in FP registers), which
+            # Debian's riscv64 port uses.
+            loader="/lib/ld-linux-riscv64-lp64d.so.1",
+            elf_machine="EM_RISCV",
+            usrmerge=("bin", "sbin", "lib"),  # no lib64: the loader is in /lib
+            goarch="riscv64",
+            # Go's RISC-V profile level: rva20u64, its default and the base of Debian's port.
+            goarch_env=(("GORISCV64", "rva20u64"),),
+            cross_cc="riscv64-linux-gnu-gcc",
+            # lib/xz decodes a RISC-V BCJ filter since Linux 6.11, but Python's lzma module
+            # writes only the x86, PowerPC, IA-64, ARM, ARM-Thumb and SPARC ones.
+            xz_bcj=None,
+            kconfig_symbol="RISCV",
+            # arch/riscv/include/uapi/asm/setup.h (1024 since Linux 5.13; 6.12 keeps it).
+            command_line_size=1024,
+            # Debian's qemu-system-misc (bookworm) ships it; since trixie it is in
+            # qemu-system-riscv, which qemu-system-misc depends on.
+            qemu_binary="qemu-system-riscv64",
+            qemu_package="qemu-system-misc",
+            qemu_machine="virt",
+            # The virt board's NS16550A UART, which the kernel names ttyS0.
+            qemu_console="ttyS0",
+            qemu_nic="virtio-net-pci",
+            # QEMU 7.2 (bookworm) has no "max" RISC-V CPU; rv64 is the virt board's default
+            # (RV64GC and the extensions QEMU enables by default).
+            qemu_tcg_cpu="rv64",
+            # OpenSBI (fw_dynamic), the SBI firmware the kernel calls to reach M-mode: QEMU's
+            # "default" is /usr/share/qemu/opensbi-riscv64-generic-fw_dynamic.bin, built by
+            # Debian (qemu-system-data in bookworm; trixie links it to the opensbi package).
+            qemu_firmware=("-bios", "default"),
+            kernel_package="linux-image-riscv64",
+            # The Image (with its EFI stub), uncompressed: QEMU's riscv loader takes an ELF,
+            # a U-Boot image or a raw Image, not a gzip file.
+            kernel_image="boot/vmlinux-{release}",
         ),
     }
 )

@@ -34,6 +34,7 @@ PROVIDERS: dict[str, str] = {
     "pkg-config": "pkgconf",
     "x86_64-linux-gnu-gcc": "gcc",
     "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
+    "riscv64-linux-gnu-gcc": "gcc-riscv64-linux-gnu",
     "nice": "coreutils",
 }
 

@@ -30,9 +30,16 @@ def test_facts_agree_with_each_other(arch: Arch) -> None:
     assert facts.elf_machine in ENUM_E_MACHINE
     assert facts.qemu_binary.endswith(facts.uname_machine)
     assert run.PROVIDERS[facts.qemu_binary] == facts.qemu_package
+    assert facts.cross_cc == f"{facts.multiarch}-gcc"
+    assert facts.cross_cc in run.PROVIDERS
+    assert facts.kernel_package == f"linux-image-{arch}"
+    assert "{release}" in facts.kernel_image and facts.kernel_image.startswith("boot/")
 
 
-@pytest.mark.parametrize(("machine", "arch"), [("x86_64", Arch.amd64), ("aarch64", Arch.arm64)])
+@pytest.mark.parametrize(
+    ("machine", "arch"),
+    [("x86_64", Arch.amd64), ("aarch64", Arch.arm64), ("riscv64", Arch.riscv64)],
+)
 def test_host_reads_the_machine_from_the_table(
     monkeypatch: pytest.MonkeyPatch, machine: str, arch: Arch
 ) -> None:
@@ -43,9 +50,9 @@ def test_host_reads_the_machine_from_the_table(
 
 
 def test_an_unknown_host_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = os.uname_result((*os.uname()[:4], "riscv64"))
+    fake = os.uname_result((*os.uname()[:4], "mips64"))
     monkeypatch.setattr(os, "uname", lambda: fake)
-    with pytest.raises(ConfigError, match="'riscv64'") as info:
+    with pytest.raises(ConfigError, match="'mips64'") as info:
         Arch.host()
     assert info.value.hint == "pass --arch"
 

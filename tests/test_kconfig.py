@@ -68,6 +68,9 @@ def test_per_architecture_rows() -> None:
     assert {"SERIAL_8250_CONSOLE", "ACPI"} <= amd64 - arm64
     assert {"SERIAL_AMBA_PL011_CONSOLE", "PCI_HOST_GENERIC"} <= arm64 - amd64
     assert {"OVERLAY_FS", "VIRTIO_NET", "9P_FS"} <= amd64 & arm64
+    riscv64 = {opt.symbol for opt in kconfig.options_for(Arch.riscv64)}
+    assert {"SERIAL_8250_CONSOLE", "PCI_HOST_GENERIC", "RISCV_SBI", "RTC_DRV_GOLDFISH"} <= riscv64
+    assert not {"ACPI", "SERIAL_AMBA_PL011", "ARM_PSCI_FW", "RTC_DRV_CMOS"} & riscv64
 
 
 def test_lookup() -> None:
@@ -202,7 +205,8 @@ def test_every_missing_option_is_listed_in_table_order() -> None:
 def test_architecture_of_a_config() -> None:
     assert kconfig.config_arch(parse_config("CONFIG_X86_64=y\n")) is Arch.amd64
     assert kconfig.config_arch(parse_config("CONFIG_ARM64=y\n")) is Arch.arm64
-    assert kconfig.config_arch(parse_config("CONFIG_RISCV=y\n")) is None
+    assert kconfig.config_arch(parse_config("CONFIG_RISCV=y\n")) is Arch.riscv64
+    assert kconfig.config_arch(parse_config("CONFIG_MIPS=y\n")) is None
     with pytest.raises(ConfigError, match="for amd64, not arm64") as info:
         check(fragment(Arch.arm64) + "CONFIG_X86_64=y\n", Arch.arm64)
     assert info.value.hint == "pass --arch amd64, or the .config of an arm64 kernel"
@@ -328,7 +332,7 @@ def debian_kernel(arch: Arch) -> DebianKernel:
         _KERNELS[arch] = DebianKernel(
             package.name,
             staging[config].data.decode(),
-            kmod.ModuleTree.from_manifest(staging),
+            kmod.ModuleTree.from_manifest(staging, arch),
         )
     return _KERNELS[arch]
 

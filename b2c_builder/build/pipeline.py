@@ -226,7 +226,7 @@ def build_kernel_parts(
     already extracted into ``kernel_staging``)."""
     with step("Preparing kernel modules"):
         if kernel_staging is not None:
-            tree = kmod.ModuleTree.from_manifest(kernel_staging)
+            tree = kmod.ModuleTree.from_manifest(kernel_staging, cfg.arch)
         else:
             assert cfg.modules_dir is not None
             tree = kmod.ModuleTree.from_directory(cfg.modules_dir)

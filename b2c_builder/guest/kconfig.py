@@ -18,7 +18,8 @@ and ELF loaders, the serial console), booleans, and drivers the image does not l
 
 Symbol names and types were read from the kernel's Kconfig files (init/Kconfig, fs/*/Kconfig,
 net/*/Kconfig, drivers/virtio/Kconfig, drivers/tty/serial/Kconfig, drivers/firmware/Kconfig)
-and each one is present in Debian trixie's amd64 and arm64 configs (tests/test_kconfig.py).
+and each one is present in Debian trixie's config of every architecture of config.ARCHES
+(tests/test_kconfig.py).
 Not listed, on purpose: mount namespaces (no option: always built), DEVTMPFS_MOUNT (it does
 not act on an initramfs boot: /init mounts /dev itself), NETFILTER and bridges (every
 container runs with --network=host), CGROUP_NS (containers.conf sets cgroupns = "host").
@@ -38,6 +39,11 @@ from b2c_builder.errors import ConfigError
 ALL_ARCHES: frozenset[Arch] = frozenset(Arch)
 AMD64: frozenset[Arch] = frozenset({Arch.amd64})
 ARM64: frozenset[Arch] = frozenset({Arch.arm64})
+RISCV64: frozenset[Arch] = frozenset({Arch.riscv64})
+# QEMU's virt boards (arm64, riscv64): devices found through the device tree.
+VIRT: frozenset[Arch] = ARM64 | RISCV64
+# The boards whose console is an 8250/16550 UART named ttyS0.
+TTYS0: frozenset[Arch] = AMD64 | RISCV64
 
 
 class Level(StrEnum):
@@ -231,8 +237,8 @@ KERNEL_OPTIONS: tuple[KernelOption, ...] = (
     KernelOption("PCI", "QEMU's virtio devices are PCI devices (virtio-*-pci)"),
     KernelOption(
         "PCI_HOST_GENERIC",
-        "the PCI host bridge of QEMU's arm64 virt machine (pci-host-ecam-generic)",
-        arches=ARM64,
+        "the PCI host bridge of QEMU's arm64 and riscv64 virt machines (pci-host-ecam-generic)",
+        arches=VIRT,
     ),
     KernelOption("VIRTIO_MENU", "the menu holding the virtio drivers"),
     KernelOption(
@@ -312,12 +318,17 @@ KERNEL_OPTIONS: tuple[KernelOption, ...] = (
     # --- console and machine ------------------------------------------------------------------
     KernelOption("TTY", "terminals: the serial console and podman's -t"),
     KernelOption(
-        "SERIAL_8250", "the serial console b2c-builder run reads (console=ttyS0)", arches=AMD64
+        "SERIAL_8250", "the serial console b2c-builder run reads (console=ttyS0)", arches=TTYS0
     ),
     KernelOption(
         "SERIAL_8250_CONSOLE",
         "kernel and /init messages on ttyS0 (console=ttyS0)",
-        arches=AMD64,
+        arches=TTYS0,
+    ),
+    KernelOption(
+        "SERIAL_OF_PLATFORM",
+        "the 8250 driver finds the riscv64 virt machine's NS16550A UART in the device tree",
+        arches=RISCV64,
     ),
     KernelOption(
         "SERIAL_AMBA_PL011",
@@ -339,6 +350,12 @@ KERNEL_OPTIONS: tuple[KernelOption, ...] = (
         "poweroff -f turns QEMU's virt machine off through PSCI (else the VM never exits)",
         arches=ARM64,
     ),
+    KernelOption(
+        "RISCV_SBI",
+        "poweroff -f turns QEMU's riscv64 virt machine off through OpenSBI's system reset "
+        "extension (else the VM never exits)",
+        arches=RISCV64,
+    ),
     KernelOption("MAGIC_SYSRQ", "the power-off fallback writes to /proc/sysrq-trigger", level=_R),
     KernelOption("RTC_CLASS", "the clock at boot comes from QEMU's RTC", level=_R),
     KernelOption(
@@ -351,6 +368,12 @@ KERNEL_OPTIONS: tuple[KernelOption, ...] = (
         "RTC_DRV_CMOS", "the RTC of QEMU's q35 machine (mc146818)", arches=AMD64, level=_R
     ),
     KernelOption("RTC_DRV_PL031", "the RTC of QEMU's virt machine (PL031)", arches=ARM64, level=_R),
+    KernelOption(
+        "RTC_DRV_GOLDFISH",
+        "the RTC of QEMU's riscv64 virt machine (Goldfish)",
+        arches=RISCV64,
+        level=_R,
+    ),
 )
 
 
@@ -511,7 +534,7 @@ def check_file(path: Path, arch: Arch | None = None) -> tuple[Arch, list[Problem
             wanted = " nor ".join(f"CONFIG_{a.facts.kconfig_symbol}=y" for a in Arch)
             raise ConfigError(
                 f"cannot tell which architecture {path} is for (it sets neither {wanted})",
-                hint="pass --arch amd64 or --arch arm64",
+                hint=" or ".join(f"--arch {a}" for a in Arch),
             )
     return arch, check(text, arch, source=str(path))
 
