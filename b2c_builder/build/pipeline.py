@@ -18,7 +18,7 @@ from pathlib import Path
 import requests
 
 from b2c_builder import __version__
-from b2c_builder.build import image, kmod, podman
+from b2c_builder.build import dtb, image, kmod, podman
 from b2c_builder.build.compress import open_compressed
 from b2c_builder.build.cpio import write_cpio
 from b2c_builder.build.debian import deb, download, index, resolve, sources
@@ -44,6 +44,7 @@ class BuildResult:
     modules: Artifact | None = None
     kernel_version: str | None = None
     podman: podman.PodmanBuild | None = None  # the trimmed build, when --podman trimmed
+    dtbs: Artifact | None = None  # the kernel package's device trees, when it has some
 
 
 def build(cfg: BuildConfig) -> BuildResult:
@@ -117,17 +118,17 @@ def build(cfg: BuildConfig) -> BuildResult:
                 )
             manifest_path = tmp / f"initramfs.linux_{cfg.arch}.manifest.json"
             manifest_path.write_text(sbom(rootfs, cfg, epoch, trimmed))
-        kernel_art = modules_art = None
-        kver = None
+        parts = None
         if cfg.kernel_package or cfg.modules_dir:
-            kernel_art, modules_art, kver = build_kernel_parts(staged.kernel, cfg, epoch, tmp)
+            parts = build_kernel_parts(staged.kernel, cfg, epoch, tmp)
     final = BuildResult(
         image=_moved(result_image, cfg.output),
         manifest=cfg.output / manifest_path.name,
-        kernel=_moved(kernel_art, cfg.output) if kernel_art else None,
-        modules=_moved(modules_art, cfg.output) if modules_art else None,
-        kernel_version=kver,
+        kernel=_moved(parts.kernel, cfg.output) if parts and parts.kernel else None,
+        modules=_moved(parts.modules, cfg.output) if parts else None,
+        kernel_version=parts.release if parts else None,
         podman=trimmed,
+        dtbs=_moved(parts.dtbs, cfg.output) if parts and parts.dtbs else None,
     )
     log.info("image: %s (%.2f MiB)", final.image.path, final.image.size / 2**20)
     return final
@@ -219,11 +220,22 @@ def sbom(
     return json.dumps(doc, indent=1, sort_keys=False) + "\n"
 
 
+@dataclass(frozen=True)
+class KernelParts:
+    """What a build writes beside the image for one kernel ``release``."""
+
+    release: str
+    modules: Artifact  # modules-<release>.linux_<arch>.cpio<ext>
+    kernel: Artifact | None  # linux-<release>.linux_<arch>: from a Debian package only
+    dtbs: Artifact | None  # dtbs-<release>.linux_<arch>.cpio<ext>: when the package has some
+
+
 def build_kernel_parts(
     kernel_staging: Rootfs | None, cfg: BuildConfig, epoch: int, tmp: Path
-) -> tuple[Artifact | None, Artifact, str]:
-    """The modules archive (and the kernel itself when it comes from a Debian package,
-    already extracted into ``kernel_staging``)."""
+) -> KernelParts:
+    """The modules archive; when the kernel comes from a Debian package (already extracted
+    into ``kernel_staging``), the kernel itself and its device trees (dtb.device_trees),
+    each archive compressed as the image and its mtimes clamped to ``epoch``."""
     with step("Preparing kernel modules"):
         if kernel_staging is not None:
             tree = kmod.ModuleTree.from_manifest(kernel_staging, cfg.arch)
@@ -235,13 +247,18 @@ def build_kernel_parts(
         kmod.add_modules(modules, tree, wanted, required=cfg.modules)
         name = f"modules-{tree.version}.linux_{cfg.arch}.cpio{cfg.compression.extension()}"
         modules_art = write_archive(modules, tmp / name, cfg, epoch)
-        kernel_art = None
+        kernel_art = dtbs_art = None
         if kernel_staging is not None:
             vmlinuz = tree.kernel_image()
             kernel_path = tmp / f"linux-{tree.version}.linux_{cfg.arch}"
             kernel_path.write_bytes(vmlinuz)
             kernel_art = _artifact(kernel_path)
-    return kernel_art, modules_art, tree.version
+            trees = dtb.device_trees(kernel_staging, tree.version)
+            if count := sum(entry.kind is Kind.FILE for entry in trees):
+                name = f"dtbs-{tree.version}.linux_{cfg.arch}.cpio{cfg.compression.extension()}"
+                dtbs_art = write_archive(trees, tmp / name, cfg, epoch)
+                log.info("%d device trees in %s", count, name)
+    return KernelParts(tree.version, modules_art, kernel_art, dtbs_art)
 
 
 @contextmanager
