@@ -156,6 +156,7 @@ def stage_packages(session: requests.Session, archive: index.Archive, cfg: Build
     """Resolve the image's packages and the kernel package together, download and verify
     every .deb once, and extract each set into its own staging manifest (in memory)."""
     with step("Resolving dependencies"):
+        image.check_archive_has_packages(archive)
         image_packages = resolve.closure(archive, [*image.PACKAGES, *cfg.extra_packages])
         kernel = kernel_packages(archive, cfg.kernel_package) if cfg.kernel_package else []
         log.info(
