@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from b2c_builder.config import Arch
 from tests.kernel import DebianKernel, fetch_debian_kernel
 from tests.oci import busybox_layer, make_layout
 from tests.registry import Registry, start_registry
@@ -81,7 +82,7 @@ def build_release(output: Path, cache: Path, *extra: str, arch: str = "amd64") -
         "--cache-dir",
         str(cache),
         "--kernel-package",
-        f"linux-image-{arch}",
+        Arch(arch).facts.kernel_package,
         *extra,
     )
     assert proc.returncode == 0, proc.stderr
