@@ -8,7 +8,8 @@ ARCH ?= amd64
 # Host packages: the build needs gpgv + the archive keyring (and zstd for .deb members in zstd);
 # --podman trimmed also needs patch (Debian's patches), gcc and pkgconf (cgo; everything else,
 # the Go toolchain, the Go code and the C headers and libraries, comes from the archive);
-# the tests add QEMU (qemu-system-misc: riscv64, with Debian's OpenSBI), the registry, skopeo, GNU cpio, bsdtar, kmod, shellcheck, busybox,
+# the tests add QEMU (qemu-system-misc: riscv64 with Debian's OpenSBI, and s390x; qemu-system-ppc:
+# ppc64el with SLOF), the registry, skopeo, GNU cpio, bsdtar, kmod, shellcheck, busybox,
 # chrony (an NTP server on 127.0.0.1 for b2c.ntp_peer; it replaces systemd-timesyncd) and
 # gpg-agent (gpg only Recommends it, but the test archive's signing key is made through it).
 # Boot entries and ISOs: xorriso, isolinux/syslinux-common/pxelinux, systemd-boot-efi, mtools,
@@ -18,8 +19,8 @@ BUILD_DEBS := gpgv debian-archive-keyring zstd xz-utils python3-venv patch gcc p
 TEST_DEBS := $(BUILD_DEBS) qemu-system-x86 qemu-utils cpio libarchive-tools skopeo \
 	docker-registry shellcheck busybox-static kmod gpg gpg-agent dpkg-dev e2fsprogs gcc binutils \
 	chrony \
-	qemu-system-arm qemu-system-misc xorriso isolinux syslinux-common pxelinux systemd-boot-efi \
-	mtools ovmf \
+	qemu-system-arm qemu-system-misc qemu-system-ppc xorriso isolinux syslinux-common pxelinux \
+	systemd-boot-efi mtools ovmf \
 	grub-pc-bin grub-common
 PYSRC := b2c_builder tests bench
 

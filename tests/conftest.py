@@ -85,6 +85,10 @@ def build_release(output: Path, cache: Path, *extra: str, arch: str = "amd64") -
         Arch(arch).facts.kernel_package,
         *extra,
     )
+    # A partial mirror (one that lacks some of the suite's current .debs) is a missing
+    # prerequisite, not a failure of the build: skipped on a laptop, failed in CI.
+    missing = [line for line in proc.stderr.splitlines() if "HTTP 404" in line]
+    require(not missing, f"the mirror does not serve every package: {missing[:1]}")
     assert proc.returncode == 0, proc.stderr
     (image,) = _outputs(output, f"initramfs.linux_{arch}.cpio*")
     (modules,) = _outputs(output, f"modules-*.linux_{arch}.cpio*")

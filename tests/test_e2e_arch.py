@@ -32,9 +32,10 @@ from tests.registry import Registry
 pytestmark = [pytest.mark.network]
 
 # The architectures whose Debian kernel boots under QEMU's TCG in a few minutes (amd64 is
-# tests/test_e2e.py's).
-BOOT_TESTED = [Arch.arm64, Arch.riscv64]
-BOOT_TIMEOUT = 600  # seconds, from QEMU's start: a riscv64 boot takes ~10 s, arm64 ~30 s
+# tests/test_e2e.py's): every one of config.ARCHES.
+BOOT_TESTED = [arch for arch in Arch if arch is not Arch.amd64]
+# Seconds from QEMU's start; measured to the container's status: 10-40 s under TCG.
+BOOT_TIMEOUT = 600
 # A board of each architecture whose device tree Debian's kernel package ships.
 A_BOARD = {
     Arch.arm64: "broadcom/bcm2711-rpi-4-b.dtb",  # Raspberry Pi 4
@@ -121,15 +122,17 @@ def test_container_status_is_the_run_exit_code(
 def test_image_is_for_the_arch(arch: Arch, arch_release: Release) -> None:
     manifest = arch_release.manifest.read_text()
     assert f'"/usr/lib/{arch.facts.multiarch}/libc.so.6"' in manifest
-    assert f'"/usr/lib/{arch.facts.loader.rsplit("/", 1)[1]}"' in manifest
+    assert f'"/usr{arch.facts.loader}"' in manifest  # lib and lib64 are links into usr/
     assert f'"arch": "{arch}"' in manifest
     assert arch_release.image.stat().st_size < 20 * 2**20
 
 
 def test_device_trees_are_an_archive_beside_the_kernel(arch: Arch, arch_release: Release) -> None:
-    (dtbs,) = [
-        p for p in arch_release.output.glob(f"dtbs-*.linux_{arch}.cpio.zst") if p.suffix == ".zst"
-    ]
+    found = sorted(arch_release.output.glob(f"dtbs-*.linux_{arch}.cpio.zst"))
+    if arch not in A_BOARD:  # ppc64el's and s390x's kernel packages ship no device tree
+        assert found == []
+        return
+    (dtbs,) = found
     release = dtbs.name.removeprefix("dtbs-").removesuffix(f".linux_{arch}.cpio.zst")
     assert arch_release.kernel.name == f"linux-{release}.linux_{arch}"
     entries = read_initrd(dtbs.read_bytes())

@@ -104,6 +104,8 @@ TEST_TOOLS = {
     "qemu-img": "qemu-utils",
     "qemu-system-aarch64": "qemu-system-arm",
     "qemu-system-riscv64": "qemu-system-misc",
+    "qemu-system-ppc64": "qemu-system-ppc",
+    "qemu-system-s390x": "qemu-system-misc",
     "qemu-system-x86_64": "qemu-system-x86",
     "sha256sum": "coreutils",
     "shellcheck": "shellcheck",

@@ -196,7 +196,8 @@ def network_args(cfg: RunConfig) -> list[str]:
     second of firmware time."""
     nic = cfg.arch.facts.qemu_nic
     if cfg.pxe is None:
-        return ["-netdev", "user,id=net0", "-device", f"{nic},netdev=net0,romfile="]
+        no_rom = ",romfile=" if nic.endswith("-pci") else ""  # only PCI cards have a ROM
+        return ["-netdev", "user,id=net0", "-device", f"{nic},netdev=net0{no_rom}"]
     bootfile = cfg.bootfile.replace(",", ",,")
     netdev = f"user,id=net0,tftp={_qemu_path(cfg.pxe)},bootfile={bootfile}"
     return ["-netdev", netdev, "-device", f"{nic},netdev=net0,bootindex=0"]
@@ -228,7 +229,7 @@ def qemu_cmdline(cfg: RunConfig, accel: Accel, initrd: Path | None) -> list[str]
             cmd += ["-initrd", str(initrd)]
         cmd += ["-append", kernel_cmdline(cfg.append, arch.qemu_console)]
     cmd += network_args(cfg)
-    cmd += ["-device", "virtio-rng-pci"]
+    cmd += ["-device", arch.qemu_rng]
     if cfg.cdrom is not None:
         cdrom = f"if=none,id=cd0,media=cdrom,readonly=on,format=raw,file={_qemu_path(cfg.cdrom)}"
         cmd += ["-drive", cdrom, "-device", "ide-cd,drive=cd0,bootindex=0"]
