@@ -6,10 +6,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARCH ?= amd64
+# Debian's kernel metapackage for ARCH (config.ARCHES kernel_package).
+KERNEL_PACKAGE ?= linux-image-$(if $(filter ppc64el,$(ARCH)),powerpc64le,$(ARCH))
 # Host packages: the build needs gpgv + the archive keyring (and zstd for .deb members in zstd);
 # --podman trimmed also needs patch (Debian's patches), gcc and pkgconf (cgo; everything else,
 # the Go toolchain, the Go code and the C headers and libraries, comes from the archive);
-# the tests add QEMU, the registry, skopeo, GNU cpio, bsdtar, kmod, shellcheck, busybox,
+# the tests add QEMU (qemu-system-misc: riscv64 with Debian's OpenSBI, and s390x; qemu-system-ppc:
+# ppc64el with SLOF), the registry, skopeo, GNU cpio, bsdtar, kmod, shellcheck, busybox,
 # chrony (an NTP server on 127.0.0.1 for b2c.ntp_peer; it replaces systemd-timesyncd) and
 # gpg-agent (gpg only Recommends it, but the test archive's signing key is made through it).
 # Boot entries and ISOs: xorriso, isolinux/syslinux-common/pxelinux, systemd-boot-efi, mtools,
@@ -19,7 +22,8 @@ BUILD_DEBS := gpgv debian-archive-keyring zstd xz-utils python3-venv patch gcc p
 TEST_DEBS := $(BUILD_DEBS) qemu-system-x86 qemu-utils cpio libarchive-tools skopeo \
 	docker-registry shellcheck busybox-static kmod gpg gpg-agent dpkg-dev e2fsprogs gcc binutils \
 	chrony \
-	qemu-system-arm xorriso isolinux syslinux-common pxelinux systemd-boot-efi mtools ovmf \
+	qemu-system-arm qemu-system-misc qemu-system-ppc xorriso isolinux syslinux-common pxelinux \
+	systemd-boot-efi mtools ovmf \
 	grub-pc-bin grub-common
 PYSRC := b2c_builder tests bench
 
@@ -53,7 +57,7 @@ release: deps-build
 	$(BIN)/b2c-builder release $(RELEASE_ARGS)
 
 build: deps-build
-	$(BIN)/b2c-builder build --arch $(ARCH) --kernel-package linux-image-$(ARCH)
+	$(BIN)/b2c-builder build --arch $(ARCH) --kernel-package $(KERNEL_PACKAGE)
 
 test: deps-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -31,6 +31,9 @@ class Arch(StrEnum):
 
     amd64 = "amd64"
     arm64 = "arm64"
+    riscv64 = "riscv64"
+    ppc64el = "ppc64el"
+    s390x = "s390x"
 
     @property
     def facts(self) -> ArchFacts:
@@ -71,15 +74,24 @@ class ArchFacts:
     qemu_package: str  # the Debian package that ships qemu_binary
     qemu_machine: str  # -M
     qemu_console: str  # the board's serial console device, as console= names it
-    qemu_nic: str  # the virtio NIC device
+    qemu_nic: str  # the virtio NIC device (-pci ones get romfile=: no option ROM)
     goarch: str  # GOARCH of Go builds (the trimmed podman)
     # The GOARCH-specific level variables, pinned so that the host cannot change them.
     goarch_env: tuple[tuple[str, str], ...]
     # The C compiler for cgo code of this architecture on an amd64 host (Debian's
     # gcc-<triplet> cross packages install it under this name).
     cross_cc: str
+    # Debian's kernel: the metapackage that depends on the current linux-image-<release>,
+    # and where that package puts the bootable image ({release}: the kernel's `uname -r`).
+    kernel_package: str
+    kernel_image: str
+    little_endian: bool = True  # the ELF byte order of its programs (EI_DATA)
+    qemu_rng: str = "virtio-rng-pci"  # the virtio entropy device b2c-builder run adds
     qemu_tcg_cpu: str = "max"  # -cpu under TCG: every instruction TCG can emulate
     qemu_kvm_cpu: str = "host"  # -cpu under KVM
+    # QEMU options that choose the firmware a -kernel boot runs first (none: the board's
+    # default, or none at all).
+    qemu_firmware: tuple[str, ...] = ()
 
 
 ARCHES: Mapping[Arch, ArchFacts] = MappingProxyType(
@@ -103,6 +115,8 @@ ARCHES: Mapping[Arch, ArchFacts] = MappingProxyType(
             qemu_machine="q35",
             qemu_console="ttyS0",
             qemu_nic="virtio-net-pci",
+            kernel_package="linux-image-amd64",
+            kernel_image="boot/vmlinuz-{release}",  # a bzImage
         ),
         Arch.arm64: ArchFacts(
             uname_machine="aarch64",
@@ -123,6 +137,108 @@ ARCHES: Mapping[Arch, ArchFacts] = MappingProxyType(
             qemu_machine="virt,gic-version=max",
             qemu_console="ttyAMA0",
             qemu_nic="virtio-net-pci",
+            kernel_package="linux-image-arm64",
+            kernel_image="boot/vmlinuz-{release}",  # a gzip-compressed Image
+        ),
+        Arch.riscv64: ArchFacts(
+            uname_machine="riscv64",
+            multiarch="riscv64-linux-gnu",
+            # The RISC-V psABI's loader name for LP64D (doubles in FP registers), which
+            # Debian's riscv64 port uses.
+            loader="/lib/ld-linux-riscv64-lp64d.so.1",
+            elf_machine="EM_RISCV",
+            usrmerge=("bin", "sbin", "lib"),  # no lib64: the loader is in /lib
+            goarch="riscv64",
+            # Go's RISC-V profile level: rva20u64, its default and the base of Debian's port.
+            goarch_env=(("GORISCV64", "rva20u64"),),
+            cross_cc="riscv64-linux-gnu-gcc",
+            # lib/xz decodes a RISC-V BCJ filter since Linux 6.11, but Python's lzma module
+            # writes only the x86, PowerPC, IA-64, ARM, ARM-Thumb and SPARC ones.
+            xz_bcj=None,
+            kconfig_symbol="RISCV",
+            # arch/riscv/include/uapi/asm/setup.h (1024 since Linux 5.13; 6.12 keeps it).
+            command_line_size=1024,
+            # Debian's qemu-system-misc (bookworm) ships it; since trixie it is in
+            # qemu-system-riscv, which qemu-system-misc depends on.
+            qemu_binary="qemu-system-riscv64",
+            qemu_package="qemu-system-misc",
+            qemu_machine="virt",
+            # The virt board's NS16550A UART, which the kernel names ttyS0.
+            qemu_console="ttyS0",
+            qemu_nic="virtio-net-pci",
+            # QEMU 7.2 (bookworm) has no "max" RISC-V CPU; rv64 is the virt board's default
+            # (RV64GC and the extensions QEMU enables by default).
+            qemu_tcg_cpu="rv64",
+            # OpenSBI (fw_dynamic), the SBI firmware the kernel calls to reach M-mode: QEMU's
+            # "default" is /usr/share/qemu/opensbi-riscv64-generic-fw_dynamic.bin, built by
+            # Debian (qemu-system-data in bookworm; trixie links it to the opensbi package).
+            qemu_firmware=("-bios", "default"),
+            kernel_package="linux-image-riscv64",
+            # The Image (with its EFI stub), uncompressed: QEMU's riscv loader takes an ELF,
+            # a U-Boot image or a raw Image, not a gzip file.
+            kernel_image="boot/vmlinux-{release}",
+        ),
+        Arch.ppc64el: ArchFacts(
+            uname_machine="ppc64le",
+            multiarch="powerpc64le-linux-gnu",
+            loader="/lib64/ld64.so.2",  # the ELFv2 ABI's loader
+            elf_machine="EM_PPC64",
+            usrmerge=("bin", "sbin", "lib", "lib64"),
+            goarch="ppc64le",
+            goarch_env=(("GOPPC64", "power8"),),  # Go's default, the base of Debian's port
+            cross_cc="powerpc64le-linux-gnu-gcc",
+            # lib/xz's PowerPC BCJ filter is for big-endian instructions.
+            xz_bcj=None,
+            # Also set on big-endian ppc64 configs, which Debian's ports do not ship.
+            kconfig_symbol="PPC64",
+            # Measured on Debian's 6.12 ppc64el kernel under pseries: of a 5000-byte line
+            # /proc/cmdline keeps 2047 bytes.
+            command_line_size=2048,
+            qemu_binary="qemu-system-ppc64",
+            qemu_package="qemu-system-ppc",
+            # SLOF (Debian's qemu-system-data, or qemu-slof) loads the kernel.
+            qemu_machine="pseries",
+            qemu_console="hvc0",  # the sPAPR virtual terminal that -serial stdio becomes
+            qemu_nic="virtio-net-pci",
+            # QEMU has no "max" PowerPC CPU; POWER9 is emulated by TCG since QEMU 3.x and
+            # runs Debian's POWER8 baseline.
+            qemu_tcg_cpu="power9",
+            kernel_package="linux-image-powerpc64le",
+            kernel_image="boot/vmlinux-{release}",  # an ELF file
+        ),
+        Arch.s390x: ArchFacts(
+            uname_machine="s390x",
+            multiarch="s390x-linux-gnu",
+            loader="/lib/ld64.so.1",
+            elf_machine="EM_S390",
+            little_endian=False,
+            usrmerge=("bin", "sbin", "lib"),  # no lib64: the loader is in /lib
+            goarch="s390x",
+            goarch_env=(),
+            cross_cc="s390x-linux-gnu-gcc",
+            xz_bcj=None,  # xz has no branch filter for s390x
+            kconfig_symbol="S390",
+            # CONFIG_COMMAND_LINE_SIZE (4096 in Debian's config), which the image's parmarea
+            # announces as max_command_line_size; QEMU refuses a longer -append (NUL
+            # included) and a 4086-byte line reaches /proc/cmdline whole.
+            command_line_size=4096,
+            # Debian's qemu-system-misc (bookworm) ships it; since trixie it is in
+            # qemu-system-s390x, which qemu-system-misc depends on.
+            qemu_binary="qemu-system-s390x",
+            qemu_package="qemu-system-misc",
+            qemu_machine="s390-ccw-virtio",
+            # The SCLP VT220 console that -serial stdio becomes on this machine.
+            qemu_console="ttysclp0",
+            # Devices on the channel subsystem (CCW), s390x's bus: no PCI here.
+            qemu_nic="virtio-net-ccw",
+            qemu_rng="virtio-rng-ccw",
+            # Without the vector facility: Linux 6.8+ computes IP checksums with vector
+            # instructions (arch/s390/lib/csum-partial.c), and under QEMU 7.2's TCG (bookworm)
+            # trixie's kernel then never gets a TCP connection through (DHCP works, image
+            # pulls time out); with vx=off it uses its scalar code and pulls work.
+            qemu_tcg_cpu="max,vx=off",
+            kernel_package="linux-image-s390x",
+            kernel_image="boot/vmlinuz-{release}",  # the decompressor and a zstd payload
         ),
     }
 )
@@ -783,9 +899,9 @@ class ReleaseConfig:
 
     def build_config(self, arch: Arch, output: Path) -> BuildConfig:
         """The build of ``arch`` into ``output``, with Debian's kernel: the metapackage of the
-        architecture's default flavour, ``linux-image-<arch>`` (Debian names it so for
-        amd64, arm64 and riscv64). Raises ConfigError as BuildConfig does."""
+        architecture's default flavour (``ArchFacts.kernel_package``: linux-image-<arch>,
+        but linux-image-powerpc64le for ppc64el). Raises ConfigError as BuildConfig does."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         del fields["arches"]
-        fields.update(arch=arch, output=output, kernel_package=f"linux-image-{arch}")
+        fields.update(arch=arch, output=output, kernel_package=arch.facts.kernel_package)
         return BuildConfig(**fields)

@@ -34,6 +34,9 @@ PROVIDERS: dict[str, str] = {
     "pkg-config": "pkgconf",
     "x86_64-linux-gnu-gcc": "gcc",
     "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
+    "riscv64-linux-gnu-gcc": "gcc-riscv64-linux-gnu",
+    "powerpc64le-linux-gnu-gcc": "gcc-powerpc64le-linux-gnu",
+    "s390x-linux-gnu-gcc": "gcc-s390x-linux-gnu",
     "nice": "coreutils",
 }
 

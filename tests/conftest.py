@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from b2c_builder.config import Arch
 from tests.kernel import DebianKernel, fetch_debian_kernel
 from tests.oci import busybox_layer, make_layout
 from tests.registry import Registry, start_registry
@@ -81,9 +82,13 @@ def build_release(output: Path, cache: Path, *extra: str, arch: str = "amd64") -
         "--cache-dir",
         str(cache),
         "--kernel-package",
-        f"linux-image-{arch}",
+        Arch(arch).facts.kernel_package,
         *extra,
     )
+    # A partial mirror (one that lacks some of the suite's current .debs) is a missing
+    # prerequisite, not a failure of the build: skipped on a laptop, failed in CI.
+    missing = [line for line in proc.stderr.splitlines() if "HTTP 404" in line]
+    require(not missing, f"the mirror does not serve every package: {missing[:1]}")
     assert proc.returncode == 0, proc.stderr
     (image,) = _outputs(output, f"initramfs.linux_{arch}.cpio*")
     (modules,) = _outputs(output, f"modules-*.linux_{arch}.cpio*")

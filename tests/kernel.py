@@ -62,7 +62,7 @@ def _unpack(path: Path, origin: Origin, dest: Path) -> None:
     """Write the kernel image and the modules tree of the .deb at ``path`` into ``dest``."""
     staging = deb.new_staging(ARCH)
     deb.extract_into(staging, path, origin)
-    tree = kmod.ModuleTree.from_manifest(staging)
+    tree = kmod.ModuleTree.from_manifest(staging, ARCH)
     partial = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     (partial / "boot").mkdir(parents=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from b2c_builder import __version__
+from b2c_builder.config import Arch
 from tests.conftest import ROOT, b2c, require_tool
 
 
@@ -168,7 +169,9 @@ def test_build_refuses_a_folder_it_cannot_write(
 
 
 @pytest.mark.parametrize(
-    ("option", "value"), [("--compression", "lz4"), ("--arch", "i386")], ids=["lz4", "i386"]
+    ("option", "value"),
+    [("--compression", "lz4"), ("--arch", "i386"), ("--arch", "mips64el")],
+    ids=["lz4", "i386", "mips64el"],
 )
 def test_build_refuses_unknown_choices(dead_mirror: str, option: str, value: str) -> None:
     proc = cli("build", "--mirror", dead_mirror, option, value)
@@ -176,6 +179,20 @@ def test_build_refuses_unknown_choices(dead_mirror: str, option: str, value: str
     assert "Traceback" not in proc.stderr
     assert option in proc.stderr and repr(value) in proc.stderr, proc.stderr
     assert "127.0.0.1" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["build", "run"])
+def test_an_architecture_without_a_table_row_is_refused_naming_the_known_ones(
+    command: str,
+) -> None:
+    """mips64el has no row in config.ARCHES (loader, QEMU board...): the error names the
+    architectures that have one, for build and run alike."""
+    proc = cli(command, "--arch", "mips64el")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    text = " ".join(proc.stderr.replace("│", " ").split())
+    assert "'mips64el' is not one of" in text, proc.stderr
+    assert all(f"'{arch}'" in text for arch in Arch), proc.stderr
 
 
 def test_a_failed_download_is_never_called_done(dead_mirror: str, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -9,6 +10,7 @@ from elftools.elf.enums import ENUM_E_MACHINE
 
 from b2c_builder import run
 from b2c_builder.boot import qemu
+from b2c_builder.build import elf
 from b2c_builder.config import ARCHES, Arch
 from b2c_builder.errors import ConfigError
 from b2c_builder.guest import kconfig
@@ -26,13 +28,31 @@ def test_facts_agree_with_each_other(arch: Arch) -> None:
     facts = arch.facts
     # The loader's folder is a usr-merge link (else extraction would put it elsewhere).
     assert facts.loader.split("/")[1] in facts.usrmerge
-    assert facts.multiarch.startswith(facts.uname_machine + "-")
+    # Debian's ppc64el names the machine powerpc64le in its multiarch tuple and kernel
+    # flavour, and QEMU's emulator for it is qemu-system-ppc64 (both byte orders).
+    machine = {"ppc64le": "powerpc64le"}.get(facts.uname_machine, facts.uname_machine)
+    assert facts.multiarch.startswith(machine + "-")
     assert facts.elf_machine in ENUM_E_MACHINE
-    assert facts.qemu_binary.endswith(facts.uname_machine)
+    assert facts.qemu_binary.endswith(facts.uname_machine.removesuffix("le"))
     assert run.PROVIDERS[facts.qemu_binary] == facts.qemu_package
+    assert facts.cross_cc == f"{facts.multiarch}-gcc"
+    assert facts.cross_cc in run.PROVIDERS
+    assert facts.kernel_package == f"linux-image-{arch if arch != Arch.ppc64el else machine}"
+    assert "{release}" in facts.kernel_image and facts.kernel_image.startswith("boot/")
+    # Only PCI devices have an option ROM to drop; the entropy device is on the NIC's bus.
+    assert facts.qemu_nic.rsplit("-", 1)[1] == facts.qemu_rng.rsplit("-", 1)[1]
 
 
-@pytest.mark.parametrize(("machine", "arch"), [("x86_64", Arch.amd64), ("aarch64", Arch.arm64)])
+@pytest.mark.parametrize(
+    ("machine", "arch"),
+    [
+        ("x86_64", Arch.amd64),
+        ("aarch64", Arch.arm64),
+        ("riscv64", Arch.riscv64),
+        ("ppc64le", Arch.ppc64el),
+        ("s390x", Arch.s390x),
+    ],
+)
 def test_host_reads_the_machine_from_the_table(
     monkeypatch: pytest.MonkeyPatch, machine: str, arch: Arch
 ) -> None:
@@ -43,9 +63,9 @@ def test_host_reads_the_machine_from_the_table(
 
 
 def test_an_unknown_host_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = os.uname_result((*os.uname()[:4], "riscv64"))
+    fake = os.uname_result((*os.uname()[:4], "mips64"))
     monkeypatch.setattr(os, "uname", lambda: fake)
-    with pytest.raises(ConfigError, match="'riscv64'") as info:
+    with pytest.raises(ConfigError, match="'mips64'") as info:
         Arch.host()
     assert info.value.hint == "pass --arch"
 
@@ -54,3 +74,14 @@ def test_an_unknown_host_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> N
 def test_kconfig_and_qemu_read_the_same_row(arch: Arch) -> None:
     assert kconfig.config_arch({arch.facts.kconfig_symbol: "y"}) is arch
     assert qemu.added_by_run("", arch).startswith(f"console={arch.facts.qemu_console} ")
+
+
+@pytest.mark.parametrize("arch", list(Arch))
+def test_elf_matches_reads_byte_order_and_machine_from_the_row(arch: Arch) -> None:
+    facts = arch.facts
+    info = elf.ElfInfo(64, facts.little_endian, facts.elf_machine, None, (), None, (), ())
+    assert elf.matches(info, arch)
+    assert not elf.matches(dataclasses.replace(info, little_endian=not facts.little_endian), arch)
+    assert not elf.matches(dataclasses.replace(info, elfclass=32), arch)
+    others = [a for a in Arch if a.facts.elf_machine != facts.elf_machine]
+    assert not any(elf.matches(info, other) for other in others)

@@ -272,6 +272,21 @@ def test_release_from_a_compressed_image_banner(tmp_path: Path) -> None:
         kernels.kernel_release(tmp_path / "junk")
 
 
+def test_release_from_the_s390x_parmarea(tmp_path: Path) -> None:
+    """An s390x image: the banner is compressed, the parmarea's kernel_version (a big-endian
+    file offset at 0x10428) points at "<release> (<builder>) <version>"."""
+    image = bytearray(0x20000)
+    text = b"6.12.38+deb13-s390x (debian-kernel@lists.debian.org) #1 SMP Debian\0"
+    image[0x18000 : 0x18000 + len(text)] = text
+    image[0x10428:0x10430] = (0x18000).to_bytes(8, "big")
+    (tmp_path / "vmlinuz").write_bytes(bytes(image))
+    assert kernels.kernel_release(tmp_path / "vmlinuz") == "6.12.38+deb13-s390x"
+    image[0x10428:0x10430] = (0x18000).to_bytes(8, "little")  # points nowhere: no release
+    (tmp_path / "other").write_bytes(bytes(image))
+    with pytest.raises(ConfigError, match="no Linux version"):
+        kernels.kernel_release(tmp_path / "other")
+
+
 def _modules_archive(path: Path, release: str) -> Path:
     tree = Rootfs()
     tree.add_file(f"usr/lib/modules/{release}/b2c.modules", b"virtio_net\n", 0o644)

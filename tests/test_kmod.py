@@ -16,6 +16,7 @@ import zstandard
 
 from b2c_builder.build import kmod
 from b2c_builder.build.rootfs import Kind, Origin, Rootfs
+from b2c_builder.config import Arch
 from b2c_builder.errors import ExtractError, ResolveError
 from b2c_builder.run import run, which
 from tests.conftest import require
@@ -218,7 +219,7 @@ def test_from_manifest_finds_version_and_kernel(synthetic: Synthetic) -> None:
     staging.add_file(f"boot/vmlinuz-{KVER}", b"kernel", origin=origin)
     assert kmod.kernel_versions(staging) == {KVER: base}
 
-    tree = kmod.ModuleTree.from_manifest(staging)
+    tree = kmod.ModuleTree.from_manifest(staging, Arch.amd64)
     assert (tree.version, tree.base, tree.vmlinuz) == (KVER, base, f"boot/vmlinuz-{KVER}")
     assert tree.kernel_image() == b"kernel"
     image = Rootfs()
@@ -229,7 +230,7 @@ def test_from_manifest_finds_version_and_kernel(synthetic: Synthetic) -> None:
 
     staging.add_dir("lib/modules/5.0.0-other")
     with pytest.raises(ResolveError, match="expected one kernel version"):
-        kmod.ModuleTree.from_manifest(staging)
+        kmod.ModuleTree.from_manifest(staging, Arch.amd64)
     with pytest.raises(ResolveError, match="--kernel-package"):
         kmod.ModuleTree.from_directory(synthetic.root).kernel_image()
 

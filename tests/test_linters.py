@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from b2c_builder.config import ARCHES
 from tests import conftest
 from tests.conftest import ROOT, require_tool
 
@@ -102,6 +103,9 @@ TEST_TOOLS = {
     "objcopy": "binutils",
     "qemu-img": "qemu-utils",
     "qemu-system-aarch64": "qemu-system-arm",
+    "qemu-system-riscv64": "qemu-system-misc",
+    "qemu-system-ppc64": "qemu-system-ppc",
+    "qemu-system-s390x": "qemu-system-misc",
     "qemu-system-x86_64": "qemu-system-x86",
     "sha256sum": "coreutils",
     "shellcheck": "shellcheck",
@@ -141,6 +145,9 @@ def test_every_host_tool_of_the_tests_is_installed_by_make() -> None:
     installed = _make_list("BUILD_DEBS") | _make_list("TEST_DEBS") | EVERY_DEBIAN
     assert {tool: pkg for tool, pkg in TEST_TOOLS.items() if pkg not in installed} == {}
     assert "qemu-system-x86_64" in used and "gpg" in used, "the scan finds the tools"
+    # Tests that boot every architecture ask for its emulator by the table's name for it.
+    emulators = {facts.qemu_binary for facts in ARCHES.values()}
+    assert sorted(emulators - set(TEST_TOOLS)) == [], "map each qemu_binary in TEST_TOOLS"
 
 
 def test_standalone_init_scripts_never_glob() -> None:

@@ -88,6 +88,66 @@ def test_arm64_command(kernel: Path) -> None:
     assert _option(qemu_cmdline(cfg, Accel.kvm, None), "-cpu") == ["host"]
 
 
+@pytest.mark.parametrize(
+    ("arch", "machine", "cpu", "console", "devices", "firmware"),
+    [
+        (
+            Arch.riscv64,
+            "virt",
+            "rv64",
+            "ttyS0",
+            ["virtio-net-pci,netdev=net0,romfile=", "virtio-rng-pci"],
+            ["default"],
+        ),
+        (
+            Arch.ppc64el,
+            "pseries",
+            "power9",
+            "hvc0",
+            ["virtio-net-pci,netdev=net0,romfile=", "virtio-rng-pci"],
+            [],
+        ),
+        (
+            Arch.s390x,
+            "s390-ccw-virtio",
+            "max,vx=off",
+            "ttysclp0",
+            ["virtio-net-ccw,netdev=net0", "virtio-rng-ccw"],  # CCW devices: no ROM to drop
+            [],
+        ),
+    ],
+    ids=str,
+)
+def test_other_architectures_commands(
+    kernel: Path,
+    arch: Arch,
+    machine: str,
+    cpu: str,
+    console: str,
+    devices: list[str],
+    firmware: list[str],
+) -> None:
+    cfg = RunConfig(kernel=kernel, arch=arch)
+    tcg = qemu_cmdline(cfg, Accel.tcg, None)
+    assert tcg[0] == arch.facts.qemu_binary
+    assert (_option(tcg, "-M"), _option(tcg, "-cpu")) == ([machine], [cpu])
+    assert _option(tcg, "-append") == [f"console={console} panic=-1"]
+    assert _option(tcg, "-device") == devices
+    assert _option(tcg, "-bios") == firmware
+    assert _option(qemu_cmdline(cfg, Accel.kvm, None), "-cpu") == ["host"]
+
+
+def test_no_kvm_test_boot_for_architectures_without_a_probe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a riscv64 host with a usable /dev/kvm, auto still needs a test boot: there is
+    none for riscv64 guests, so it says so (and names the way to use KVM anyway)."""
+    monkeypatch.setattr(Arch, "host", classmethod(lambda cls: Arch.riscv64))
+    monkeypatch.setattr(qemu, "_kvm_device_unusable_reason", lambda: None)
+    reason = qemu.kvm_unusable_reason(Arch.riscv64)
+    assert reason == "there is no KVM test boot for riscv64 guests (pass --accel kvm to use it)"
+
+
 def test_auto_must_be_resolved_first(kernel: Path) -> None:
     with pytest.raises(ValueError, match="resolve_accel"):
         qemu_cmdline(RunConfig(kernel=kernel), Accel.auto, None)

@@ -260,3 +260,25 @@ def test_unreachable_mirror_fails_fast_naming_the_url(out: Path, tmp_path: Path)
     assert f"{url}/dists/trixie/InRelease" in message, message
     assert elapsed < 15, f"took {elapsed:.1f}s to give up on a closed port"
     assert_untouched(out, before)
+
+
+def test_an_architecture_whose_suite_lacks_podman_and_crun_is_named(
+    key: GpgKey, tmp_path: Path
+) -> None:
+    """A riscv64 archive without podman and crun: one error naming both (and why the image
+    needs them), before any package is fetched, and nothing written."""
+    present = [p for p in fake_packages() if p.name not in ("podman", "crun")]
+    riscv64 = [FakePackage(p.name, architecture="riscv64", files=p.files) for p in present]
+    out = tmp_path / "out"
+    with LocalMirror(tmp_path / "archive", riscv64, key=key, arch="riscv64") as mirror:
+        code, stderr, _ = build(
+            mirror.url, out, tmp_path / "cache", "--keyring", str(mirror.keyring),
+            "--arch", "riscv64",
+        )  # fmt: skip
+        fetched = [path for path in mirror.requests if "/pool/" in path]
+    message = error_line(stderr)
+    assert code == 1, stderr
+    assert "trixie/riscv64 has no podman (pulls and runs the containers), crun (" in message
+    assert "conmon" not in message and "busybox" not in message, message
+    assert fetched == []
+    assert not out.exists()

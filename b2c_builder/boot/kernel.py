@@ -2,8 +2,11 @@
 
 ``kernel_release(path)`` reads the release string (``uname -r``) from a kernel image without
 running it: the x86 boot protocol's setup header points at it (Documentation/arch/x86/boot.rst,
-``kernel_version`` at offset 0x20E); other images (arm64/riscv64 ``Image``, gzip-compressed
-or EFI zboot ``vmlinuz``) carry the ``Linux version <release> ...`` banner in their payload.
+``kernel_version`` at offset 0x20E); an s390x image's parmarea points at it too
+(arch/s390/include/asm/setup.h: ``struct parmarea`` at 0x10400, its ``kernel_version`` field
+at 0x10428, big-endian); other images (arm64/riscv64 ``Image``, ppc64el ``vmlinux``,
+gzip-compressed or EFI zboot ``vmlinuz``) carry the ``Linux version <release> ...`` banner
+in their payload.
 
 ``default_boot_files()`` picks the newest kernel of ``releases/`` and the modules archive whose
 ``usr/lib/modules/<release>`` matches it; ``modules_initrd()`` builds (and caches, keyed by the
@@ -40,6 +43,8 @@ _X86_VERSION_PTR = 0x20E
 # EFI zboot images (drivers/firmware/efi/libstub/zboot-header.S): "MZ", then "zimg", the
 # payload's offset and size as little-endian u32 at 8 and 12, the compression's name at 24.
 _ZBOOT_MAGIC = b"zimg"
+# s390x: the parmarea's kernel_version, the file offset of "<release> (<builder>) <version>".
+_S390_VERSION_PTR = 0x10428
 _BANNER_RE = re.compile(rb"Linux version (\S+) \(")
 _RELEASE_RE = re.compile(r"^[0-9][0-9A-Za-z.+_~-]*$")
 MODULES_PREFIX = "usr/lib/modules/"
@@ -54,7 +59,7 @@ def kernel_release(path: Path) -> str:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"--kernel {path}: {exc.strerror}", hint="check the path") from exc
-    release = _x86_release(data) or _banner_release(data)
+    release = _x86_release(data) or _banner_release(data) or _s390_release(data)
     if release is None:
         raise ConfigError(
             f"--kernel {path}: no Linux version found in this file",
@@ -73,6 +78,21 @@ def _x86_release(data: bytes) -> str | None:
     end = data.find(b"\0", start, start + 512)
     words = data[start : end if end > 0 else start + 512].split()
     release = words[0].decode("ascii", "replace") if words else ""
+    return release if _RELEASE_RE.match(release) else None
+
+
+def _s390_release(data: bytes) -> str | None:
+    """The release an s390x image's parmarea points at, when the file is one (its version
+    string is in the decompressor: the banner is in the compressed payload)."""
+    if len(data) < _S390_VERSION_PTR + 8:
+        return None
+    start = int.from_bytes(data[_S390_VERSION_PTR : _S390_VERSION_PTR + 8], "big")
+    if start == 0 or start >= len(data):
+        return None
+    end = data.find(b" (", start, start + 256)
+    if end < 0:
+        return None
+    release = data[start:end].decode("ascii", "replace")
     return release if _RELEASE_RE.match(release) else None
 
 

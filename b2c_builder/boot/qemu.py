@@ -115,7 +115,7 @@ class RunConfig:
         if firmware_boot and self.arch is not Arch.amd64:
             raise ConfigError(
                 f"{sources[0]} and --firmware uefi boot amd64 guests only, not {self.arch}",
-                hint="boot an arm64 guest with --kernel",
+                hint=f"boot {self.arch} guests with --kernel",
             )
         if self.pxe is not None and not self.pxe.is_dir():
             raise ConfigError(f"--pxe {self.pxe} is not a folder", hint="the TFTP root")
@@ -196,7 +196,8 @@ def network_args(cfg: RunConfig) -> list[str]:
     second of firmware time."""
     nic = cfg.arch.facts.qemu_nic
     if cfg.pxe is None:
-        return ["-netdev", "user,id=net0", "-device", f"{nic},netdev=net0,romfile="]
+        no_rom = ",romfile=" if nic.endswith("-pci") else ""  # only PCI cards have a ROM
+        return ["-netdev", "user,id=net0", "-device", f"{nic},netdev=net0{no_rom}"]
     bootfile = cfg.bootfile.replace(",", ",,")
     netdev = f"user,id=net0,tftp={_qemu_path(cfg.pxe)},bootfile={bootfile}"
     return ["-netdev", netdev, "-device", f"{nic},netdev=net0,bootindex=0"]
@@ -221,13 +222,14 @@ def qemu_cmdline(cfg: RunConfig, accel: Accel, initrd: Path | None) -> list[str]
         "-no-reboot",
     ]  # fmt: skip
     cmd += firmware_args(cfg)
+    cmd += arch.qemu_firmware
     if cfg.kernel is not None:
         cmd += ["-kernel", str(cfg.kernel)]
         if initrd is not None:
             cmd += ["-initrd", str(initrd)]
         cmd += ["-append", kernel_cmdline(cfg.append, arch.qemu_console)]
     cmd += network_args(cfg)
-    cmd += ["-device", "virtio-rng-pci"]
+    cmd += ["-device", arch.qemu_rng]
     if cfg.cdrom is not None:
         cdrom = f"if=none,id=cd0,media=cdrom,readonly=on,format=raw,file={_qemu_path(cfg.cdrom)}"
         cmd += ["-drive", cdrom, "-device", "ide-cd,drive=cd0,bootindex=0"]
@@ -285,8 +287,9 @@ def _kvm_device_unusable_reason() -> str | None:
     return None
 
 
-def _probe_command(arch: Arch, workdir: Path) -> tuple[list[str], bytes]:
-    """A tiny boot under KVM that exits by itself, and what it must print."""
+def _probe_command(arch: Arch, workdir: Path) -> tuple[list[str], bytes] | None:
+    """A tiny boot under KVM that exits by itself, and what it must print; None for an
+    architecture that has no such test boot (amd64 and arm64 have one)."""
     spec = arch.facts
     base = [
         spec.qemu_binary,
@@ -304,6 +307,8 @@ def _probe_command(arch: Arch, workdir: Path) -> tuple[list[str], bytes]:
         # makes that an exit; its debug log on port 0x402 shows the vCPU really ran.
         firmware = ["-boot", "reboot-timeout=0", "-debugcon", "stdio"]
         return [*base, *firmware, "-global", "isa-debugcon.iobase=0x402"], b"SeaBIOS"
+    if arch is not Arch.arm64:
+        return None
     blob = workdir / "probe.bin"
     blob.write_bytes(_ARM64_PROBE)
     return [*base, "-serial", "stdio", "-kernel", str(blob)], b"K"
@@ -324,7 +329,10 @@ def kvm_unusable_reason(arch: Arch) -> str | None:
     if reason := _kvm_device_unusable_reason():
         return reason
     with tempfile.TemporaryDirectory(prefix="b2c-kvm-probe-") as tmp:
-        cmd, expected = _probe_command(arch, Path(tmp))
+        probe = _probe_command(arch, Path(tmp))
+        if probe is None:
+            return f"there is no KVM test boot for {arch} guests (pass --accel kvm to use it)"
+        cmd, expected = probe
         start = time.monotonic()
         try:
             proc = run(cmd, reason="test KVM", timeout=PROBE_TIMEOUT, check=False, input=b"")

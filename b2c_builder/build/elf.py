@@ -121,7 +121,12 @@ def system_dirs(arch: Arch) -> tuple[str, ...]:
 
 def matches(info: ElfInfo, arch: Arch) -> bool:
     """Whether ld.so for ``arch`` would accept this object (class, byte order, machine)."""
-    return info.elfclass == 64 and info.little_endian and info.machine == arch.facts.elf_machine
+    facts = arch.facts
+    return (
+        info.elfclass == 64
+        and info.little_endian == facts.little_endian
+        and info.machine == facts.elf_machine
+    )
 
 
 @dataclass

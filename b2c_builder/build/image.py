@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import jinja2
 
 from b2c_builder.build import elf
+from b2c_builder.build.debian.index import Archive, Dependency
+from b2c_builder.build.debian.resolve import candidates
 from b2c_builder.build.podman import PodmanBuild
 from b2c_builder.build.rootfs import BUILDER, Entry, Kind, Origin, Rootfs, normalize
 from b2c_builder.config import Arch
@@ -68,6 +70,24 @@ DATA_FILES: tuple[tuple[str, str], ...] = (
 SBIN_APPLETS = ("modprobe", "insmod", "rmmod", "poweroff", "reboot", "halt", "switch_root")
 
 _APPLET_RE = re.compile(rb"[\w.\-\[\]]+")
+
+
+def check_archive_has_packages(archive: Archive) -> None:
+    """Raise ResolveError naming every package of PACKAGES (and what the image needs it for)
+    that ``archive`` (one suite and architecture) has no package or provider for: an
+    architecture the suite does not build podman, crun, conmon or busybox-static for cannot
+    have an image, and the user hears it before any download."""
+    missing = [name for name in PACKAGES if not candidates(archive, Dependency(name))]
+    if not missing:
+        return
+    reasons = {b.package: b.reason for b in BINARIES}
+    named = ", ".join(f"{name} ({reasons[name]})" if name in reasons else name for name in missing)
+    raise ResolveError(
+        f"{archive.suite}/{archive.arch} has no {named}: b2c-builder cannot build an image "
+        f"for {archive.arch} from {archive.suite}",
+        hint="pick an architecture (--arch) or a suite (--suite) that has them all: "
+        f"{', '.join(PACKAGES)}",
+    )
 
 
 def busybox_applets(binary: bytes) -> list[str]:

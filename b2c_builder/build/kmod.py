@@ -46,6 +46,7 @@ from b2c_builder.build import compress
 from b2c_builder.build.compress import CompressError
 from b2c_builder.build.rootfs import Kind, Origin, Rootfs
 from b2c_builder.build.tree import HostTree, Tree
+from b2c_builder.config import Arch
 from b2c_builder.errors import ExtractError, ResolveError
 from b2c_builder.log import log
 
@@ -99,8 +100,6 @@ _MODULES_DIR_RE = re.compile(r"^(?:usr/)?lib/modules/([^/]+)$")
 MODULES_DIR = "usr/lib/modules"  # /lib/modules in the usr-merged image
 LOAD_LIST = "b2c.modules"  # read by init/modules.sh
 ALIASES = "modules.alias"  # read by busybox modprobe
-# Where a Debian linux-image package puts the bootable kernel, on every architecture.
-KERNEL_IMAGE = "boot/vmlinuz-{version}"
 
 
 def canonical_name(name: str) -> str:
@@ -214,9 +213,11 @@ class ModuleTree:
         return tree
 
     @classmethod
-    def from_manifest(cls, manifest: Rootfs) -> ModuleTree:
-        """The one kernel in an extracted linux-image package (lib/ or usr/lib/modules/<version>,
-        and KERNEL_IMAGE). Raises ResolveError unless there is exactly one version."""
+    def from_manifest(cls, manifest: Rootfs, arch: Arch) -> ModuleTree:
+        """The one kernel in an extracted linux-image package for ``arch``: lib/ or
+        usr/lib/modules/<version>, and the image where that architecture's package puts it
+        (``arch.facts.kernel_image``). Raises ResolveError unless there is exactly one
+        version."""
         dirs = kernel_versions(manifest)
         if len(dirs) != 1:
             found = ", ".join(sorted(dirs)) or "none"
@@ -231,7 +232,7 @@ class ModuleTree:
             for path, entry in manifest.entries.items()
             if path.startswith(prefix) and entry.kind is Kind.FILE
         ]
-        vmlinuz = manifest.resolve(KERNEL_IMAGE.format(version=version))
+        vmlinuz = manifest.resolve(arch.facts.kernel_image.format(release=version))
 
         def origin(path: str) -> Origin | None:
             entry = manifest.entries.get(prefix + path)
@@ -240,10 +241,10 @@ class ModuleTree:
         return cls.from_paths(manifest, base, version, paths, vmlinuz=vmlinuz, origin=origin)
 
     def kernel_image(self) -> bytes:
-        """The bootable kernel (KERNEL_IMAGE) of the package the modules came from."""
+        """The bootable kernel of the package the modules came from (see from_manifest)."""
         if self.vmlinuz is None:
             raise ResolveError(
-                f"no kernel image {KERNEL_IMAGE.format(version=self.version)} beside the modules",
+                f"no kernel image for {self.version} beside the modules",
                 hint="use --kernel-package to take the kernel from Debian",
             )
         return self.tree.read(self.vmlinuz)

@@ -18,7 +18,7 @@ from pathlib import Path
 import requests
 
 from b2c_builder import __version__
-from b2c_builder.build import image, kmod, podman, spdx
+from b2c_builder.build import dtb, image, kmod, podman, spdx
 from b2c_builder.build.compress import open_compressed
 from b2c_builder.build.cpio import write_cpio
 from b2c_builder.build.debian import deb, download, index, resolve, sources
@@ -50,6 +50,7 @@ class BuildResult:
     modules: Artifact | None = None
     kernel_version: str | None = None
     podman: podman.PodmanBuild | None = None  # the trimmed build, when --podman trimmed
+    dtbs: Artifact | None = None  # the kernel package's device trees, when it has some
 
 
 def build(cfg: BuildConfig) -> BuildResult:
@@ -158,6 +159,7 @@ def build(cfg: BuildConfig) -> BuildResult:
         modules=_moved(parts.modules, cfg.output) if parts else None,
         kernel_version=parts.version if parts else None,
         podman=trimmed,
+        dtbs=_moved(parts.dtbs, cfg.output) if parts and parts.dtbs else None,
     )
     log.info("image: %s (%.2f MiB)", final.image.path, final.image.size / 2**20)
     return final
@@ -187,6 +189,7 @@ def stage_packages(session: requests.Session, archive: index.Archive, cfg: Build
     """Resolve the image's packages and the kernel package together, download and verify
     every .deb once, and extract each set into its own staging manifest (in memory)."""
     with step("Resolving dependencies"):
+        image.check_archive_has_packages(archive)
         image_packages = resolve.closure(archive, [*image.PACKAGES, *cfg.extra_packages])
         kernel = kernel_packages(archive, cfg.kernel_package) if cfg.kernel_package else []
         log.info(
@@ -283,14 +286,16 @@ def debian_packages(
 
 @dataclass(frozen=True)
 class KernelParts:
-    """The modules archive, the kernel (when it comes from a Debian package), the kernel
-    release, and the packages each holds files of."""
+    """What a build writes beside the image for one kernel ``version`` (release), and the
+    packages each holds files of."""
 
-    kernel: Artifact | None
-    modules: Artifact
+    kernel: Artifact | None  # linux-<release>.linux_<arch>: from a Debian package only
+    modules: Artifact  # modules-<release>.linux_<arch>.cpio<ext>
     version: str
     kernel_origins: frozenset[Origin]
     modules_origins: frozenset[Origin]
+    dtbs: Artifact | None = None  # dtbs-<release>.linux_<arch>.cpio<ext>: when it has some
+    dtbs_origins: frozenset[Origin] = frozenset()
 
     def release_files(
         self, fetched: dict[tuple[str, str], index.Package]
@@ -306,17 +311,21 @@ class KernelParts:
         files.append(
             spdx.ReleaseFile(self.modules.path.name, self.modules.sha256, "modules", packages)
         )
+        if self.dtbs is not None:
+            packages = debian_packages(set(self.dtbs_origins), fetched)
+            files.append(spdx.ReleaseFile(self.dtbs.path.name, self.dtbs.sha256, "dtbs", packages))
         return files
 
 
 def build_kernel_parts(
     kernel_staging: Rootfs | None, cfg: BuildConfig, epoch: int, tmp: Path
 ) -> KernelParts:
-    """The modules archive (and the kernel itself when it comes from a Debian package,
-    already extracted into ``kernel_staging``)."""
+    """The modules archive; when the kernel comes from a Debian package (already extracted
+    into ``kernel_staging``), the kernel itself and its device trees (dtb.device_trees),
+    each archive compressed as the image and its mtimes clamped to ``epoch``."""
     with step("Preparing kernel modules"):
         if kernel_staging is not None:
-            tree = kmod.ModuleTree.from_manifest(kernel_staging)
+            tree = kmod.ModuleTree.from_manifest(kernel_staging, cfg.arch)
         else:
             assert cfg.modules_dir is not None
             tree = kmod.ModuleTree.from_directory(cfg.modules_dir)
@@ -325,8 +334,9 @@ def build_kernel_parts(
         kmod.add_modules(modules, tree, wanted, required=cfg.modules)
         name = f"modules-{tree.version}.linux_{cfg.arch}.cpio{cfg.compression.extension()}"
         modules_art = write_archive(modules, tmp / name, cfg, epoch)
-        kernel_art = None
+        kernel_art = dtbs_art = None
         kernel_origins: set[Origin] = set()
+        trees = Rootfs()
         if kernel_staging is not None:
             vmlinuz = tree.kernel_image()
             kernel_path = tmp / f"linux-{tree.version}.linux_{cfg.arch}"
@@ -335,12 +345,19 @@ def build_kernel_parts(
             entry = kernel_staging.get(tree.vmlinuz) if tree.vmlinuz else None
             if entry is not None and entry.origin is not None:
                 kernel_origins.add(entry.origin)
+            trees = dtb.device_trees(kernel_staging, tree.version)
+            if count := sum(entry.kind is Kind.FILE for entry in trees):
+                name = f"dtbs-{tree.version}.linux_{cfg.arch}.cpio{cfg.compression.extension()}"
+                dtbs_art = write_archive(trees, tmp / name, cfg, epoch)
+                log.info("%d device trees in %s", count, name)
     return KernelParts(
         kernel_art,
         modules_art,
         tree.version,
         frozenset(kernel_origins),
         frozenset(_origins(modules)),
+        dtbs_art,
+        frozenset(_origins(trees)),
     )
 
 

@@ -137,6 +137,8 @@ def _files_of(result: BuildResult) -> list[Path]:
         paths.append(result.kernel.path)
     if result.modules is not None:
         paths.append(result.modules.path)
+    if result.dtbs is not None:
+        paths.append(result.dtbs.path)
     return paths
 
 

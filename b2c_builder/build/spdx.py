@@ -78,7 +78,7 @@ class DebianPackage:
 @dataclass(frozen=True)
 class ReleaseFile:
     """A file of the release, described by the document: its name, the hex SHA256 of its
-    bytes, what it is (``image``, ``kernel``, ``modules``) and the Debian packages whose
+    bytes, what it is (``image``, ``kernel``, ``modules``, ``dtbs``) and the Debian packages whose
     files it holds."""
 
     name: str
@@ -91,6 +91,7 @@ _PURPOSE = {
     "image": PackagePurpose.OPERATING_SYSTEM,
     "kernel": PackagePurpose.OPERATING_SYSTEM,
     "modules": PackagePurpose.ARCHIVE,
+    "dtbs": PackagePurpose.ARCHIVE,
 }
 
 

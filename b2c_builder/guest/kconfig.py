@@ -18,7 +18,8 @@ and ELF loaders, the serial console), booleans, and drivers the image does not l
 
 Symbol names and types were read from the kernel's Kconfig files (init/Kconfig, fs/*/Kconfig,
 net/*/Kconfig, drivers/virtio/Kconfig, drivers/tty/serial/Kconfig, drivers/firmware/Kconfig)
-and each one is present in Debian trixie's amd64 and arm64 configs (tests/test_kconfig.py).
+and each one is present in Debian trixie's config of every architecture of config.ARCHES
+(tests/test_kconfig.py).
 Not listed, on purpose: mount namespaces (no option: always built), DEVTMPFS_MOUNT (it does
 not act on an initramfs boot: /init mounts /dev itself), NETFILTER and bridges (every
 container runs with --network=host), CGROUP_NS (containers.conf sets cgroupns = "host").
@@ -38,6 +39,20 @@ from b2c_builder.errors import ConfigError
 ALL_ARCHES: frozenset[Arch] = frozenset(Arch)
 AMD64: frozenset[Arch] = frozenset({Arch.amd64})
 ARM64: frozenset[Arch] = frozenset({Arch.arm64})
+RISCV64: frozenset[Arch] = frozenset({Arch.riscv64})
+PPC64EL: frozenset[Arch] = frozenset({Arch.ppc64el})
+S390X: frozenset[Arch] = frozenset({Arch.s390x})
+# The machines whose virtio devices are PCI devices (s390x's sit on its channel subsystem).
+PCI_MACHINES: frozenset[Arch] = ALL_ARCHES - S390X
+# The machines with QEMU's fw_cfg device (q35 and the virt boards; not pseries nor s390x).
+FW_CFG_MACHINES: frozenset[Arch] = ALL_ARCHES - PPC64EL - S390X
+# The machines with an RTC: s390x's clock is the CPU's TOD clock, which QEMU starts at the
+# host's time.
+RTC_MACHINES: frozenset[Arch] = ALL_ARCHES - S390X
+# QEMU's virt boards (arm64, riscv64): devices found through the device tree.
+VIRT: frozenset[Arch] = ARM64 | RISCV64
+# The boards whose console is an 8250/16550 UART named ttyS0.
+TTYS0: frozenset[Arch] = AMD64 | RISCV64
 
 
 class Level(StrEnum):
@@ -228,15 +243,26 @@ KERNEL_OPTIONS: tuple[KernelOption, ...] = (
     ),
     KernelOption("SWAP", "b2c.swap: a swap file on the cache partition", level=_R),
     # --- virtio devices and shared folders ----------------------------------------------------
-    KernelOption("PCI", "QEMU's virtio devices are PCI devices (virtio-*-pci)"),
+    KernelOption(
+        "PCI", "QEMU's virtio devices are PCI devices (virtio-*-pci)", arches=PCI_MACHINES
+    ),
     KernelOption(
         "PCI_HOST_GENERIC",
-        "the PCI host bridge of QEMU's arm64 virt machine (pci-host-ecam-generic)",
-        arches=ARM64,
+        "the PCI host bridge of QEMU's arm64 and riscv64 virt machines (pci-host-ecam-generic)",
+        arches=VIRT,
     ),
     KernelOption("VIRTIO_MENU", "the menu holding the virtio drivers"),
     KernelOption(
-        "VIRTIO_PCI", "the virtio transport of QEMU's -device virtio-*-pci", module="virtio_pci"
+        "VIRTIO_PCI",
+        "the virtio transport of QEMU's -device virtio-*-pci",
+        module="virtio_pci",
+        arches=PCI_MACHINES,
+    ),
+    KernelOption(
+        "S390_GUEST",
+        "the virtio transport of s390x's channel subsystem (virtio_ccw): QEMU's "
+        "virtio-net-ccw, virtio-blk-ccw and virtio-rng-ccw",
+        arches=S390X,
     ),
     KernelOption("BLK_DEV", "the menu holding VIRTIO_BLK"),
     KernelOption(
@@ -286,6 +312,7 @@ KERNEL_OPTIONS: tuple[KernelOption, ...] = (
         "/sys/firmware/qemu_fw_cfg: files given with QEMU's -fw_cfg (b2c.insmods=qemu_fw_cfg)",
         module="qemu_fw_cfg",
         level=_R,
+        arches=FW_CFG_MACHINES,
     ),
     # --- network ----------------------------------------------------------------------------
     KernelOption("NET", "networking: DHCP, DNS and image pulls"),
@@ -312,12 +339,17 @@ KERNEL_OPTIONS: tuple[KernelOption, ...] = (
     # --- console and machine ------------------------------------------------------------------
     KernelOption("TTY", "terminals: the serial console and podman's -t"),
     KernelOption(
-        "SERIAL_8250", "the serial console b2c-builder run reads (console=ttyS0)", arches=AMD64
+        "SERIAL_8250", "the serial console b2c-builder run reads (console=ttyS0)", arches=TTYS0
     ),
     KernelOption(
         "SERIAL_8250_CONSOLE",
         "kernel and /init messages on ttyS0 (console=ttyS0)",
-        arches=AMD64,
+        arches=TTYS0,
+    ),
+    KernelOption(
+        "SERIAL_OF_PLATFORM",
+        "the 8250 driver finds the riscv64 virt machine's NS16550A UART in the device tree",
+        arches=RISCV64,
     ),
     KernelOption(
         "SERIAL_AMBA_PL011",
@@ -330,6 +362,21 @@ KERNEL_OPTIONS: tuple[KernelOption, ...] = (
         arches=ARM64,
     ),
     KernelOption(
+        "HVC_CONSOLE",
+        "the serial console b2c-builder run reads: pseries' hypervisor terminal (console=hvc0)",
+        arches=PPC64EL,
+    ),
+    KernelOption(
+        "SCLP_VT220_TTY",
+        "the serial console b2c-builder run reads: the SCLP VT220 terminal (console=ttysclp0)",
+        arches=S390X,
+    ),
+    KernelOption(
+        "SCLP_VT220_CONSOLE",
+        "kernel and /init messages on ttysclp0 (console=ttysclp0)",
+        arches=S390X,
+    ),
+    KernelOption(
         "ACPI",
         "poweroff -f turns QEMU's q35 machine off through ACPI (else the VM never exits)",
         arches=AMD64,
@@ -339,18 +386,44 @@ KERNEL_OPTIONS: tuple[KernelOption, ...] = (
         "poweroff -f turns QEMU's virt machine off through PSCI (else the VM never exits)",
         arches=ARM64,
     ),
+    KernelOption(
+        "PPC_PSERIES",
+        "the pseries machine: its devices, and poweroff -f through RTAS (else the VM never exits)",
+        arches=PPC64EL,
+    ),
+    KernelOption(
+        "RISCV_SBI",
+        "poweroff -f turns QEMU's riscv64 virt machine off through OpenSBI's system reset "
+        "extension (else the VM never exits)",
+        arches=RISCV64,
+    ),
     KernelOption("MAGIC_SYSRQ", "the power-off fallback writes to /proc/sysrq-trigger", level=_R),
-    KernelOption("RTC_CLASS", "the clock at boot comes from QEMU's RTC", level=_R),
+    KernelOption(
+        "RTC_CLASS", "the clock at boot comes from QEMU's RTC", level=_R, arches=RTC_MACHINES
+    ),
     KernelOption(
         "RTC_HCTOSYS",
         "set the clock from the RTC at boot: TLS certificates of registries are checked "
         "against it (else use b2c.ntp_peer)",
         level=_R,
+        arches=RTC_MACHINES,
     ),
     KernelOption(
         "RTC_DRV_CMOS", "the RTC of QEMU's q35 machine (mc146818)", arches=AMD64, level=_R
     ),
     KernelOption("RTC_DRV_PL031", "the RTC of QEMU's virt machine (PL031)", arches=ARM64, level=_R),
+    KernelOption(
+        "RTC_DRV_GENERIC",
+        "the RTC of QEMU's pseries machine (through RTAS)",
+        arches=PPC64EL,
+        level=_R,
+    ),
+    KernelOption(
+        "RTC_DRV_GOLDFISH",
+        "the RTC of QEMU's riscv64 virt machine (Goldfish)",
+        arches=RISCV64,
+        level=_R,
+    ),
 )
 
 
@@ -511,7 +584,7 @@ def check_file(path: Path, arch: Arch | None = None) -> tuple[Arch, list[Problem
             wanted = " nor ".join(f"CONFIG_{a.facts.kconfig_symbol}=y" for a in Arch)
             raise ConfigError(
                 f"cannot tell which architecture {path} is for (it sets neither {wanted})",
-                hint="pass --arch amd64 or --arch arm64",
+                hint=" or ".join(f"--arch {a}" for a in Arch),
             )
     return arch, check(text, arch, source=str(path))
 
