@@ -18,7 +18,7 @@ from b2c_builder.config import DEFAULT_KEYRING, DEFAULT_SUITE, Arch
 from b2c_builder.errors import ConfigError, FetchError
 from b2c_builder.guest import kconfig
 from b2c_builder.guest.kconfig import KERNEL_OPTIONS, Level, check, fragment, lookup, parse_config
-from tests.conftest import b2c, require, shared_cache
+from tests.conftest import FALLBACK_SUITE, b2c, require, shared_cache
 
 ARCHES = list(Arch)
 
@@ -309,32 +309,43 @@ class DebianKernel:
 _KERNELS: dict[Arch, DebianKernel] = {}
 
 
+def _fetch_kernel(arch: Arch, suite: str, cache: Path) -> tuple[index.Package, Path]:
+    """The linux-image package of ``suite``'s kernel metapackage for ``arch`` and its .deb,
+    fetched and verified. Raises FetchError (HTTP 404 from a partial mirror)."""
+    with download.make_session() as session:
+        archive = index.open_archive(
+            session,
+            sources.default_mirror(),
+            suite,
+            arch,
+            keyring=DEFAULT_KEYRING,
+            cache_dir=cache,
+        )
+        meta = arch.facts.kernel_package
+        (package,) = [
+            p
+            for p in resolve.closure(archive, [meta])
+            if p.name.startswith("linux-image-") and p.name != meta
+        ]
+        deb = download.fetch(session, archive.url_for(package), package.sha256, package.size, cache)
+    return package, deb
+
+
 def debian_kernel(arch: Arch) -> DebianKernel:
     """Debian's default kernel for ``arch`` (linux-image-<arch>'s linux-image package), read
-    through the project's verified client; the .deb is cached in the shared cache folder."""
+    through the project's verified client (from FALLBACK_SUITE when the mirror lacks the
+    default suite's); the .deb is cached in the shared cache folder."""
     if arch not in _KERNELS:
         cache = shared_cache()
-        with download.make_session() as session:
-            archive = index.open_archive(
-                session,
-                sources.default_mirror(),
-                DEFAULT_SUITE,
-                arch,
-                keyring=DEFAULT_KEYRING,
-                cache_dir=cache,
-            )
-            meta = arch.facts.kernel_package
-            (package,) = [
-                p
-                for p in resolve.closure(archive, [meta])
-                if p.name.startswith("linux-image-") and p.name != meta
-            ]
+        try:
+            package, deb = _fetch_kernel(arch, DEFAULT_SUITE, cache)
+        except FetchError as exc:  # a partial mirror: the previous stable suite's kernel
+            if "HTTP 404" not in exc.message:
+                raise
             try:
-                deb = download.fetch(
-                    session, archive.url_for(package), package.sha256, package.size, cache
-                )
-            except FetchError as exc:  # a partial mirror: a prerequisite, not a verdict
-                require("HTTP 404" not in exc.message, f"the mirror lacks it: {exc.message}")
+                package, deb = _fetch_kernel(arch, FALLBACK_SUITE, cache)
+            except FetchError as again:  # a prerequisite, not a verdict
+                require("HTTP 404" not in again.message, f"the mirror lacks it: {again.message}")
                 raise
         staging = new_staging(arch)
         extracted = extract_into(staging, deb, Origin(package.name, package.version))
