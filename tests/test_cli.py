@@ -446,3 +446,48 @@ def test_wheel_ships_templates_and_init(tmp_path: Path) -> None:
         timeout=120,
     )
     assert (proc.returncode, proc.stdout) == (0, f"{__version__}\n"), proc.stderr
+
+
+def test_run_dry_run_with_a_job_prints_the_command(kernel: Path, tmp_path: Path) -> None:
+    """A container flag makes a job initrd; a dry run of it has no console nonce to check."""
+    proc = cli(
+        "run", "--kernel", str(kernel), "--initrd", str(plain_initrd(tmp_path)),
+        "--accel", "tcg", "--container", "docker://registry:5000/x sh", "--dry-run",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    cmd = shlex.split(proc.stdout.splitlines()[-1])
+    assert cmd[0] == "qemu-system-x86_64"
+    assert "# job cmdline:" in proc.stdout and "b2c.container" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("append", "message"),
+    [
+        ("b2c.container=", "b2c.container: is empty"),
+        ("b2c.network=nope", "b2c.network"),
+    ],
+)
+def test_run_refuses_a_command_line_the_guest_would_refuse(
+    kernel: Path, tmp_path: Path, append: str, message: str
+) -> None:
+    """The checks of check-cmdline, before anything boots (here: no QEMU on PATH, so a
+    boot would have exited 253, not 2)."""
+    initrd = str(plain_initrd(tmp_path))
+    proc = cli(
+        "run", "--kernel", str(kernel), "--initrd", initrd, "--accel", "tcg", "--append", append,
+        env={"PATH": str(tmp_path)},
+    )  # fmt: skip
+    assert_clear_error(proc, message)
+    assert proc.returncode == 2
+
+
+def test_run_refuses_a_junit_path_it_could_not_write(kernel: Path, tmp_path: Path) -> None:
+    initrd = str(plain_initrd(tmp_path))
+    proc = cli(
+        "run", "--kernel", str(kernel), "--initrd", initrd, "--accel", "tcg",
+        "--append", "b2c.container=docker://x/y", "--junit", str(tmp_path / "no" / "r.xml"),
+        env={"PATH": str(tmp_path)},
+    )  # fmt: skip
+    assert_clear_error(proc, "--junit")
+    assert proc.returncode == 2

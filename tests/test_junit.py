@@ -8,6 +8,8 @@ written from GitLab's and Jenkins' documentation of what they read; ``xmlschema`
 from __future__ import annotations
 
 import functools
+import os
+import stat
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -334,3 +336,13 @@ def test_report_from_the_inits_own_console_output(tmp_path: Path) -> None:
         ],
         [("post_container_1", "docker://quiet", None, None)],
     ]
+
+
+def test_the_report_gets_the_umask_mode(tmp_path: Path) -> None:
+    """Another user (a CI runner) reads it: 0644 under umask 022, not a temporary file's 0600."""
+    old = os.umask(0o022)
+    try:
+        junit.write(tmp_path / "r.xml", ())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.xml").stat().st_mode) == 0o644

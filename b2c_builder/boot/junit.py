@@ -100,16 +100,20 @@ def tostring(runs: Sequence[ContainerRun], *, name: str = "b2c-builder run") -> 
 
 
 def write(path: Path, runs: Sequence[ContainerRun], *, name: str = "b2c-builder run") -> None:
-    """Write the report to ``path`` atomically (a temporary file renamed over it).
+    """Write the report to ``path`` atomically (a temporary file renamed over it), with the
+    mode a new file gets under the umask (0644 under 022), not the temporary file's 0600.
 
     Raises ``ReportError`` when the file cannot be written.
     """
     data = tostring(runs, name=name)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         with tempfile.NamedTemporaryFile(
             dir=path.parent, prefix=f".{path.name}.", delete=False
         ) as handle:
             handle.write(data)
+            os.fchmod(handle.fileno(), 0o666 & ~umask)
         os.replace(handle.name, path)
     except OSError as exc:
         raise ReportError(

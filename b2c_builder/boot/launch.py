@@ -8,6 +8,7 @@ flags into a job (job.py), and checks the command line and memory before anythin
 
 from __future__ import annotations
 
+import os
 import secrets
 import shlex
 from collections.abc import Mapping, Sequence
@@ -236,12 +237,48 @@ def launch(request: RunRequest) -> int:
             # The console contract's nonce rides in the job: every boot gets one (console.py).
             job = job if job is not None else jobs.Job()
             job.nonce = new_nonce()
+        check_cmdline(request.append, job)
+        if request.junit is not None:
+            check_writable(request.junit, "--junit")
         job_initrd = job.write(tmp / "job.cpio") if job is not None else None
-        cfg = run_config(request, plan, job_initrd, job.nonce if job is not None else None)
+        # A dry run's job has no nonce: nothing reads its console.
+        cfg = run_config(
+            request, plan, job_initrd, (job.nonce or None) if job is not None else None
+        )
         if request.dry_run:
             print("\n".join([*describe(plan), qemu.dry_run(cfg)]))
             return 0
         return boot_and_report(cfg, request.junit)
+
+
+def check_cmdline(append: str, job: jobs.Job | None) -> None:
+    """What /init would reject in ``append`` and the job's b2c options, before booting (the
+    checks of ``b2c-builder check-cmdline``, options.lint_cmdline): warnings are logged, and
+    errors raise ConfigError listing them. The length is qemu.RunConfig's to check."""
+    text = " ".join([append, *(job.cmdline if job is not None else [])])
+    problems = options.lint_cmdline(text)
+    for problem in problems:
+        if problem.severity != "error":
+            log.warning("the command line: %s", problem)
+    errors = [str(p) for p in problems if p.severity == "error"]
+    if errors:
+        raise ConfigError(
+            "the command line would fail in the guest: " + "; ".join(errors),
+            hint="fix the --append text or the b2c option flags (b2c-builder check-cmdline "
+            "explains each option)",
+        )
+
+
+def check_writable(path: Path, what: str) -> None:
+    """``path`` can be written once the boot is over: its folder exists and is writable,
+    and it is not a folder. Raises ConfigError before anything boots."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder", hint="name a file")
+    if not folder.is_dir():
+        raise ConfigError(f"{what} {path}: no folder {folder}", hint="create it first")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{what} {path} cannot be written", hint="choose a writable path")
 
 
 def boot_and_report(cfg: qemu.RunConfig, junit_path: Path | None) -> int:
