@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import stat
 import subprocess
@@ -233,3 +234,20 @@ def test_a_real_release_of_amd64(tmp_path: Path) -> None:
     assert [c.value for c in image.checksums] == [
         download.file_sha256(folder / "initramfs.linux_amd64.cpio.zst")
     ]
+
+
+def test_a_rerun_with_fewer_architectures_says_what_goes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The version folder is replaced whole: a re-run for one architecture after a full
+    release names the files of the others, which the new folder lacks."""
+    first, *rest = list(ARCHES)
+    release.make_release(config(tmp_path), fake_builder([]))
+    with caplog.at_level(logging.WARNING, logger="b2c"):
+        again = release.make_release(config(tmp_path, first), fake_builder([]))
+    assert list(again.files) == expected_names([first])
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"replacing the release folder {again.folder}")
+    for arch in rest:
+        assert f"initramfs.linux_{arch}.cpio.zst" in warning
+    assert f"initramfs.linux_{first}.cpio.zst" not in warning

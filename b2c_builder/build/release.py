@@ -148,6 +148,12 @@ def _publish(stage: Path, final: Path) -> None:
     whole, never a mixture (it is briefly absent between the two renames)."""
     old = None
     if final.exists():
+        gone = sorted({p.name for p in final.iterdir()} - {p.name for p in stage.iterdir()})
+        log.warning(
+            "replacing the release folder %s%s",
+            final,
+            f"; these files are not in the new one: {', '.join(gone)}" if gone else "",
+        )
         old = Path(tempfile.mkdtemp(prefix=f".b2c-old-{final.name}-", dir=final.parent))
         os.replace(final, old / final.name)
     try:
