@@ -52,7 +52,7 @@ deps-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 
 # Every architecture of b2c_builder/config.py's ARCHES, with SHA256SUMS and SPDX SBOMs;
-# RELEASE_ARGS adds options (e.g. RELEASE_ARGS="--arch amd64 --podman trimmed").
+# RELEASE_ARGS adds options (e.g. RELEASE_ARGS="--arch amd64 --suite bookworm --podman trimmed").
 release: deps-build
 	$(BIN)/b2c-builder release $(RELEASE_ARGS)
 

@@ -233,8 +233,10 @@ def _with_b2c_flags(func: Callable[..., None]) -> Callable[..., None]:
 def run(settings: dict[str, object], b2c: dict[str, object] | None = None) -> None:
     """Boot a kernel + initramfs under QEMU; exit with the pipeline status the guest printed.
 
-    Other exit codes: 250 timeout, 251 kernel panic, 252 the guest printed no status,
-    253 QEMU failed, 254 the guest broke the console contract (e.g. two statuses).
+    The pipeline status is the first failing container's status (125: podman could not pull
+    or create it). Before booting, a bad option exits 2 (1 for other errors). Other exit
+    codes: 250 timeout, 251 kernel panic, 252 the guest printed no status, 253 QEMU failed,
+    254 the guest broke the console contract (e.g. two statuses).
     """
     from b2c_builder.boot import launch
 
