@@ -780,6 +780,14 @@ RUN_SETTINGS = SettingsTable(
         ),
         Setting("dry_run", bool, "Print the QEMU command and exit.", False, flag="--dry-run"),
         Setting(
+            "check",
+            bool,
+            "Refuse, before booting, a command line /init would reject (check-cmdline's "
+            "errors); --no-check boots it anyway, to see the guest's own handling.",
+            True,
+            flag="--check/--no-check",
+        ),
+        Setting(
             "pxe",
             Path,
             "Boot from the network: QEMU's DHCP/TFTP server serves this folder, the NIC "

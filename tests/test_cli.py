@@ -480,6 +480,12 @@ def test_run_refuses_a_command_line_the_guest_would_refuse(
     )  # fmt: skip
     assert_clear_error(proc, message)
     assert proc.returncode == 2
+    # --no-check boots it anyway (to see the guest's handling): here QEMU is missing.
+    proc = cli(
+        "run", "--kernel", str(kernel), "--initrd", initrd, "--accel", "tcg", "--append", append,
+        "--no-check", env={"PATH": str(tmp_path)},
+    )  # fmt: skip
+    assert proc.returncode == 253, proc.stderr
 
 
 def test_run_refuses_a_junit_path_it_could_not_write(kernel: Path, tmp_path: Path) -> None:
