@@ -313,21 +313,6 @@ def _compose_line(append: str, b2c: dict[str, object] | None, fmt: Format | None
     return " ".join([p for p in [append] if p] + params)
 
 
-def _refuse_lint_errors(line: str, arch: Arch, added: str) -> None:
-    """Print the problems of ``line`` on stderr; raise ConfigError if one is an error."""
-    from b2c_builder.guest.options import lint_cmdline
-
-    problems = lint_cmdline(line, arch=arch, added=added)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    errors = sum(p.severity == "error" for p in problems)
-    if errors:
-        raise ConfigError(
-            f"the command line has {errors} error(s), listed above; nothing was written",
-            hint="b2c-builder check-cmdline explains each one",
-        )
-
-
 @app.command()
 @_with_b2c_flags
 def bootcfg(
@@ -355,12 +340,15 @@ def bootcfg(
     nothing is printed when it has an error.
     """
     from b2c_builder.boot import bootcfg as entries
+    from b2c_builder.guest.options import refuse_lint_errors
 
     def action() -> None:
         line = _compose_line(append, b2c, fmt)
         entry = entries.BootEntry(kernel, tuple(initrd or ()), line, label)
         text = entries.render(fmt, entry)
-        _refuse_lint_errors(line, arch, entries.added_text(fmt, entry))
+        refuse_lint_errors(
+            line, arch=arch, added=entries.added_text(fmt, entry), outcome="nothing was written"
+        )
         sys.stdout.write(text)
 
     _guard(action)
@@ -388,12 +376,15 @@ def iso(
     command line is checked first; nothing is written when it has an error.
     """
     from b2c_builder.boot import iso as isos
+    from b2c_builder.guest.options import refuse_lint_errors
 
     def action() -> None:
         line = _compose_line(append, b2c, Format.syslinux)
         cfg = isos.IsoConfig(kernel, tuple(initrd or ()), line, output, label)
         isos.loader_files(cfg)  # refuses what a loader cannot pass, before the lint
-        _refuse_lint_errors(line, Arch.amd64, isos.added_text(cfg))
+        refuse_lint_errors(
+            line, arch=Arch.amd64, added=isos.added_text(cfg), outcome="nothing was written"
+        )
         print(isos.make_iso(cfg))
 
     _guard(action)

@@ -746,6 +746,24 @@ def _byte_offset(text: str, index: int) -> int:
     return len(text[:index].encode())
 
 
+def refuse_lint_errors(
+    cmdline: str, *, arch: str | None = None, added: str = "", outcome: str
+) -> None:
+    """Lint ``cmdline`` (``lint_cmdline``) before a command acts on it: every problem is
+    printed on stderr (``warning: OPTION: MESSAGE`` / ``error: ...``); errors then raise one
+    ConfigError naming each of them and ``outcome`` (what was not done, e.g. "nothing was
+    written"). The checks of ``b2c-builder check-cmdline``, run by bootcfg, iso and run."""
+    problems = lint_cmdline(cmdline, arch=arch, added=added)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    errors = [f"{p.option}: {p.message}" for p in problems if p.severity == "error"]
+    if errors:
+        raise ConfigError(
+            f"the command line has {len(errors)} error(s): {'; '.join(errors)}; {outcome}",
+            hint="b2c-builder check-cmdline explains each one",
+        )
+
+
 def check_length(cmdline: str, arch: str, *, added: str = "") -> Problem | None:
     """An error when ``cmdline`` plus ``added`` (what the boot loader or ``b2c-builder run``
     puts around it, e.g. ``BOOT_IMAGE=/vmlinuz ``) does not fit the ``arch`` kernel's
