@@ -287,7 +287,9 @@ def test_image_size_and_contents(release: Release, tree: Rootfs) -> None:
     assert wrapper == "/" + image.CRUN_WRAPPER
     assert tree[wrapper].kind is Kind.FILE and tree[wrapper].mode == 0o755
     assert b"--no-pivot" in tree.read(wrapper)
-    assert conf["engine"]["conmon_path"] == ["/usr/bin/conmon"]
+    (conmon,) = conf["engine"]["conmon_path"]
+    assert conmon == "/" + image.CONMON_WRAPPER
+    assert tree[conmon].kind is Kind.FILE and tree[conmon].mode == 0o755
     assert conf["engine"]["cgroup_manager"] == "cgroupfs"
     for path in ("etc/containers/policy.json", "etc/containers/storage.conf", "etc/services"):
         assert tree[path].kind is Kind.FILE, path
@@ -348,6 +350,7 @@ PROGRAMS = {
     "sfdisk": (["/usr/sbin/sfdisk", "--version"], "sfdisk from util-linux"),
     "rdate": (["/usr/sbin/rdate"], "Usage: rdate"),
     "crun-wrapper": (["/" + image.CRUN_WRAPPER, "--version"], "crun version"),
+    "conmon-wrapper": (["/" + image.CONMON_WRAPPER, "--version"], "conmon version"),
 }
 
 

@@ -140,3 +140,49 @@ def test_crun_wrapper_inserts_no_pivot(
         check=True,
     ).stdout
     assert out.splitlines() == expected
+
+
+EXIT_COMMAND = [
+    "--exit-command",
+    "/usr/bin/podman",
+    "--exit-command-arg",
+    "--root",
+    "--exit-command-arg",
+    "/var/lib/containers/storage",
+    "--exit-command-arg",
+    "container",
+    "--exit-command-arg",
+    "cleanup",
+]
+
+
+@pytest.mark.parametrize(
+    ("drop", "argv", "expected"),
+    [
+        # podman's own order: the exit command between the other options.
+        ("1", ["-c", "id", *EXIT_COMMAND, "--exit-dir", "/x"], ["-c", "id", "--exit-dir", "/x"]),
+        ("1", ["--exit-command=/p", "--exit-command-arg=a b", "-n", "*"], ["-n", "*"]),
+        ("1", ["--version"], ["--version"]),
+        # With a cache device (the variable unset or not 1) conmon gets every argument.
+        ("", ["-c", "id", *EXIT_COMMAND], ["-c", "id", *EXIT_COMMAND]),
+        ("0", ["a  b", "", "*"], ["a  b", "", "*"]),
+    ],
+)
+def test_conmon_wrapper_drops_the_exit_command_on_a_tmpfs_store(
+    tmp_path: Path, drop: str, argv: list[str], expected: list[str]
+) -> None:
+    busybox = host_busybox()
+    fake = tmp_path / "conmon"
+    fake.write_text('#!/bin/sh\nfor a; do printf "%s\\n" "$a"; done\n')
+    fake.chmod(0o755)
+    env = {"B2C_CONMON": str(fake), "PATH": "/usr/bin:/bin"}
+    if drop:
+        env["B2C_CONMON_NO_EXIT_COMMAND"] = drop
+    out = subprocess.run(
+        [str(busybox), "sh", str(data_path("init/conmon-no-exit-command")), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.splitlines() == expected

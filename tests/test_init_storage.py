@@ -47,7 +47,8 @@ def setup_cache(sh: Shell, cmdline: str) -> Result:
     sh.write("line", cmdline)
     return sh.run(
         'b2c_read_file "$B2C_ROOT/line"; b2c_parse_cmdline "$B2C_TEXT" cmdline || exit 99\n'
-        'b2c_setup_cache; echo "rc=$?"; b2c_setup_swap; cat "$B2C_ROOT/run/b2c/mounts"'
+        'b2c_setup_cache; echo "rc=$?"; b2c_setup_swap; cat "$B2C_ROOT/run/b2c/mounts"\n'
+        'echo "no exit command: ${B2C_CONMON_NO_EXIT_COMMAND:-unset}"'
     )
 
 
@@ -77,7 +78,9 @@ def test_no_cache_is_a_tmpfs(tmp_path: Path) -> None:
         # Pulls stage blobs in /var/tmp: on the storage's tmpfs, not in the initramfs.
         ["-o", "bind", "/var/lib/containers/tmp", "/var/tmp"],
     ]
-    assert result.lines[-1] == "rc=0"
+    assert "rc=0" in result.lines
+    # Nothing outlives the boot: conmon leaves out podman's cleanup (conmon-no-exit-command).
+    assert result.lines[-1] == "no exit command: 1"
     # Not recorded for the shutdown path: a tmpfs has nothing to flush.
     assert not (result.root / "run/b2c/mounts").exists()
 
@@ -94,6 +97,8 @@ def test_auto_reuses_the_labelled_partition(tmp_path: Path) -> None:
     ]
     assert (sh.root / "storage/containers").is_dir()
     assert "[1.00]: Mounted the cache partition /dev/vda2 on /storage" in result.lines
+    # The cache outlives the boot: podman's exit command cleans up what it leaves there.
+    assert result.lines[-1] == "no exit command: unset"
 
 
 @pytest.mark.parametrize(("name", "part"), [("vda", "vda1"), ("nvme0n1", "nvme0n1p1")])
@@ -163,7 +168,7 @@ def test_a_missing_device_is_waited_for_then_skipped(tmp_path: Path) -> None:
     assert result.warnings() == [
         "b2c: warning: the cache device /dev/sdz did not appear within 10s: no cache"
     ]
-    assert result.lines[-1] == "rc=0"
+    assert result.lines[-2:] == ["rc=0", "no exit command: 1"]  # a tmpfs instead
 
 
 def test_a_filesystem_as_cache(tmp_path: Path) -> None:
@@ -180,7 +185,8 @@ def test_a_filesystem_as_cache(tmp_path: Path) -> None:
         "10.42.0.1:/nfs",
         "/storage",
     ]
-    assert result.lines[-4] == "rc=0"
+    assert result.lines[-5] == "rc=0"
+    assert result.lines[-1] == "no exit command: unset"
 
 
 def test_an_undefined_filesystem_is_an_error(tmp_path: Path) -> None:

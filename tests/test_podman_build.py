@@ -225,7 +225,14 @@ def test_use_podman_replaces_debians_binary_and_names_the_source(tmp_path: Path)
 def test_containers_conf_replaces_what_a_podman_without_cgo_lacks(cgo: bool) -> None:
     rootfs = Rootfs()
     image.add_config(
-        rootfs, {"version": "1", "suite": "trixie", "crun_wrapper": "x", "podman_cgo": cgo}
+        rootfs,
+        {
+            "version": "1",
+            "suite": "trixie",
+            "crun_wrapper": "x",
+            "conmon_wrapper": "y",
+            "podman_cgo": cgo,
+        },
     )
     conf = tomllib.loads(rootfs.read("etc/containers/containers.conf").decode())
     assert conf["engine"].get("lock_type") == (None if cgo else "file")

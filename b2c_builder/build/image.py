@@ -24,6 +24,7 @@ from b2c_builder.errors import ResolveError, RootfsError
 from b2c_builder.resources import data_path
 
 CRUN_WRAPPER = "usr/local/bin/crun-no-pivot"
+CONMON_WRAPPER = "usr/local/bin/conmon-no-exit-command"
 NETAVARK_STUB = "usr/lib/podman/netavark"
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
 
@@ -241,12 +242,14 @@ CONFIG_FILES: tuple[tuple[str, str, int], ...] = (
     ("templates/rootfs/nsswitch.conf.j2", "etc/nsswitch.conf", 0o644),
     ("templates/rootfs/os-release.j2", "etc/os-release", 0o644),
     ("init/crun-no-pivot", CRUN_WRAPPER, 0o755),
+    ("init/conmon-no-exit-command", CONMON_WRAPPER, 0o755),
     ("init/netavark-stub", NETAVARK_STUB, 0o755),
 )
 
 
 def add_config(image: Rootfs, variables: dict[str, object]) -> None:
-    """The static configuration: containers.conf & co, passwd, the crun wrapper, netavark stub."""
+    """The static configuration: containers.conf & co, passwd, the crun and conmon wrappers, the
+    netavark stub."""
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
     )

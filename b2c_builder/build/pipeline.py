@@ -106,6 +106,7 @@ def build(cfg: BuildConfig) -> BuildResult:
                 "version": __version__,
                 "suite": cfg.suite,
                 "crun_wrapper": image.CRUN_WRAPPER,
+                "conmon_wrapper": image.CONMON_WRAPPER,
                 "podman_cgo": trimmed is None or trimmed.recipe.cgo,
             },
         )
