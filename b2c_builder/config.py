@@ -40,6 +40,27 @@ class Arch(StrEnum):
         """This architecture's row of ARCHES."""
         return ARCHES[self]
 
+    def machine(self, name: str | None) -> Machine:
+        """The QEMU machine ``run --machine NAME`` boots: None or the default machine's name
+        give the usual one (ArchFacts.qemu_machine, PCI devices), ``microvm`` the light one
+        where ArchFacts.qemu_microvm allows it. Raises ConfigError, naming the choices, for
+        anything else."""
+        facts = self.facts
+        if name is None or name == facts.qemu_machine_name:
+            return Machine(facts.qemu_machine_name, facts.qemu_machine)
+        if name == MICROVM and facts.qemu_microvm:
+            return Machine(MICROVM, MICROVM_OPTIONS, microvm=True)
+        choices = [facts.qemu_machine_name, *([MICROVM] if facts.qemu_microvm else [])]
+        why = (
+            "QEMU has a microvm machine for x86 guests only"
+            if name == MICROVM
+            else f"the choices are {' or '.join(choices)}"
+        )
+        raise ConfigError(
+            f"--machine {name!r} cannot boot {self} guests: {why}",
+            hint=f"--machine {' or --machine '.join(choices)} (default {choices[0]})",
+        )
+
     @classmethod
     def host(cls) -> Arch:
         """The architecture of this machine; ConfigError when it is none of ours."""
@@ -92,6 +113,35 @@ class ArchFacts:
     # QEMU options that choose the firmware a -kernel boot runs first (none: the board's
     # default, or none at all).
     qemu_firmware: tuple[str, ...] = ()
+    # QEMU's microvm machine can boot it (``run --machine microvm``): x86 only in QEMU.
+    qemu_microvm: bool = False
+
+    @property
+    def qemu_machine_name(self) -> str:
+        """The name of qemu_machine, without its properties: ``virt`` for
+        ``virt,gic-version=max``."""
+        return self.qemu_machine.split(",", 1)[0]
+
+
+# QEMU's microvm machine (docs/system/i386/microvm.rst): no PCI bus, virtio devices on
+# virtio-mmio transports described to the guest in ACPI (HID LNRO0005; Debian's kernel has
+# CONFIG_VIRTIO_MMIO=m and no CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES), qboot as firmware, the
+# legacy ISA serial port for ttyS0. auto-kernel-cmdline=off: QEMU would otherwise append a
+# virtio_mmio.device= parameter per device to the kernel's command line, which that kernel
+# cannot use (ACPI describes the devices) and which would count against its length.
+MICROVM = "microvm"
+MICROVM_OPTIONS = "microvm,auto-kernel-cmdline=off"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A QEMU machine ``run`` boots (ArchFacts.machine): its name as ``--machine`` and QEMU
+    spell it, the ``-M`` value, and whether it is microvm (virtio-mmio devices,
+    ``virtio-*-device``, instead of the PCI ones; no PXE, ISO or UEFI boot)."""
+
+    name: str  # q35, virt, pseries, s390-ccw-virtio, microvm
+    qemu_option: str  # -M
+    microvm: bool = False
 
 
 ARCHES: Mapping[Arch, ArchFacts] = MappingProxyType(
@@ -115,6 +165,7 @@ ARCHES: Mapping[Arch, ArchFacts] = MappingProxyType(
             qemu_machine="q35",
             qemu_console="ttyS0",
             qemu_nic="virtio-net-pci",
+            qemu_microvm=True,
             kernel_package="linux-image-amd64",
             kernel_image="boot/vmlinuz-{release}",  # a bzImage
         ),
@@ -745,6 +796,15 @@ RUN_SETTINGS = SettingsTable(
         # patching (seen here: 'Oops: int3' in secure_tcp_seq_and_ts_off in 1 boot of 2
         # with -smp 2).
         Setting("cpus", int, "Guest CPUs (more than 1 is unstable under TCG).", 1, metavar="N"),
+        Setting(
+            "machine",
+            str,
+            "QEMU machine type. microvm (amd64): no PCI bus and a minimal firmware, virtio "
+            "devices on virtio-mmio; boots faster, no --pxe, --cdrom or --firmware uefi.",
+            shown_default="the architecture's: "
+            + ", ".join(f"{facts.qemu_machine_name} ({arch})" for arch, facts in ARCHES.items()),
+            metavar="NAME",
+        ),
         Setting(
             "disks",
             Path,

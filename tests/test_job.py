@@ -452,3 +452,31 @@ def test_append_parameters_that_need_the_network_keep_it(
     plan = launch.prepare(request, tmp_path)
     assert plan.job is not None
     assert ("b2c.network=none" not in plan.job.cmdline) is network
+
+
+@pytest.mark.parametrize(("machine", "insmods"), [("microvm", True), ("q35", False), (None, False)])
+def test_microvm_boots_load_the_virtio_mmio_transport(
+    tmp_path: Path, machine: str | None, insmods: bool
+) -> None:
+    """virtio_mmio ships as a demand module that nothing asks for: run's job names it, on
+    microvm only, so q35 boots load nothing more."""
+    (tmp_path / "i").write_bytes(b"070701")
+    request = launch.RunRequest(kernel=tmp_path / "k", initrds=(tmp_path / "i",), machine=machine)
+    plan = launch.prepare(request, tmp_path)
+    cmdline = plan.job.cmdline if plan.job is not None else []
+    assert ("b2c.insmods=virtio_mmio" in cmdline) is insmods
+    assert options.lint_cmdline(" ".join(cmdline)) == []
+
+
+def test_a_machine_the_architecture_lacks_is_refused_before_anything_else(tmp_path: Path) -> None:
+    request = launch.RunRequest(kernel=tmp_path / "k", arch=Arch.riscv64, machine="microvm")
+    with pytest.raises(ConfigError, match="x86 guests only"):
+        launch.prepare(request, tmp_path)
+
+
+def test_run_config_carries_the_machine(tmp_path: Path) -> None:
+    (tmp_path / "k").write_bytes(b"kernel")
+    request = launch.RunRequest(kernel=tmp_path / "k", machine="microvm")
+    plan = launch.Plan(tmp_path / "k", (), None, (), ())
+    assert launch.run_config(request, plan, None).qemu_machine.microvm
+    assert not launch.run_config(launch.RunRequest(), plan, None).qemu_machine.microvm

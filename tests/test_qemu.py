@@ -28,7 +28,7 @@ from b2c_builder.boot.qemu import (
 )
 from b2c_builder.build.cpio import write_cpio
 from b2c_builder.build.rootfs import Kind, Rootfs
-from b2c_builder.config import Accel, Arch, Disk
+from b2c_builder.config import Accel, Arch, Disk, Firmware
 from b2c_builder.errors import BootError, ConfigError
 from b2c_builder.run import run
 from tests.conftest import require_tool
@@ -598,3 +598,110 @@ def test_qemu_is_killed_when_the_reader_fails(vmlinuz: Path, tmp_path: Path) -> 
     with pytest.raises(RuntimeError, match="FIRMWARE-SENTINEL"):
         boot(firmware_config(vmlinuz, firmware, 60.0), echo=echo)
     assert qemu_children() == []
+
+
+# --- --machine microvm -----------------------------------------------------------------
+
+
+def test_microvm_command_has_virtio_mmio_devices_only(kernel: Path, tmp_path: Path) -> None:
+    share = tmp_path / "src,tree"  # commas are doubled inside QEMU option values
+    share.mkdir()
+    disk = tmp_path / "cache,disk.img"
+    disk.write_bytes(b"\0" * 4096)
+    cfg = RunConfig(
+        kernel=kernel,
+        machine="microvm",
+        memory="1G",
+        disks=(Disk.detect(disk), Disk(tmp_path / "b.qcow2", "qcow2")),
+        shares=((share, "b2c_share1"),),
+        qemu_args=("-rtc", "base=utc"),
+    )
+    assert qemu_cmdline(cfg, Accel.tcg, tmp_path / "initrd") == [
+        "qemu-system-x86_64",
+        "-M", "microvm,auto-kernel-cmdline=off",
+        "-accel", "tcg",
+        "-cpu", "max",
+        "-m", "1G",
+        "-smp", "1",
+        "-nodefaults",
+        "-display", "none",
+        "-serial", "stdio",
+        "-no-reboot",
+        "-kernel", str(kernel),
+        "-initrd", str(tmp_path / "initrd"),
+        "-append", "console=ttyS0 panic=-1",
+        "-netdev", "user,id=net0",
+        "-device", "virtio-net-device,netdev=net0",
+        "-device", "virtio-rng-device",
+        "-drive", f"file={tmp_path}/cache,,disk.img,format=raw,if=none,id=disk0",
+        "-device", "virtio-blk-device,drive=disk0",
+        "-drive", f"file={tmp_path}/b.qcow2,format=qcow2,if=none,id=disk1",
+        "-device", "virtio-blk-device,drive=disk1",
+        "-fsdev", f"local,path={tmp_path}/src,,tree,security_model=none,id=b2c_share1",
+        "-device", "virtio-9p-device,fsdev=b2c_share1,mount_tag=b2c_share1",
+        "-rtc", "base=utc",
+    ]  # fmt: skip
+
+
+def test_the_default_machine_is_the_architectures_and_unchanged(
+    kernel: Path, tmp_path: Path
+) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    base = {"kernel": kernel, "shares": ((share, "b2c_share1"),)}
+    default = qemu_cmdline(RunConfig(**base), Accel.tcg, None)  # type: ignore[arg-type]
+    named = qemu_cmdline(RunConfig(**base, machine="q35"), Accel.tcg, None)  # type: ignore[arg-type]
+    assert default == named
+    assert _option(default, "-M") == ["q35"]
+    assert _option(default, "-virtfs") == [
+        f"local,path={share},mount_tag=b2c_share1,security_model=none,id=b2c_share1"
+    ]
+    assert not [arg for arg in default if arg.startswith("virtio-") and arg.endswith("-device")]
+    arm = RunConfig(kernel=kernel, arch=Arch.arm64, machine="virt")
+    assert _option(qemu_cmdline(arm, Accel.tcg, None), "-M") == ["virt,gic-version=max"]
+
+
+@pytest.mark.parametrize(
+    ("arch", "machine", "message", "hint"),
+    [
+        (Arch.arm64, "microvm", "x86 guests only", "--machine virt"),
+        (Arch.s390x, "microvm", "x86 guests only", "--machine s390-ccw-virtio"),
+        (Arch.amd64, "pc", "the choices are q35 or microvm", "--machine q35 or --machine microvm"),
+        (Arch.amd64, "virt", "the choices are q35 or microvm", "--machine q35"),
+        (Arch.arm64, "q35", "the choices are virt", "--machine virt"),
+    ],
+)
+def test_unknown_machines_are_config_errors_with_the_choices(
+    kernel: Path, arch: Arch, machine: str, message: str, hint: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        RunConfig(kernel=kernel, arch=arch, machine=machine)
+    assert hint in (caught.value.hint or "")
+    assert f"--machine {machine!r}" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("boot", "refused"),
+    [
+        ({"pxe": "folder"}, "--pxe"),
+        ({"cdrom": "file"}, "--cdrom"),
+        ({"kernel": "file", "firmware": Firmware.uefi}, "--firmware uefi"),
+    ],
+)
+def test_microvm_refuses_firmware_boots(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    boot: dict[str, object],
+    refused: str,
+) -> None:
+    monkeypatch.setattr(qemu, "OVMF_CODE", tmp_path / "file")  # installed or not
+    monkeypatch.setattr(qemu, "OVMF_VARS", tmp_path / "file")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_bytes(b"x")
+    given = {k: tmp_path / str(v) if k != "firmware" else v for k, v in boot.items()}
+    RunConfig(**given)  # type: ignore[arg-type] # fine on q35
+    with pytest.raises(
+        ConfigError, match=f"--machine microvm cannot boot with {refused}"
+    ) as caught:
+        RunConfig(**given, machine="microvm")  # type: ignore[arg-type]
+    assert "drop --machine microvm" in (caught.value.hint or "")

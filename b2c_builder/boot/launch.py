@@ -37,6 +37,14 @@ _NETWORK_OPTIONS = (
 _APPEND_NETWORK_PARAMETERS = frozenset({*_NETWORK_OPTIONS, "b2c.ntp_peer", "b2c.network", "ip"})
 
 
+# The module of microvm's virtio transport. Debian's kernel builds it as a module
+# (CONFIG_VIRTIO_MMIO=m), in the modules archive as LoadWhen.demand (build/kmod.py), which
+# /init does not load: nothing asks the kernel for it by name, so this job option does, on
+# microvm boots only. Loaded after b2c.modules (init/modules.sh), it binds the NIC and the
+# disks to the virtio drivers already loaded; q35 boots do not pay for it.
+MICROVM_TRANSPORT = "virtio_mmio"
+
+
 @dataclass(frozen=True)
 class RunRequest:
     """What ``b2c-builder run`` was asked, before any default is resolved: one field per
@@ -55,6 +63,7 @@ class RunRequest:
     accel: Accel = run_field("accel")
     memory: str = run_field("memory")
     cpus: int = run_field("cpus")
+    machine: str | None = run_field("machine")
     disks: tuple[Disk, ...] = run_field("disks")
     timeout: float = run_field("timeout")
     serial_log: Path | None = run_field("serial_log")
@@ -143,6 +152,7 @@ def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) ->
     plain copies (kernel.uncompressed_initrd). Raises ConfigError (or ToolError) before
     anything boots."""
     qemu.check_settings(request.memory, request.cpus, request.timeout)
+    machine = request.arch.machine(request.machine)
     if request.command and not request.images:
         raise ConfigError(
             "a command after -- replaces an image's command, but no --image was given",
@@ -155,6 +165,8 @@ def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) ->
         initrds = tuple(kernels.uncompressed_initrd(p, request.cache_dir) for p in initrds)
 
     job = jobs.Job(cmdline=b2c_parameters(request.b2c))
+    if machine.microvm:
+        job.cmdline.append(options.compose("b2c.insmods", MICROVM_TRANSPORT))
     job.shares = list(shares)
     mounts: list[str] = []
     for share in shares:
@@ -196,6 +208,7 @@ def run_config(
         accel=request.accel,
         memory=request.memory,
         cpus=request.cpus,
+        machine=request.machine,
         disks=request.disks,
         timeout=request.timeout,
         serial_log=request.serial_log,
@@ -307,6 +320,7 @@ def firmware_run_config(request: RunRequest) -> qemu.RunConfig:
         accel=request.accel,
         memory=request.memory,
         cpus=request.cpus,
+        machine=request.machine,
         disks=request.disks,
         timeout=request.timeout,
         serial_log=request.serial_log,

@@ -26,7 +26,7 @@ from typing import IO
 
 from b2c_builder.boot import console
 from b2c_builder.boot.console import ConsoleResult, ExitCode
-from b2c_builder.config import DEFAULT_BOOTFILE, Accel, Arch, Disk, Firmware, run_field
+from b2c_builder.config import DEFAULT_BOOTFILE, Accel, Arch, Disk, Firmware, Machine, run_field
 from b2c_builder.errors import BootError, ConfigError, ToolError
 from b2c_builder.guest import options
 from b2c_builder.guest.options import parse_cmdline
@@ -63,6 +63,7 @@ class RunConfig:
     accel: Accel = run_field("accel")
     memory: str = run_field("memory")
     cpus: int = run_field("cpus")
+    machine: str | None = run_field("machine")  # None: the architecture's (Arch.machine)
     disks: tuple[Disk, ...] = run_field("disks")
     timeout: float = run_field("timeout")  # seconds, from QEMU's start
     serial_log: Path | None = run_field("serial_log")
@@ -82,6 +83,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         self._check_boot_source()
+        self._check_machine()
         paths = [("--kernel", self.kernel)] if self.kernel is not None else []
         for what, path in paths + [("--initrd", p) for p in self.initrds]:
             if not path.is_file():
@@ -130,6 +132,35 @@ class RunConfig:
                         f"Could not find {part}, which is required to boot under UEFI",
                         hint="install it: apt-get install ovmf",
                     )
+
+    @property
+    def qemu_machine(self) -> Machine:
+        """The machine to boot (--machine, else the architecture's); ConfigError for one
+        the architecture does not have."""
+        return self.arch.machine(self.machine)
+
+    def _check_machine(self) -> None:
+        """A known machine; on microvm, no firmware boot: its qboot firmware boots only a
+        -kernel (no PXE, no CD-ROM drive without an IDE/AHCI controller, no OVMF)."""
+        if not self.qemu_machine.microvm:
+            return
+        refused = [
+            name
+            for name, given in (
+                ("--pxe", self.pxe is not None),
+                ("--cdrom", self.cdrom is not None),
+                ("--firmware uefi", self.firmware is Firmware.uefi),
+            )
+            if given
+        ]
+        if refused:
+            raise ConfigError(
+                f"--machine microvm cannot boot with {' and '.join(refused)}: its minimal "
+                "firmware (qboot) boots a --kernel only, and it has no PCI bus (no NIC "
+                "option ROM, no CD-ROM controller, no OVMF)",
+                hint=f"drop --machine microvm to use {refused[0]} on "
+                f"{self.arch.facts.qemu_machine_name}, or boot --kernel with --machine microvm",
+            )
 
     def _check_cmdline_length(self) -> None:
         """Refuse a command line the kernel would cut (an x86 one then boots to silence)."""
@@ -189,12 +220,21 @@ def firmware_args(cfg: RunConfig) -> list[str]:
     ]  # fmt: skip
 
 
+# The virtio devices of the microvm machine: virtio-mmio transports (QEMU's virtio-*-device
+# models), where the usual machines have PCI ones (ArchFacts.qemu_nic, qemu_rng, if=virtio,
+# -virtfs). They have no option ROM.
+MICROVM_NIC = "virtio-net-device"
+MICROVM_RNG = "virtio-rng-device"
+MICROVM_BLK = "virtio-blk-device"
+MICROVM_9P = "virtio-9p-device"
+
+
 def network_args(cfg: RunConfig) -> list[str]:
     """User networking and the NIC. With ``pxe`` QEMU's DHCP/TFTP server offers
     ``bootfile`` from that folder and the NIC, first in the boot order, keeps its iPXE
     option ROM (Debian's ipxe-qemu); otherwise ``romfile=`` drops the ROM, which costs a
-    second of firmware time."""
-    nic = cfg.arch.facts.qemu_nic
+    second of firmware time. On microvm the NIC is a virtio-mmio one (no ROM, no PXE)."""
+    nic = MICROVM_NIC if cfg.qemu_machine.microvm else cfg.arch.facts.qemu_nic
     if cfg.pxe is None:
         no_rom = ",romfile=" if nic.endswith("-pci") else ""  # only PCI cards have a ROM
         return ["-netdev", "user,id=net0", "-device", f"{nic},netdev=net0{no_rom}"]
@@ -208,10 +248,11 @@ def qemu_cmdline(cfg: RunConfig, accel: Accel, initrd: Path | None) -> list[str]
     if accel is Accel.auto:
         raise ValueError("resolve --accel auto with resolve_accel() first")
     arch = cfg.arch.facts
+    machine = cfg.qemu_machine
     cpu = arch.qemu_kvm_cpu if accel is Accel.kvm else arch.qemu_tcg_cpu
     cmd = [
         arch.qemu_binary,
-        "-M", arch.qemu_machine,
+        "-M", machine.qemu_option,
         "-accel", str(accel),
         "-cpu", cpu,
         "-m", cfg.memory,
@@ -229,19 +270,45 @@ def qemu_cmdline(cfg: RunConfig, accel: Accel, initrd: Path | None) -> list[str]
             cmd += ["-initrd", str(initrd)]
         cmd += ["-append", kernel_cmdline(cfg.append, arch.qemu_console)]
     cmd += network_args(cfg)
-    cmd += ["-device", arch.qemu_rng]
+    cmd += ["-device", MICROVM_RNG if machine.microvm else arch.qemu_rng]
     if cfg.cdrom is not None:
         cdrom = f"if=none,id=cd0,media=cdrom,readonly=on,format=raw,file={_qemu_path(cfg.cdrom)}"
         cmd += ["-drive", cdrom, "-device", "ide-cd,drive=cd0,bootindex=0"]
-    for disk in cfg.disks:
-        cmd += ["-drive", f"file={_qemu_path(disk.path)},format={disk.format},if=virtio"]
-    for path, tag in cfg.shares:
-        # security_model=none: QEMU creates files as the invoking user and never chowns them.
-        cmd += [
-            "-virtfs",
-            f"local,path={_qemu_path(path)},mount_tag={tag},security_model=none,id={tag}",
-        ]
+    cmd += disk_args(cfg)
+    cmd += share_args(cfg)
     return cmd + list(cfg.qemu_args)
+
+
+def disk_args(cfg: RunConfig) -> list[str]:
+    """The --disk images as virtio block devices, in order (the guest's vda, vdb...):
+    ``if=virtio`` (a PCI device, or CCW on s390x), or on microvm a drive without a
+    device and its virtio-mmio block device (diskN ids)."""
+    cmd: list[str] = []
+    for n, disk in enumerate(cfg.disks):
+        drive = f"file={_qemu_path(disk.path)},format={disk.format}"
+        if cfg.qemu_machine.microvm:
+            cmd += ["-drive", f"{drive},if=none,id=disk{n}"]
+            cmd += ["-device", f"{MICROVM_BLK},drive=disk{n}"]
+        else:
+            cmd += ["-drive", f"{drive},if=virtio"]
+    return cmd
+
+
+def share_args(cfg: RunConfig) -> list[str]:
+    """The shared folders as 9p devices, mount tag = fsdev id. security_model=none: QEMU
+    creates files as the invoking user and never chowns them. -virtfs picks the PCI (or
+    CCW) 9p device, which microvm has no bus for: there, -fsdev and a virtio-9p-device."""
+    cmd: list[str] = []
+    for path, tag in cfg.shares:
+        fsdev = f"local,path={_qemu_path(path)},security_model=none,id={tag}"
+        if cfg.qemu_machine.microvm:
+            cmd += ["-fsdev", fsdev, "-device", f"{MICROVM_9P},fsdev={tag},mount_tag={tag}"]
+        else:
+            cmd += [
+                "-virtfs",
+                f"local,path={_qemu_path(path)},mount_tag={tag},security_model=none,id={tag}",
+            ]
+    return cmd
 
 
 # --- KVM probe -------------------------------------------------------------------------

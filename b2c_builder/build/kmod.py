@@ -75,6 +75,11 @@ class LoadWhen(StrEnum):
 DEFAULT_MODULES: Mapping[str, LoadWhen] = MappingProxyType(
     {
         "virtio_pci": LoadWhen.boot,
+        # The virtio transport of QEMU's microvm machine (run --machine microvm). Not "boot":
+        # every q35 boot would pay a modprobe for a transport with no device; "demand" ships
+        # it, and run's job loads it by name on microvm boots (b2c.insmods=virtio_mmio, see
+        # launch.MICROVM_TRANSPORT), since no alias request ever names it.
+        "virtio_mmio": LoadWhen.demand,
         "virtio_net": LoadWhen.network,
         # Real NICs load first in the background: /init waits for an interface to appear.
         "e1000": LoadWhen.device,
