@@ -213,3 +213,33 @@ def test_junit_report_from_ktap(release: Release, images: dict[str, str], tmp_pa
     # The container itself is a testcase too, failed with its status.
     assert list(outcome.values()).count("failure") == 3, outcome
     assert "KTAP version 1" in (suite.findtext("system-out") or "")
+
+
+def test_microvm_boots_with_virtio_mmio_nic_disk_and_share(
+    release: Release, images: dict[str, str], tmp_path: Path
+) -> None:
+    """`--machine microvm`: no PCI bus, so every device is a virtio-mmio one, found through
+    ACPI once the job's b2c.insmods loads virtio_mmio. The NIC gets an address by DHCP
+    (the network is asked for), the disk is the guest's vda and the share its working
+    directory; the container's status is run's."""
+    share = tmp_path / "share"
+    share.mkdir()
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"\0" * (3 << 20))
+    script = "ls /sys/bus/virtio/drivers > drivers; cat /sys/block/vda/size > vda; exit 7"
+    proc = run(
+        release,
+        "--machine", "microvm",
+        "--image", images["oci-archive"],
+        "--share", str(share),
+        "--disk", str(disk),
+        "--append", "b2c.network=auto",
+        command=("sh", "-c", script),
+    )  # fmt: skip
+    assert proc.returncode == 7, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " -M microvm," in proc.stderr  # run logs the QEMU command
+    assert (share / "vda").read_text() == f"{(3 << 20) // 512}\n"
+    drivers = set((share / "drivers").read_text().split())
+    assert {"virtio_net", "virtio_blk", "9pnet_virtio"} <= drivers, drivers
+    assert logged(proc, "Got an address by DHCP"), proc.stdout[-3000:]
+    assert logged(proc, "Loaded the kernel module virtio_mmio"), proc.stdout[-3000:]

@@ -259,6 +259,14 @@ KERNEL_OPTIONS: tuple[KernelOption, ...] = (
         arches=PCI_MACHINES,
     ),
     KernelOption(
+        "VIRTIO_MMIO",
+        "the virtio transport of QEMU's microvm machine (b2c-builder run --machine microvm: "
+        "virtio-*-device, described in ACPI)",
+        module="virtio_mmio",
+        level=_R,
+        arches=AMD64,
+    ),
+    KernelOption(
         "S390_GUEST",
         "the virtio transport of s390x's channel subsystem (virtio_ccw): QEMU's "
         "virtio-net-ccw, virtio-blk-ccw and virtio-rng-ccw",
