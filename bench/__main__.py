@@ -12,7 +12,7 @@ the same run (not collected by pytest). Writes bench/results.json and bench/resu
 - build time: cold (empty cache) and warm default builds against a warm --compression none
   build (floor).
 
-    python -m bench [--runs 3] [--skip-cold] [--skip-build]
+    python -m bench [--runs 3] [--skip-cold] [--skip-build] [--machine microvm]
 """
 
 from __future__ import annotations
@@ -135,6 +135,9 @@ def main() -> None:
     parser.add_argument("--skip-cold", action="store_true", help="no cold-cache build")
     parser.add_argument("--skip-build", action="store_true", help="no build-time figures")
     parser.add_argument("--output", type=Path, default=HERE, help="where results.{json,md} go")
+    parser.add_argument(
+        "--machine", help="QEMU machine of every boot (run --machine; default: q35)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="b2c-bench-"))
     print(f"# b2c-builder benchmark, work dir {work}", flush=True)
@@ -143,6 +146,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {platform.node()}",
         "accel": "tcg",
+        "qemu_machine": Arch.amd64.machine(args.machine).name,
         "kvm": kvm_note(),
         "runs": args.runs,
     }
@@ -163,6 +167,7 @@ def main() -> None:
             accel=Accel.tcg,
             memory="1G",
             timeout=300.0,
+            machine=args.machine,
         )
         spec = f"--tls-verify=false {ref} sh -c 'echo B2C-BENCH-$((6*7))'"
         disk = work / "cache.img"
@@ -229,7 +234,7 @@ def markdown(results: dict[str, object], runs: dict[str, list[dict[str, Event]]]
     table = {name: spreads(r) for name, r in runs.items()}
     floor_first = table["floor"]["first_output"].median
     lines = [
-        f"# b2c-builder benchmark ({results['date']}, TCG, one vCPU, "
+        f"# b2c-builder benchmark ({results['date']}, TCG, {results['qemu_machine']}, one vCPU, "
         f"{results['runs']} runs each, interleaved)",
         "",
         f"{results['kvm']}.",
