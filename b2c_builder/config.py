@@ -129,6 +129,8 @@ class ArchFacts:
 # legacy ISA serial port for ttyS0. auto-kernel-cmdline=off: QEMU would otherwise append a
 # virtio_mmio.device= parameter per device to the kernel's command line, which that kernel
 # cannot use (ACPI describes the devices) and which would count against its length.
+# The legacy timers and interrupt controller stay (pit=off,pic=off,rtc=off: Debian's kernel
+# hung before /init under TCG, 2 boots of 2); x-option-roms=off saved nothing measurable.
 MICROVM = "microvm"
 MICROVM_OPTIONS = "microvm,auto-kernel-cmdline=off"
 
