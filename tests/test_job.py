@@ -5,14 +5,19 @@ side of the job (argument files read byte for byte), run on the host."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import zstandard
 
 from b2c_builder.boot import job as jobs
 from b2c_builder.boot import kernel as kernels
@@ -167,6 +172,7 @@ def test_every_b2c_option_is_a_run_flag() -> None:
 
 
 def test_the_job_carries_arguments_byte_for_byte(tmp_path: Path, layout: Path) -> None:
+    require_tool("skopeo")  # recompresses the layout's gzip layer
     (tmp_path / "initrd").write_bytes(b"070701")
     request = launch.RunRequest(
         kernel=tmp_path / "bzImage",
@@ -194,9 +200,11 @@ def test_the_job_carries_arguments_byte_for_byte(tmp_path: Path, layout: Path) -
     assert f"{base}/{len(argv)}" not in files
     assert files["etc/b2c/job/share/1/path"].data == b"/work"
     assert files["etc/b2c/job/share/1/tag"].data == b"b2c_share1"
-    assert (
-        files["etc/b2c/job/image/1/layout/index.json"].data == (layout / "index.json").read_bytes()
-    )
+    # The layout as delivered: its gzip layer recompressed as zstd (zstd_layout) in the workdir.
+    delivered = tmp_path / "image-1-zstd"
+    assert jobs.gzip_layers(layout) == 1 and jobs.gzip_layers(delivered) == 0
+    for name in ("index.json", "oci-layout"):
+        assert files[f"etc/b2c/job/image/1/layout/{name}"].data == (delivered / name).read_bytes()
     cmdline = files["etc/b2c/job/cmdline"].data.decode()
     # Local images only: the guest needs no network.
     assert options.parse_cmdline(cmdline) == [
@@ -429,6 +437,86 @@ def test_an_oci_archive_reaches_the_guest_as_a_layout(tmp_path: Path, layout: Pa
     with pytest.raises(ConfigError, match="cannot unpack"):
         jobs.deliver(jobs.ImageRef.parse(f"oci-archive:{evil}"), 3, tmp_path / "w")
     assert not (tmp_path / "escaped").exists()
+
+
+def _image_manifest(layout: Path) -> Any:
+    """The JSON of the one image manifest of an OCI layout."""
+    (entry,) = json.loads((layout / "index.json").read_text())["manifests"]
+    algorithm, encoded = entry["digest"].split(":")
+    return json.loads((layout / "blobs" / algorithm / encoded).read_text())
+
+
+def test_gzip_layers_reach_the_guest_recompressed_as_zstd(tmp_path: Path) -> None:
+    require_tool("skopeo")
+    busybox = Path(require_tool("busybox")).resolve()
+    layer_tar = busybox_layer(busybox)
+    source = make_layout(tmp_path / "src", layer_tar, cmd=["/bin/sh"])
+    before = sorted(p.name for p in (source / "blobs/sha256").iterdir())
+    assert jobs.gzip_layers(source) == 1
+    delivery = jobs.deliver(jobs.ImageRef.parse(f"oci:{source}:latest"), 1, tmp_path / "w")
+    assert delivery.guest_ref == "oci:/etc/b2c/job/image/1/layout:latest"
+    delivered = tmp_path / "w/image-1-zstd"
+    assert {p for _, p in delivery.files} <= set(delivered.rglob("*"))
+    assert jobs.gzip_layers(delivered) == 0
+    manifest = _image_manifest(delivered)
+    (layer,) = manifest["layers"]
+    assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
+    blob = (delivered / "blobs" / layer["digest"].replace(":", "/")).read_bytes()
+    # The same files, so the same diff ID in the config: only the compression changed.
+    assert zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob)).read() == layer_tar
+    config = manifest["config"]["digest"].replace(":", "/")
+    diff_ids = json.loads((delivered / "blobs" / config).read_text())["rootfs"]["diff_ids"]
+    assert diff_ids == [f"sha256:{hashlib.sha256(layer_tar).hexdigest()}"]
+    # The user's layout is read, never written.
+    assert sorted(p.name for p in (source / "blobs/sha256").iterdir()) == before
+
+
+def test_an_image_without_gzip_layers_is_delivered_as_it_is(tmp_path: Path) -> None:
+    require_tool("skopeo")
+    busybox = Path(require_tool("busybox")).resolve()
+    gzip_layout = make_layout(tmp_path / "gz", busybox_layer(busybox), cmd=["/bin/sh"])
+    zstd_layout = jobs.zstd_layout(gzip_layout, "latest", tmp_path / "zstd")
+    assert zstd_layout == tmp_path / "zstd"
+    delivery = jobs.deliver(jobs.ImageRef.parse(f"oci:{zstd_layout}"), 2, tmp_path / "w")
+    assert {p for _, p in delivery.files} <= set(zstd_layout.rglob("*"))
+    assert not (tmp_path / "w/image-2-zstd").exists()
+
+
+def test_without_skopeo_gzip_layers_are_delivered_with_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    busybox = Path(require_tool("busybox")).resolve()
+    layout = make_layout(tmp_path / "gz", busybox_layer(busybox), cmd=["/bin/sh"])
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with caplog.at_level(logging.INFO, logger="b2c"):
+        delivery = jobs.deliver(jobs.ImageRef.parse(f"oci:{layout}"), 3, tmp_path / "w")
+    assert {p for _, p in delivery.files} <= set(layout.rglob("*"))
+    assert jobs.gzip_layers(layout) == 1
+    (note,) = [r.getMessage() for r in caplog.records if "gzip layers" in r.getMessage()]
+    assert "skopeo" in note
+
+
+def test_gzip_layers_are_counted_through_nested_indexes(tmp_path: Path) -> None:
+    """An image index (a multi-arch image) inside index.json: its manifests' layers count,
+    a manifest listed twice counts once, and a missing blob counts for nothing."""
+    blobs = tmp_path / "blobs/sha256"
+    blobs.mkdir(parents=True)
+
+    def blob(document: dict[str, object]) -> str:
+        data = json.dumps(document).encode()
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return f"sha256:{digest}"
+
+    gz = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    amd64 = blob({"layers": [{"mediaType": gz}, {"mediaType": gz + "x"}]})
+    arm64 = blob({"layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip"}]})
+    index = blob({"manifests": [{"digest": amd64}, {"digest": arm64}, {"digest": amd64}]})
+    missing = "sha256:" + "0" * 64
+    (tmp_path / "index.json").write_text(
+        json.dumps({"manifests": [{"digest": index}, {"digest": missing}, {"digest": "../x"}]})
+    )
+    assert jobs.gzip_layers(tmp_path) == 2
 
 
 @pytest.mark.parametrize(
