@@ -394,7 +394,7 @@ def test_the_init_passes_argument_files_byte_for_byte(tmp_path: Path) -> None:
         "b2c_run_pipeline\n"
     )
     assert result.status == 0, result.err
-    (create,) = [c for c in result.called("podman") if c[0] == "create"]
+    (create,) = [c for c in result.called("podman") if c[0] in ("run", "create")]
     # The stub log is read as latin-1: compare bytes, not text.
     assert create[-len(argv) :] == [arg.encode().decode("latin-1") for arg in argv]
     assert "Run container 1: the test" in result.out
@@ -492,8 +492,20 @@ def test_without_skopeo_gzip_layers_are_delivered_with_a_note(
         delivery = jobs.deliver(jobs.ImageRef.parse(f"oci:{layout}"), 3, tmp_path / "w")
     assert {p for _, p in delivery.files} <= set(layout.rglob("*"))
     assert jobs.gzip_layers(layout) == 1
-    (note,) = [r.getMessage() for r in caplog.records if "gzip layers" in r.getMessage()]
-    assert "skopeo" in note
+    (note,) = [r.getMessage() for r in caplog.records if "gzip layer" in r.getMessage()]
+    assert "skopeo is not installed" in note and "apt-get install skopeo" in note
+
+
+def test_an_image_skopeo_cannot_read_is_refused_before_booting(tmp_path: Path) -> None:
+    require_tool("skopeo")
+    busybox = Path(require_tool("busybox")).resolve()
+    layout = make_layout(tmp_path / "gz", busybox_layer(busybox), cmd=["/bin/sh"])
+    with pytest.raises(ConfigError) as info:
+        jobs.deliver(jobs.ImageRef.parse(f"oci:{layout}:nope"), 1, tmp_path / "w")
+    assert f"--image oci:{layout}:nope" in info.value.message
+    assert "nope" in info.value.message.split("skopeo cannot read it")[1]
+    assert info.value.hint and "skopeo inspect" in info.value.hint
+    assert not (tmp_path / "w/image-1-zstd").exists()
 
 
 def test_gzip_layers_are_counted_through_nested_indexes(tmp_path: Path) -> None:

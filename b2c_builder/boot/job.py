@@ -312,21 +312,31 @@ def zstd_layout(layout: Path, reference: str, dest: Path) -> Path:
     it), under TCG as slowly as everything else: a 17 MiB gzip layer (40 MiB of programs)
     took 8.6 s to pull from a layout, 6.5 s as zstd. The host does it at native speed. The
     image's layers (diff IDs) and config are unchanged; its manifest digest is not. Without
-    skopeo, or when it fails, the layout is delivered as it is, with a note."""
-    if gzip_layers(layout) == 0:
+    skopeo the layout is delivered as it is, with a note. Raises ConfigError when skopeo
+    cannot read the image (a reference the layout lacks, a damaged blob): podman in the
+    guest could not either, after a whole boot."""
+    count = gzip_layers(layout)
+    if count == 0:
+        return layout
+    if shutil.which("skopeo") is None:
+        log.info(
+            "skopeo is not installed: the image's %d gzip layer(s) go to the guest as they are, "
+            "slower to unpack there than zstd (apt-get install skopeo)",
+            count,
+        )
         return layout
     suffix = f":{reference}" if reference else ""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    copy = ["skopeo", "copy", "--quiet", "--all", *ZSTD_LAYERS, f"oci:{layout}{suffix}"]
     try:
-        copy = ["skopeo", "copy", "--quiet", "--all", *ZSTD_LAYERS, f"oci:{layout}{suffix}"]
-        run(
-            [*copy, f"oci:{dest}{suffix}"],
-            reason="recompress the image's gzip layers as zstd (faster to unpack in the guest)",
-        )
+        run([*copy, f"oci:{dest}{suffix}"], reason="recompress the image's gzip layers as zstd")
     except ToolError as exc:
-        log.info("%s; the image goes to the guest with its gzip layers", exc.message)
         shutil.rmtree(dest, ignore_errors=True)
-        return layout
+        raise ConfigError(
+            f"--image oci:{layout}{suffix}: skopeo cannot read it: {exc.message}",
+            hint="check the image and its reference: skopeo inspect oci:DIR[:REF]",
+        ) from exc
+    log.info("Recompressed the image's %d gzip layer(s) as zstd for the guest", count)
     return dest
 
 
