@@ -2,9 +2,13 @@
 # (SC2034/SC2153: globals shared by the init/ libraries; /init is checked whole.)
 # pipeline.sh: services, the b2c.container pipeline, post containers, cleanup.
 #
-# Each container is created with podman create (pulling; a transient failure is retried a
-# bounded number of times, see podman.sh), then run attached with podman start: a failure
-# to pull is thus never mistaken for the container's status.
+# Each container runs with one podman run: podman writes the container's id to a FIFO (its
+# --cidfile) as soon as it has created it, which ends the pull section and opens the run
+# section before the container can print (b2c_direct_run). When podman cannot create the
+# container, or for what podman run cannot do here (-i, --creds, secrets to mask in podman's
+# messages), the container is created with podman create (pulling; a transient failure is
+# retried a bounded number of times, see podman.sh), then run attached with podman start.
+# Either way a failure to pull is never mistaken for the container's status.
 
 # b2c_save_status: make the status visible to the shutdown path (see main.sh).
 b2c_save_status() {
@@ -76,19 +80,97 @@ b2c_roomy() {
 }
 
 b2c_podman_defaults() {
-    local what=$1 pull=$3
+    local what=$1
     [ "$2" = create ] || {
         shift
         b2c_podman "$what" "$@"
         return
     }
-    shift 3
-    b2c_podman "$what" create --rm --privileged --network=host "$pull" \
+    shift
+    b2c_with_defaults b2c_podman "$what" "$@"
+}
+
+# b2c_with_defaults CMD WHAT SUBCOMMAND PULL ARGS...: CMD WHAT SUBCOMMAND with the pipeline's
+# options and environment, PULL (--pull=MODE), then ARGS.
+b2c_with_defaults() {
+    local cmd=$1 what=$2 sub=$3 pull=$4
+    shift 4
+    "$cmd" "$what" "$sub" --rm --privileged --network=host "$pull" \
         -e "B2C_PIPELINE_STATUS=$B2C_PIPELINE_STATUS" \
         -e "B2C_PIPELINE_FAILED_BY=$B2C_PIPELINE_FAILED_BY" \
         -e "B2C_PIPELINE_PREV_CONTAINER=$B2C_PIPELINE_PREV_CONTAINER" \
         -e "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE=$B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE" \
         -e "B2C_PIPELINE_SHUTDOWN_MODE=$B2C_PIPELINE_SHUTDOWN_MODE" "$@"
+}
+
+# b2c_podman_direct WHAT ARGS...: podman ARGS, its output straight to the console (WHAT is
+# b2c_podman's, unused: nothing is retried).
+b2c_podman_direct() {
+    shift
+    podman "$@"
+}
+
+# What b2c_direct_run's FIFO says when podman run exits without having written a container
+# id there: 64 bytes, as an id, but never hexadecimal.
+B2C_NO_CONTAINER=no-container-was-created-by-podman-run--------------------------
+
+# b2c_direct_run KIND N ARGS...: podman run ARGS attached, with the pipeline's defaults, in
+# the pull section b2c_container_run opened; podman gives the container's id through a FIFO
+# (--cidfile) as it creates it, and the run section opens then: the container's output comes
+# later (podman still mounts it, writes its OCI spec and starts conmon and crun). Sets
+# B2C_CID and B2C_DIRECT_STATUS (the container's exit status) and returns 0 once the
+# container ran; returns 1, having run nothing, when podman could not create it (its
+# messages went to the console) or cannot make the FIFO: the caller then creates it with
+# podman create, which retries what can pass and reports podman's message.
+b2c_direct_run() {
+    local kind=$1 n=$2 fifo=$B2C_ROOT$B2C_STATE/cid.fifo rc=$B2C_ROOT$B2C_STATE/run.rc pid cid
+    shift 2
+    B2C_CID='' B2C_DIRECT_STATUS=125
+    rm -f "$fifo" "$rc"
+    mkfifo "$fifo" 2>/dev/null || return 1
+    # Held open for reading and writing: opening it never blocks, and the end-of-run marker
+    # always has a reader, even after the id was read.
+    exec 5<>"$fifo"
+    # Through cat, one pipe for both streams: their order is kept, and podman's pull messages
+    # are plain lines, as podman create's were (on a terminal they are progress bars, redrawn
+    # every 0.15 s for the whole pull).
+    {
+        {
+            b2c_with_defaults b2c_podman_direct run run --pull=always \
+                --cidfile="${fifo#"$B2C_ROOT"}" "$@" </dev/null 2>&1
+            echo "$?" >"$rc"
+        } | cat
+        printf '%s' "$B2C_NO_CONTAINER" >"$fifo"
+    } 5<&- &
+    pid=$!
+    cid=$(head -c 64 <&5)
+    case $cid in
+        *[!0-9a-f]* | '')
+            wait "$pid"
+            exec 5<&-
+            rm -f "$fifo"
+            return 1
+            ;;
+    esac
+    B2C_CID=$cid
+    b2c_cache_used "$cid"
+    b2c_section "${kind}_$n" "Run $kind $n: $B2C_SPEC_TITLE" open
+    wait "$pid"
+    exec 5<&-
+    rm -f "$fifo"
+    read -r B2C_DIRECT_STATUS <"$rc" 2>/dev/null || B2C_DIRECT_STATUS=125
+    return 0
+}
+
+# b2c_direct_eligible ARGS...: podman run can run the container of podman create's ARGS:
+# no --creds/--authfile (pulled first, see b2c_create_argv) and no word that could be -i
+# (its stdin is known only after podman create); and, for the whole boot, no secret that
+# podman's messages could show (podman run's output is not masked: it is the container's).
+b2c_direct_eligible() {
+    [ -z "${B2C_SECRETS:-}" ] || return 1
+    b2c_may_be_interactive "$@" && return 1
+    b2c_podman_scan "$@"
+    [ "$B2C_SCAN_AUTH" = 0 ]
 }
 
 # b2c_pull_for ARGS...: podman pull of the image of create's ARGS (see b2c_podman_scan), with
@@ -156,27 +238,32 @@ b2c_may_be_interactive() {
     return 1
 }
 
-# b2c_container_run KIND N ARGS: create then run one container attached. Returns its
-# exit status (or podman's, if it could not be created).
+# b2c_container_run KIND N ARGS: run one container attached (podman run, else podman create
+# then podman start). Returns its exit status (or podman's, if it could not be created).
 b2c_container_run() {
     local status=0 interactive title
     b2c_spec_argv_dir "$3"
     title=$B2C_SPEC_TITLE
     b2c_section "pull_$1_$2" "Pull and create $1 $2: $title"
-    b2c_container_create "$3" || return
     # Its devices: the drivers loading in the background (init/modules.sh).
     b2c_modules_settle
-    b2c_section "$1_$2" "Run $1 $2: $title" open
-    # Only -i/--interactive opens stdin: without a word that could be it, the answer is known
-    # and a podman call (about a second under TCG) is saved.
-    interactive=false
-    if b2c_with_words "$B2C_SPEC_REST" b2c_with_argv_dir "$B2C_ARGV_DIR" b2c_may_be_interactive; then
-        interactive=$(podman container inspect --format '{{.Config.OpenStdin}}' "$B2C_CID" 2>/dev/null)
-    fi
-    if [ "$interactive" = true ]; then
-        podman start --attach --interactive "$B2C_CID" || status=$?
+    if b2c_with_words "$B2C_SPEC_REST" b2c_with_argv_dir "$B2C_ARGV_DIR" b2c_direct_eligible &&
+        b2c_with_words "$B2C_SPEC_REST" b2c_with_argv_dir "$B2C_ARGV_DIR" b2c_direct_run "$1" "$2"; then
+        status=$B2C_DIRECT_STATUS
     else
-        podman start --attach "$B2C_CID" </dev/null || status=$?
+        b2c_container_create "$3" || return
+        b2c_section "$1_$2" "Run $1 $2: $title" open
+        # Only -i/--interactive opens stdin: without a word that could be it, the answer is
+        # known and a podman call (about a second under TCG) is saved.
+        interactive=false
+        if b2c_with_words "$B2C_SPEC_REST" b2c_with_argv_dir "$B2C_ARGV_DIR" b2c_may_be_interactive; then
+            interactive=$(podman container inspect --format '{{.Config.OpenStdin}}' "$B2C_CID" 2>/dev/null)
+        fi
+        if [ "$interactive" = true ]; then
+            podman start --attach --interactive "$B2C_CID" || status=$?
+        else
+            podman start --attach "$B2C_CID" </dev/null || status=$?
+        fi
     fi
     b2c_section_end
     b2c_log "The $1 $2 exited with status $status"

@@ -65,7 +65,8 @@ DEFAULT_STUBS |= {
         printf '%d.%02d 0.00\\n' $((cs / 100)) $((cs % 100)) >"$B2C_ROOT/proc/uptime"
         """
     ),
-    # podman: create prints a container id, everything else succeeds silently.
+    # podman: create prints a container id, run writes one to its --cidfile (64 hex digits,
+    # as podman's), everything else succeeds silently.
     "podman": textwrap.dedent(
         """\
         case $1 in
@@ -73,6 +74,11 @@ DEFAULT_STUBS |= {
                 n=$(( $(cat "$B2C_ROOT/ncreate" 2>/dev/null || echo 0) + 1 ))
                 echo "$n" >"$B2C_ROOT/ncreate"
                 echo "cid$n"
+                ;;
+            run)
+                n=$(( $(cat "$B2C_ROOT/ncreate" 2>/dev/null || echo 0) + 1 ))
+                echo "$n" >"$B2C_ROOT/ncreate"
+                b2c_stub_cidfile "$@" && printf '%064x' "$n" >"$B2C_ROOT$B2C_STUB_CIDFILE"
                 ;;
             volume) [ "$2" != exists ] || return 1 ;;
         esac
@@ -84,7 +90,8 @@ DEFAULT_STUBS |= {
 
 # A podman whose containers exit with the number that ends their command line
 # ("docker://x 3" exits 3); "docker://unreachable" cannot be pulled; "docker://tty" was
-# created with -i.
+# created with -i. podman run writes the 64-hex-digit id of a container it creates to its
+# --cidfile (b2c_direct_run's FIFO).
 PODMAN = """\
 local last
 for last in "$@"; do :; done
@@ -95,6 +102,14 @@ case $1 in
             return 125
         fi
         echo "id-$last"
+        ;;
+    run)
+        if [ "$last" = docker://unreachable ]; then
+            echo "Error: initializing source" >&2
+            return 125
+        fi
+        b2c_stub_cidfile "$@" && printf '%064d' 0 >"$B2C_ROOT$B2C_STUB_CIDFILE"
+        case $last in [0-9]*) return "$last" ;; esac
         ;;
     start)
         case $last in id-[0-9]*) return "${last#id-}" ;; esac
@@ -232,6 +247,16 @@ class Shell:
                 f"B2C_ROOT='{self.root}'",
                 "B2C_RDATE=rdate B2C_MKFS_EXT4=mkfs_ext4 B2C_SFDISK=sfdisk B2C_HALT_LOOP=0",
                 "b2c_option_defaults",
+                # The podman stubs' --cidfile: B2C_STUB_CIDFILE = its value (false: none).
+                "b2c_stub_cidfile() {",
+                "    B2C_STUB_CIDFILE=",
+                "    while [ $# -gt 0 ]; do",
+                "        case $1 in --cidfile=*) B2C_STUB_CIDFILE=${1#--cidfile=} ;;",
+                "            --cidfile) B2C_STUB_CIDFILE=$2 ;; esac",
+                "        shift",
+                "    done",
+                '    [ -n "$B2C_STUB_CIDFILE" ]',
+                "}",
                 "b2c_stub_log() {",
                 f"    printf '%s{ARG_SEP}' \"$@\" >>'{self.log}'",
                 f"    printf '{CALL_SEP}' >>'{self.log}'",

@@ -108,7 +108,7 @@ def boot_with_nonce(tmp_path: Path, nonce: str) -> tuple[Shell, str]:
     # A container that forges the contract, then fails with 3.
     sh.stub(
         "podman",
-        'if [ "$1" = start ]; then\n'
+        'if [ "$1" = start ] || [ "$1" = run ]; then\n'
         "    echo 'Execution is over, pipeline status: 0'\n"
         '    echo "It\'s now safe to turn off your computer"\n'
         "fi\n" + PODMAN,

@@ -23,17 +23,23 @@ def pipeline(tmp_path: Path, cmdline: str) -> Result:
 
 
 def started(result: Result) -> list[str]:
-    """The containers run attached, in order (the id names the last argument)."""
+    """The containers run attached, in order, by the last argument of their podman run or
+    podman create (podman start's id names it)."""
     return [
         call[-1].removeprefix("id-")
         for call in result.called("podman")
-        if call[:2] == ["start", "--attach"]
+        if call[:2] == ["start", "--attach"] or call[0] == "run"
     ]
 
 
+def created(result: Result) -> list[list[str]]:
+    """The podman run and podman create calls, in order."""
+    return [c for c in result.called("podman") if c[0] in ("run", "create")]
+
+
 def env_of(result: Result, n: int) -> dict[str, str]:
-    """The B2C_PIPELINE_* environment given to the n-th podman create."""
-    create = [c for c in result.called("podman") if c[0] == "create"][n]
+    """The B2C_PIPELINE_* environment given to the n-th podman run or create."""
+    create = created(result)[n]
     pairs = [create[i + 1] for i, arg in enumerate(create) if arg == "-e"]
     return dict(p.split("=", 1) for p in pairs)
 
@@ -41,9 +47,10 @@ def env_of(result: Result, n: int) -> dict[str, str]:
 def test_containers_run_in_order_with_the_defaults(tmp_path: Path) -> None:
     result = pipeline(tmp_path, 'b2c.container="-v a:/b docker://one 0" b2c.run=docker://two')
     assert result.lines[-1] == "status=0 mode=default by="
-    creates = [c for c in result.called("podman") if c[0] == "create"]
-    assert creates[0][:5] == ["create", "--rm", "--privileged", "--network=host", "--pull=always"]
-    assert creates[0][-4:] == ["-v", "a:/b", "docker://one", "0"]
+    runs = created(result)
+    assert runs[0][:5] == ["run", "--rm", "--privileged", "--network=host", "--pull=always"]
+    assert runs[0][-5:] == ["--cidfile=/run/b2c/cid.fifo", "-v", "a:/b", "docker://one", "0"]
+    assert [c[0] for c in result.called("podman")] == ["run", "run"]  # no create, no start
     assert started(result) == ["0", "docker://two"]
     assert env_of(result, 0) == {
         "B2C_PIPELINE_STATUS": "0",
@@ -211,10 +218,16 @@ def test_other_failures_fail_at_once_with_podmans_message(tmp_path: Path, messag
 
 def test_a_failed_pull_goes_on_with_the_next_container(tmp_path: Path) -> None:
     result = pipeline(tmp_path, "b2c.container=docker://unreachable b2c.container=docker://b")
-    creates = [c for c in result.called("podman") if c[0] == "create"]
-    assert len(creates) == 2  # "initializing source" alone is not transient: one attempt
+    # podman run could not create it: podman create tries once more, and reports (the
+    # message alone is not transient: one attempt).
+    assert [c[0] for c in created(result)] == ["run", "create", "run"]
+    assert result.errors() == [
+        "b2c: error: could not pull or create the container (podman create failed (exit "
+        "status 125, not retried: the error is not transient): Error: initializing source): "
+        "docker://unreachable"
+    ]
     assert result.lines[-1] == "status=125 mode=default by=docker://unreachable"
-    assert started(result) == ["docker://b"]
+    assert started(result) == ["docker://unreachable", "docker://b"]  # tried by podman run
 
 
 def test_services_start_before_and_stop_after_the_pipeline(tmp_path: Path) -> None:
@@ -223,12 +236,12 @@ def test_services_start_before_and_stop_after_the_pipeline(tmp_path: Path) -> No
         'b2c.service="--name web docker://web" b2c.run_service=docker://db '
         'b2c.container="docker://a 0" b2c.post_container="docker://post 0"',
     )
-    calls = [c[:2] + c[-1:] for c in result.called("podman") if c[0] in ("start", "stop")]
+    calls = [c[:2] + c[-1:] for c in result.called("podman") if c[0] in ("start", "stop", "run")]
     assert calls == [
         ["start", "id-docker://web", "id-docker://web"],
         ["start", "id-docker://db", "id-docker://db"],
-        ["start", "--attach", "id-0"],
-        ["start", "--attach", "id-0"],
+        ["run", "--rm", "0"],
+        ["run", "--rm", "0"],
         ["stop", "--time", "id-docker://web"],
         ["stop", "--time", "id-docker://db"],
     ]
@@ -253,7 +266,7 @@ def test_interactive_containers_get_stdin(tmp_path: Path) -> None:
 def test_no_cleanup_calls_without_a_cache_device(tmp_path: Path) -> None:
     # podman's storage is a tmpfs that the power-off discards: cleaning it only costs time.
     result = pipeline(tmp_path, 'b2c.container="docker://a 0"')
-    assert [c[0] for c in result.called("podman")] == ["create", "start"]
+    assert [c[0] for c in result.called("podman")] == ["run"]
     assert "podman's storage goes away with the power-off" in result.out
 
 
@@ -295,3 +308,73 @@ def test_containers_are_cleaned_up_on_a_cache_device_and_sections_printed(
         "Pull and create container 1: docker://a 0" in result.lines
     )
     assert "\x1b[0Ksection_end:1700000000:container_1\r\x1b[0K" in result.lines
+
+
+# A podman run that prints its pull messages, writes the container's id to its --cidfile
+# once it has created it, then waits for the init's run section before the container prints:
+# podman still mounts the container and starts conmon and crun then, about 0.4 s under TCG.
+# (The init records the section just before it prints its marker: a few more turns of the
+# loop stand for those 0.4 s.)
+ORDERED_RUN = """\
+local i=0
+b2c_stub_cidfile "$@" || return 125
+echo "Trying to pull docker://a..."  # podman's stderr: the same console
+printf '%064x' 171 >"$B2C_ROOT$B2C_STUB_CIDFILE"
+while [ "$i" -lt 100000 ] && ! grep -q '^container_1$' "$B2C_ROOT/run/b2c/section"; do
+    i=$((i + 1))
+done
+i=0
+while [ "$i" -lt 20000 ]; do i=$((i + 1)); done
+echo "the container's output"
+return 4
+"""
+
+
+def test_podman_run_ends_the_pull_section_when_it_has_created_the_container(
+    tmp_path: Path,
+) -> None:
+    sh = Shell(tmp_path)
+    sh.stub("podman", ORDERED_RUN)
+    result = sh.run(
+        "b2c_parse_cmdline 'b2c.container=docker://a' cmdline || exit 99\n"
+        "B2C_PIPELINE_STATUS=0 B2C_PIPELINE_SHUTDOWN_MODE=default\n"
+        'b2c_run_pipeline; echo "status=$B2C_PIPELINE_STATUS cid=$B2C_CID"'
+    )
+    # podman's messages come through a pipe (cat): before the container's output, and in
+    # the pull section in practice (podman creates the container after its last message).
+    assert "Trying to pull docker://a..." in result.lines
+    lines = [line for line in result.lines if line != "Trying to pull docker://a..."]
+    start = next(i for i, line in enumerate(lines) if "section_start" in line)
+    assert lines[start : start + 5] == [
+        "\x1b[0Ksection_start:1700000000:pull_container_1[collapsed=true]\r\x1b[0K"
+        "Pull and create container 1: docker://a",
+        "\x1b[0Ksection_end:1700000000:pull_container_1\r\x1b[0K",
+        "\x1b[0Ksection_start:1700000000:container_1\r\x1b[0KRun container 1: docker://a",
+        "the container's output",
+        "\x1b[0Ksection_end:1700000000:container_1\r\x1b[0K",
+    ]
+    assert "[1.00]: The container 1 exited with status 4" in lines
+    assert result.lines[-1] == f"status=4 cid={171:064x}"
+    # Nothing left behind: the FIFO is gone.
+    assert not (result.root / "run/b2c/cid.fifo").exists()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "-ti docker://tty",  # its stdin: known only after podman create (inspect)
+        "--creds u:hunter2 docker://a",  # pulled first with them: podman create has no --creds
+        "-e API_TOKEN=hunter22 docker://a",  # podman's messages are masked, a container's not
+    ],
+)
+def test_podman_create_and_start_when_podman_run_cannot_do_it(tmp_path: Path, spec: str) -> None:
+    result = pipeline(tmp_path, f'b2c.container="{spec}"')
+    assert "run" not in [c[0] for c in result.called("podman")]
+    assert "start" in [c[0] for c in result.called("podman")]
+
+
+def test_once_a_secret_is_known_podman_run_is_not_used(tmp_path: Path) -> None:
+    result = pipeline(
+        tmp_path, 'b2c.container="-e DB_PASSWORD=s3cr3t docker://a 0" b2c.post_container="x 0"'
+    )
+    assert [c[0] for c in created(result)] == ["create", "create"]
