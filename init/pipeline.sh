@@ -104,10 +104,12 @@ b2c_with_defaults() {
 }
 
 # b2c_podman_direct WHAT ARGS...: podman ARGS, its output straight to the console (WHAT is
-# b2c_podman's, unused: nothing is retried).
+# b2c_podman's, unused: nothing is retried). conmon leaves out podman's exit command
+# (init/conmon-no-exit-command): the attached podman run --rm cleans up and removes the
+# container itself, and would otherwise wait for the exit command's container lock.
 b2c_podman_direct() {
     shift
-    podman "$@"
+    B2C_CONMON_NO_EXIT_COMMAND=1 podman "$@"
 }
 
 # What b2c_direct_run's FIFO says when podman run exits without having written a container

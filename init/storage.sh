@@ -225,9 +225,6 @@ b2c_setup_cache() {
         b2c_error "could not mount a tmpfs for podman's storage"
         return 1
     }
-    # Nothing on it outlives the boot: conmon leaves out podman's exit command, a cleanup
-    # that the attached podman does anyway (init/conmon-no-exit-command).
-    export B2C_CONMON_NO_EXIT_COMMAND=1
     # Pulls stage blobs in /var/tmp: on that tmpfs, not in the initramfs, which already holds
     # the image and any local images (half the RAM each at most).
     if ! { mkdir -p "$B2C_ROOT/var/lib/containers/tmp" &&

@@ -326,6 +326,7 @@ done
 i=0
 while [ "$i" -lt 20000 ]; do i=$((i + 1)); done
 echo "the container's output"
+echo "no exit command: ${B2C_CONMON_NO_EXIT_COMMAND:-unset}"
 return 4
 """
 
@@ -345,12 +346,14 @@ def test_podman_run_ends_the_pull_section_when_it_has_created_the_container(
     assert "Trying to pull docker://a..." in result.lines
     lines = [line for line in result.lines if line != "Trying to pull docker://a..."]
     start = next(i for i, line in enumerate(lines) if "section_start" in line)
-    assert lines[start : start + 5] == [
+    assert lines[start : start + 6] == [
         "\x1b[0Ksection_start:1700000000:pull_container_1[collapsed=true]\r\x1b[0K"
         "Pull and create container 1: docker://a",
         "\x1b[0Ksection_end:1700000000:pull_container_1\r\x1b[0K",
         "\x1b[0Ksection_start:1700000000:container_1\r\x1b[0KRun container 1: docker://a",
         "the container's output",
+        # conmon leaves out the exit command: podman run --rm removes the container itself.
+        "no exit command: 1",
         "\x1b[0Ksection_end:1700000000:container_1\r\x1b[0K",
     ]
     assert "[1.00]: The container 1 exited with status 4" in lines
