@@ -121,13 +121,15 @@ B2C_NO_CONTAINER=no-container-was-created-by-podman-run-------------------------
 # (--cidfile) as it creates it, and the run section opens then: the container's output comes
 # later (podman still mounts it, writes its OCI spec and starts conmon and crun). Sets
 # B2C_CID and B2C_DIRECT_STATUS (the container's exit status) and returns 0 once the
-# container ran; returns 1, having run nothing, when podman could not create it (its
-# messages went to the console) or cannot make the FIFO: the caller then creates it with
-# podman create, which retries what can pass and reports podman's message.
+# container ran; returns 1, having run nothing, when podman run cannot do it (see
+# b2c_direct_eligible), could not create it (its messages went to the console) or the FIFO
+# cannot be made: the caller then creates it with podman create, which retries what can pass
+# and reports podman's message.
 b2c_direct_run() {
     local kind=$1 n=$2 fifo=$B2C_ROOT$B2C_STATE/cid.fifo rc=$B2C_ROOT$B2C_STATE/run.rc pid cid
     shift 2
     B2C_CID='' B2C_DIRECT_STATUS=125
+    b2c_direct_eligible "$@" || return 1
     rm -f "$fifo" "$rc"
     mkfifo "$fifo" 2>/dev/null || return 1
     # Held open for reading and writing: opening it never blocks, and the end-of-run marker
@@ -147,19 +149,17 @@ b2c_direct_run() {
     pid=$!
     cid=$(head -c 64 <&5)
     case $cid in
-        *[!0-9a-f]* | '')
-            wait "$pid"
-            exec 5<&-
-            rm -f "$fifo"
-            return 1
+        *[!0-9a-f]* | '') ;; # the end-of-run marker: no container
+        *)
+            B2C_CID=$cid
+            b2c_cache_used "$cid"
+            b2c_section "${kind}_$n" "Run $kind $n: $B2C_SPEC_TITLE" open
             ;;
     esac
-    B2C_CID=$cid
-    b2c_cache_used "$cid"
-    b2c_section "${kind}_$n" "Run $kind $n: $B2C_SPEC_TITLE" open
     wait "$pid"
     exec 5<&-
     rm -f "$fifo"
+    [ -n "$B2C_CID" ] || return 1
     read -r B2C_DIRECT_STATUS <"$rc" 2>/dev/null || B2C_DIRECT_STATUS=125
     return 0
 }
@@ -249,8 +249,7 @@ b2c_container_run() {
     b2c_section "pull_$1_$2" "Pull and create $1 $2: $title"
     # Its devices: the drivers loading in the background (init/modules.sh).
     b2c_modules_settle
-    if b2c_with_words "$B2C_SPEC_REST" b2c_with_argv_dir "$B2C_ARGV_DIR" b2c_direct_eligible &&
-        b2c_with_words "$B2C_SPEC_REST" b2c_with_argv_dir "$B2C_ARGV_DIR" b2c_direct_run "$1" "$2"; then
+    if b2c_with_words "$B2C_SPEC_REST" b2c_with_argv_dir "$B2C_ARGV_DIR" b2c_direct_run "$1" "$2"; then
         status=$B2C_DIRECT_STATUS
     else
         b2c_container_create "$3" || return
