@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import requests
 
 from b2c_builder.build import kmod
 from b2c_builder.build.debian import deb, download, index, resolve, sources
 from b2c_builder.build.rootfs import Kind, Origin
 from b2c_builder.config import DEFAULT_KEYRING, DEFAULT_SUITE, Arch
 
-PACKAGE = "linux-image-amd64"  # the metapackage; its Depends names the versioned kernel
 ARCH = Arch.amd64
 
 
@@ -36,19 +39,31 @@ class DebianKernel:
     modules: Path  # its lib/modules/<release> tree
 
 
-def fetch_debian_kernel(cache: Path) -> DebianKernel:
-    """Resolve, download (verified, cached in ``cache``) and unpack Debian's amd64 kernel."""
+@contextmanager
+def kernel_archive(
+    arch: Arch, suite: str, cache: Path
+) -> Iterator[tuple[requests.Session, index.Archive, index.Package]]:
+    """A session, ``suite``'s verified archive for ``arch`` (indexes cached in ``cache``) and
+    the linux-image package that the arch's kernel metapackage (ArchFacts.kernel_package)
+    depends on. Raises FetchError (HTTP 404 from a partial mirror)."""
     with download.make_session() as session:
         archive = index.open_archive(
             session,
             sources.default_mirror(),
-            DEFAULT_SUITE,
-            ARCH,
+            suite,
+            arch,
             keyring=DEFAULT_KEYRING,
             cache_dir=cache,
         )
-        packages = [p for p in resolve.closure(archive, [PACKAGE]) if p.name != PACKAGE]
+        meta = arch.facts.kernel_package
+        packages = [p for p in resolve.closure(archive, [meta]) if p.name != meta]
         (image,) = [p for p in packages if p.name.startswith("linux-image-")]
+        yield session, archive, image
+
+
+def fetch_debian_kernel(cache: Path) -> DebianKernel:
+    """Resolve, download (verified, cached in ``cache``) and unpack Debian's amd64 kernel."""
+    with kernel_archive(ARCH, DEFAULT_SUITE, cache) as (session, archive, image):
         dest = cache / "test-kernels" / f"{image.name}_{image.version}"
         if not (dest / ".complete").exists():
             path = download.fetch(session, archive.url_for(image), image.sha256, image.size, cache)

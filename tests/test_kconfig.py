@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 
 from b2c_builder.build import kmod
-from b2c_builder.build.debian import download, index, resolve, sources
+from b2c_builder.build.debian import download, index
 from b2c_builder.build.debian.deb import extract_into, new_staging
 from b2c_builder.build.rootfs import Origin
-from b2c_builder.config import DEFAULT_KEYRING, DEFAULT_SUITE, Arch
+from b2c_builder.config import DEFAULT_SUITE, Arch
 from b2c_builder.errors import ConfigError, FetchError
 from b2c_builder.guest import kconfig
 from b2c_builder.guest.kconfig import KERNEL_OPTIONS, Level, check, fragment, lookup, parse_config
 from tests.conftest import FALLBACK_SUITE, b2c, require, shared_cache
+from tests.kernel import kernel_archive
 
 ARCHES = list(Arch)
 
@@ -312,21 +313,7 @@ _KERNELS: dict[Arch, DebianKernel] = {}
 def _fetch_kernel(arch: Arch, suite: str, cache: Path) -> tuple[index.Package, Path]:
     """The linux-image package of ``suite``'s kernel metapackage for ``arch`` and its .deb,
     fetched and verified. Raises FetchError (HTTP 404 from a partial mirror)."""
-    with download.make_session() as session:
-        archive = index.open_archive(
-            session,
-            sources.default_mirror(),
-            suite,
-            arch,
-            keyring=DEFAULT_KEYRING,
-            cache_dir=cache,
-        )
-        meta = arch.facts.kernel_package
-        (package,) = [
-            p
-            for p in resolve.closure(archive, [meta])
-            if p.name.startswith("linux-image-") and p.name != meta
-        ]
+    with kernel_archive(arch, suite, cache) as (session, archive, package):
         deb = download.fetch(session, archive.url_for(package), package.sha256, package.size, cache)
     return package, deb
 
