@@ -96,7 +96,7 @@ b2c_parse_cmdline() {
 # stray bytes (a byte-order mark, a non-breaking space's first byte) gets a warning.
 b2c_place_param() {
     case $1 in
-        b2c.* | ip) return 0 ;;
+        b2c.* | ip | module_blacklist) return 0 ;;
     esac
     b2c_show_bytes "$1"
     if [ "$2" = extra ]; then
@@ -221,7 +221,7 @@ b2c_check() {
         return
     fi
     if [ "$3" != 1 ]; then
-        [ "$1" = kernel_ip ] && B2C_NORM= && return 0
+        case $1 in kernel_ip | kernel_modules) B2C_NORM= && return 0 ;; esac
         b2c_error "$2: needs a value"
         return 1
     fi
@@ -580,5 +580,10 @@ b2c_is_route() {
 }
 
 b2c_valid_kernel_ip() {
+    return 0
+}
+
+# The kernel's own module list (module_blacklist=): whatever it accepts.
+b2c_valid_kernel_modules() {
     return 0
 }

@@ -9,15 +9,20 @@
 # device; demand: never here, the kernel asks modprobe for it through modules.alias when
 # something uses it (fs-ext4 on mount, crypto-crc32c, 9p-virtio), and b2c_kernel_probe loads
 # what it checks.
+# Modules named in the kernel's module_blacklist= are not tried: the kernel would refuse them.
 # No modules directory is fine: everything is built into the kernel.
 b2c_load_modules() {
-    local kver='' dir module when devices='' failed=0 loaded=0 old_ifs=$IFS
+    local kver='' dir module when devices='' skipped='' failed=0 loaded=0 old_ifs=$IFS
     B2C_MODULES_PID=''
     { read -r kver <"$B2C_ROOT/proc/sys/kernel/osrelease"; } 2>/dev/null
     dir=$B2C_ROOT/lib/modules/$kver
     if [ -n "$kver" ] && [ -f "$dir/b2c.modules" ]; then
         while read -r module when _; do
             case $module in '' | \#*) continue ;; esac
+            if [ "$when" != demand ] && b2c_module_blacklisted "$module"; then
+                skipped="$skipped $module"
+                continue
+            fi
             case $when in
                 demand) continue ;;
                 network) b2c_kernel_network_needed || continue ;;
@@ -34,6 +39,7 @@ b2c_load_modules() {
             fi
         done <"$dir/b2c.modules"
         b2c_log "Loaded $loaded kernel modules listed in $dir/b2c.modules ($failed failed)"
+        [ -z "$skipped" ] || b2c_log "Not loading$skipped: module_blacklist=$B2C_KERNEL_MODULE_BLACKLIST"
     elif [ ! -d "$dir" ]; then
         b2c_log "No modules for kernel $kver: everything needed is built in"
     fi
@@ -48,7 +54,9 @@ b2c_load_modules() {
     IFS=",$B2C_NL"
     for module in $B2C_INSMODS; do
         IFS=$old_ifs
-        if modprobe "$module" </dev/null; then
+        if b2c_module_blacklisted "$module"; then
+            b2c_warn "b2c.insmods: the kernel refuses $module (module_blacklist=$B2C_KERNEL_MODULE_BLACKLIST)"
+        elif modprobe "$module" </dev/null; then
             b2c_log "Loaded the kernel module $module"
         else
             b2c_warn "could not load the kernel module $module"
@@ -56,6 +64,15 @@ b2c_load_modules() {
     done
     IFS=$old_ifs
     return 0
+}
+
+# b2c_module_blacklisted NAME: true if the kernel's module_blacklist= names NAME. The kernel
+# compares names byte for byte (kernel/module/main.c, blacklisted()), and so does this.
+b2c_module_blacklisted() {
+    case ,$B2C_KERNEL_MODULE_BLACKLIST, in
+        *,"$1",*) return 0 ;;
+    esac
+    return 1
 }
 
 # b2c_load_devices MODULE...: load the device drivers, then remove $B2C_STATE/devices_loading.

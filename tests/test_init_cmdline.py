@@ -326,6 +326,7 @@ VALUES: dict[ValueKind, list[str]] = {
         "http://p:3128,https=http://q",
     ],
     ValueKind.kernel_ip: ["dhcp", "10.0.2.15::10.0.2.2:255.255.255.0::eth0:off", "off", ""],
+    ValueKind.kernel_modules: ["ahci", "ahci,nvme", "", "virtio-blk", ",,"],
 }
 
 
@@ -406,6 +407,7 @@ SAMPLES: dict[ValueKind, tuple[str, str]] = {  # value -> what the shell variabl
     ValueKind.url: ("http://10.0.0.1/x", "http://10.0.0.1/x"),
     ValueKind.iface: ("eth0,dhcp", "eth0,dhcp"),
     ValueKind.kernel_ip: ("dhcp", "dhcp"),
+    ValueKind.kernel_modules: ("ahci,nvme", "ahci,nvme"),
     ValueKind.ntp_peer: ("auto", "auto"),
     ValueKind.network: ("none", "none"),
     ValueKind.cache_evict: ("never", "never"),

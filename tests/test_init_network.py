@@ -442,6 +442,31 @@ def test_modules_are_loaded_when_the_list_says(tmp_path: Path, network: str) -> 
     assert "Loading the device drivers ahci nvme in the background" in result.out
 
 
+def test_modules_in_the_kernels_module_blacklist_are_not_tried(tmp_path: Path) -> None:
+    """module_blacklist= (b2c-builder run sets ahci on q35): the kernel would refuse them, so
+    /init neither tries nor warns, in any class; the name must match byte for byte, as the
+    kernel's does. Asked for by b2c.insmods, the refusal is a warning."""
+    sh = Shell(tmp_path)
+    sh.write("lib/modules/6.1.0-test/modules.dep", "")
+    sh.write(
+        "lib/modules/6.1.0-test/b2c.modules",
+        "virtio_pci boot\nvirtio_blk device\nahci device\nsd_mod device\nnvme device\n",
+    )
+    result = sh.run(
+        "b2c_parse_cmdline 'module_blacklist=ahci,virtio_pci,sd-mod b2c.insmods=nvme,ahci' "
+        "cmdline || exit 99\nb2c_load_modules\nb2c_modules_settle"
+    )
+    assert result.status == 0, result.out
+    # b2c.insmods' nvme runs while the device drivers load in the background: any order.
+    assert sorted(result.called("modprobe")) == [["nvme"], ["nvme"], ["sd_mod"], ["virtio_blk"]]
+    assert "Not loading virtio_pci ahci: module_blacklist=ahci,virtio_pci,sd-mod" in result.out
+    assert "Loading the device drivers virtio_blk sd_mod nvme in the background" in result.out
+    assert result.warnings() == [
+        "b2c: warning: b2c.insmods: the kernel refuses ahci "
+        "(module_blacklist=ahci,virtio_pci,sd-mod)"
+    ]
+
+
 def test_settle_returns_at_once_without_device_drivers(tmp_path: Path) -> None:
     sh = Shell(tmp_path)
     sh.write("lib/modules/6.1.0-test/modules.dep", "")

@@ -50,6 +50,7 @@ class ValueKind(StrEnum):
     storage = "storage"
     proxy = "proxy"
     kernel_ip = "kernel_ip"
+    kernel_modules = "kernel_modules"
     unsupported = "unsupported"
 
     @property
@@ -80,6 +81,7 @@ class ValueKind(StrEnum):
             ValueKind.storage: "KEY=VALUE[,KEY=VALUE...]; additionalimagestores=/PATH\\|FS...",
             ValueKind.proxy: "http(s)://URL, or [http=URL,]https=URL",
             ValueKind.kernel_ip: "the kernel's ip= syntax",
+            ValueKind.kernel_modules: "MOD[,MOD...], as the kernel compares them",
             ValueKind.unsupported: "-",
         }[self]
 
@@ -215,6 +217,13 @@ OPTIONS: tuple[Option, ...] = (
         "when the kernel's IP autoconfiguration configured an interface: no DHCP, DNS from "
         "/proc/net/pnp; else (Debian's kernels lack it) /init applies it: `dhcp`, or "
         "CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF:DNS0:DNS1:NTP0",
+        late_ok=False,
+    ),
+    Option(
+        "module_blacklist",
+        ValueKind.kernel_modules,
+        "the kernel's: modules it refuses to load, which /init then does not try; "
+        "`b2c-builder run` sets `ahci` on q35, whose SATA ports it leaves empty",
         late_ok=False,
     ),
     Option(
@@ -455,6 +464,16 @@ def _check_modules(value: str) -> list[str]:
     return []
 
 
+def _check_kernel_modules(value: str) -> list[str]:
+    """module_blacklist=: the kernel takes any text, and compares each comma-separated name
+    byte for byte with a module's name, whose '-'s are '_'s (kernel/module/main.c,
+    blacklisted())."""
+    dashed = [name for name in value.split(",") if "-" in name]
+    return [
+        f"the kernel names modules with '_', never '-': {name!r} matches none" for name in dashed
+    ]
+
+
 def _check_words(value: str) -> list[str]:
     try:
         words = split_words(value)
@@ -608,6 +627,7 @@ _VALIDATORS: dict[ValueKind, Callable[[str], list[str]]] = {
     ValueKind.volume: _check_volume,
     ValueKind.iface: _check_iface,
     ValueKind.kernel_ip: _check_any,
+    ValueKind.kernel_modules: _check_kernel_modules,
 }
 
 
@@ -615,7 +635,8 @@ def validate(kind: ValueKind, value: str | None) -> list[str]:
     """Warnings for a valid value; raises Invalid for a malformed one."""
     if kind is ValueKind.flag:
         return _check_flag(value)
-    if kind is ValueKind.unsupported or (kind is ValueKind.kernel_ip and value is None):
+    kernel_own = kind in (ValueKind.kernel_ip, ValueKind.kernel_modules)
+    if kind is ValueKind.unsupported or (kernel_own and value is None):
         return []
     if value is None:
         raise Invalid("needs a value")
