@@ -9,6 +9,8 @@
 # device; demand: never here, the kernel asks modprobe for it through modules.alias when
 # something uses it (fs-ext4 on mount, crypto-crc32c, 9p-virtio), and b2c_kernel_probe loads
 # what it checks.
+# b2c.device_drivers other than auto replaces the device class: none, or the modules it names
+# (b2c-builder run names those of its QEMU devices).
 # Modules named in the kernel's module_blacklist= are not tried: the kernel would refuse them.
 # No modules directory is fine: everything is built into the kernel.
 b2c_load_modules() {
@@ -27,7 +29,7 @@ b2c_load_modules() {
                 demand) continue ;;
                 network) b2c_kernel_network_needed || continue ;;
                 device)
-                    devices="$devices $module"
+                    [ "$B2C_DEVICE_DRIVERS" != auto ] || devices="$devices $module"
                     continue
                     ;;
             esac
@@ -39,10 +41,26 @@ b2c_load_modules() {
             fi
         done <"$dir/b2c.modules"
         b2c_log "Loaded $loaded kernel modules listed in $dir/b2c.modules ($failed failed)"
-        [ -z "$skipped" ] || b2c_log "Not loading$skipped: module_blacklist=$B2C_KERNEL_MODULE_BLACKLIST"
     elif [ ! -d "$dir" ]; then
         b2c_log "No modules for kernel $kver: everything needed is built in"
     fi
+    case $B2C_DEVICE_DRIVERS in
+        auto) ;;
+        none) b2c_log "No device drivers to load (b2c.device_drivers=none)" ;;
+        *)
+            IFS=,
+            for module in $B2C_DEVICE_DRIVERS; do
+                IFS=$old_ifs
+                if b2c_module_blacklisted "$module"; then
+                    skipped="$skipped $module"
+                else
+                    devices="$devices $module"
+                fi
+            done
+            IFS=$old_ifs
+            ;;
+    esac
+    [ -z "$skipped" ] || b2c_log "Not loading$skipped: module_blacklist=$B2C_KERNEL_MODULE_BLACKLIST"
     if [ -n "$devices" ]; then
         b2c_log "Loading the device drivers$devices in the background"
         b2c_state_set devices_loading 1

@@ -262,11 +262,16 @@ def test_run_dry_run_prints_the_qemu_command(kernel: Path, tmp_path: Path) -> No
         "--dry-run",
     )
     assert proc.returncode == 0, proc.stderr
-    (line,) = proc.stdout.splitlines()
+    # The b2c options make it a b2c boot: a job names run's device drivers (launch.prepare).
+    job, concatenation, line = proc.stdout.splitlines()
+    assert job == "# job cmdline: b2c.device_drivers=none"
+    assert (
+        concatenation.startswith("# ")
+        and f"concatenation of: {shlex.quote(str(initrd))} " in concatenation
+    )
     cmd = shlex.split(line)
     assert cmd[0] == "qemu-system-x86_64"
     assert option_value(cmd, "-kernel") == str(kernel)
-    assert option_value(cmd, "-initrd") == str(initrd)
     assert option_value(cmd, "-accel") == "tcg"
     kernel_args = option_value(cmd, "-append")
     assert kernel_args.split()[:2] == ["console=ttyS0", "panic=-1"]

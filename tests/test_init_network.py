@@ -467,6 +467,42 @@ def test_modules_in_the_kernels_module_blacklist_are_not_tried(tmp_path: Path) -
     ]
 
 
+@pytest.mark.parametrize(
+    ("value", "background"),
+    [
+        ("auto", ["ahci", "nvme"]),
+        ("none", []),
+        ("virtio_blk", ["virtio_blk"]),
+        ("igb,nvme", ["igb", "nvme"]),  # a driver the device class lacks is loaded too
+    ],
+)
+def test_device_drivers_replace_the_device_class(
+    tmp_path: Path, value: str, background: list[str]
+) -> None:
+    """b2c.device_drivers (b2c-builder run names its QEMU devices' drivers): the other
+    device drivers are never loaded, nor waited for; none loads none."""
+    sh = Shell(tmp_path)
+    sh.write("lib/modules/6.1.0-test/modules.dep", "")
+    sh.write(
+        "lib/modules/6.1.0-test/b2c.modules",
+        "virtio_pci boot\nahci device\nnvme device\next4 demand\n",
+    )
+    result = sh.run(
+        f"b2c_parse_cmdline 'b2c.network=none b2c.device_drivers={value}' cmdline || exit 99\n"
+        'b2c_load_modules\nb2c_modules_settle\n[ ! -e "$B2C_ROOT$B2C_STATE/devices_loading" ]'
+    )
+    assert result.status == 0, result.out
+    assert result.called("modprobe") == [["virtio_pci"]] + [[m] for m in background]
+    assert result.warnings() == []
+    if background:
+        assert f"Loading the device drivers {' '.join(background)} in the background" in result.out
+    else:
+        assert "background" not in result.out
+    assert ("No device drivers to load (b2c.device_drivers=none)" in result.out) == (
+        value == "none"
+    )
+
+
 def test_settle_returns_at_once_without_device_drivers(tmp_path: Path) -> None:
     sh = Shell(tmp_path)
     sh.write("lib/modules/6.1.0-test/modules.dep", "")

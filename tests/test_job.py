@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from b2c_builder.boot import launch
 from b2c_builder.build.compress import compress
 from b2c_builder.build.cpio import read_cpio, write_cpio
 from b2c_builder.build.rootfs import Rootfs
-from b2c_builder.config import Arch, Compression
+from b2c_builder.config import Arch, Compression, Disk
 from b2c_builder.errors import B2CError, ConfigError, ToolError
 from b2c_builder.guest import options
 from tests.conftest import ROOT, require_tool
@@ -210,6 +211,7 @@ def test_the_job_carries_arguments_byte_for_byte(tmp_path: Path, layout: Path) -
     assert options.parse_cmdline(cmdline) == [
         ("b2c.pipefail", None),
         ("b2c.network", "none"),
+        ("b2c.device_drivers", "none"),
         ("b2c.container", f"--b2c-argv-dir=/{base}"),
     ]
     assert options.lint_cmdline(cmdline) == []
@@ -224,6 +226,52 @@ def test_a_registry_image_keeps_the_network(tmp_path: Path) -> None:
     assert plan.job is not None
     assert not any("b2c.network" in p for p in plan.job.cmdline)
     assert plan.job.containers[0].argv == ("docker://10.0.2.2:5000/x",)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({}, "none"),
+        ({"disks": ("disk.img",)}, "virtio_blk"),
+        ({"qemu_args": ("-rtc", "base=2020-01-01")}, "none"),
+        # Raw QEMU arguments that may add a device: /init looks for every driver (auto).
+        ({"qemu_args": ("-device", "e1000,netdev=n1")}, None),
+        ({"qemu_args": ("--drive", "file=d.img")}, None),
+        ({"qemu_args": ("-hda", "d.img")}, None),
+        # The user's own choice, from the option or --append (an alias too), stays.
+        ({"b2c": {"b2c.device_drivers": "nvme"}}, "nvme"),
+        ({"append": "b2c.device_drivers=auto"}, None),
+    ],
+)
+def test_the_job_names_the_device_drivers_of_runs_machine(
+    tmp_path: Path, given: dict[str, object], expected: str | None
+) -> None:
+    """run's devices are virtio: the job spares /init the rest of the device class."""
+    (tmp_path / "i").write_bytes(b"070701")
+    (tmp_path / "disk.img").write_bytes(bytes(512))
+    if "disks" in given:
+        given = {**given, "disks": (Disk.detect(tmp_path / "disk.img"),)}
+    request = launch.RunRequest(
+        kernel=tmp_path / "k",
+        initrds=(tmp_path / "i",),
+        images=("docker://10.0.2.2:5000/x",),
+        **given,  # type: ignore[arg-type]
+    )
+    plan = launch.prepare(request, tmp_path)
+    assert plan.job is not None
+    values = [v for n, v in options.parse_cmdline(" ".join(plan.job.cmdline))
+              if n == "b2c.device_drivers"]  # fmt: skip
+    assert values == ([] if expected is None else [expected])
+
+
+def test_a_boot_without_b2c_options_gets_no_job(tmp_path: Path) -> None:
+    """A kernel and an initramfs of the user's own (the bench's floor): nothing is added."""
+    (tmp_path / "i").write_bytes(b"070701")
+    request = launch.RunRequest(kernel=tmp_path / "k", initrds=(tmp_path / "i",), append="quiet")
+    assert launch.prepare(request, tmp_path).job is None
+    with_b2c = replace(request, append="quiet b2c.pipefail")
+    job = launch.prepare(with_b2c, tmp_path).job
+    assert job is not None and job.cmdline == ["b2c.device_drivers=none"]
 
 
 def test_a_command_needs_an_image(tmp_path: Path) -> None:

@@ -25,7 +25,6 @@ from b2c_builder.boot.qemu import (
     kvm_unusable_reason,
     qemu_cmdline,
     resolve_accel,
-    unused_drivers,
 )
 from b2c_builder.build.cpio import write_cpio
 from b2c_builder.build.rootfs import Kind, Rootfs
@@ -60,7 +59,7 @@ def test_amd64_tcg_command(kernel: Path, tmp_path: Path) -> None:
         "-no-reboot",
         "-kernel", str(kernel),
         "-initrd", str(tmp_path / "initrd"),
-        "-append", "console=ttyS0 panic=-1 module_blacklist=ahci quiet",
+        "-append", "console=ttyS0 panic=-1 quiet",
         "-netdev", "user,id=net0",
         "-device", "virtio-net-pci,netdev=net0,romfile=",
         "-device", "virtio-rng-pci",
@@ -200,45 +199,6 @@ def test_append_defaults_are_not_duplicated(append: str, expected: str) -> None:
     assert kernel_cmdline(append, "ttyS0") == expected
 
 
-@pytest.mark.parametrize(
-    ("append", "expected"),
-    [
-        ("", "console=ttyS0 panic=-1 module_blacklist=ahci"),
-        ("quiet", "console=ttyS0 panic=-1 module_blacklist=ahci quiet"),
-        # The user's own list wins, even an empty one (the kernel's: load everything).
-        ("module_blacklist=nvme", "console=ttyS0 panic=-1 module_blacklist=nvme"),
-        ("module_blacklist=", "console=ttyS0 panic=-1 module_blacklist="),
-    ],
-)  # fmt: skip
-def test_idle_controller_drivers_are_blacklisted(append: str, expected: str) -> None:
-    assert kernel_cmdline(append, "ttyS0", ("ahci",)) == expected
-
-
-@pytest.mark.parametrize(
-    ("machine", "qemu_args", "expected"),
-    [
-        ("q35", (), ("ahci",)),
-        ("q35", ("-rtc", "base=2020-01-01"), ("ahci",)),
-        ("q35", ("-drive", "file=d.img,if=virtio"), ("ahci",)),
-        ("q35", ("-drive", "file=d.img,if=none,id=d0", "-device", "virtio-blk-pci,drive=d0"),
-         ("ahci",)),
-        # What puts a disk on the SATA ports keeps ahci.
-        ("q35", ("-drive", "file=d.img"), ()),  # if=ide is -drive's default on q35
-        ("q35", ("-drive", "file=d.img,if=ide"), ()),
-        ("q35", ("-drive", "file=d.img,if=none,id=d0", "-device", "ide-hd,drive=d0"), ()),
-        ("q35", ("-device", "ahci,id=sata1"), ()),
-        ("q35", ("-hda", "d.img"), ()),
-        ("q35", ("--cdrom", "x.iso"), ()),
-        ("microvm", (), ()),
-    ],
-)  # fmt: skip
-def test_unused_drivers(
-    machine: str, qemu_args: tuple[str, ...], expected: tuple[str, ...]
-) -> None:
-    assert unused_drivers(Arch.amd64.machine(machine), qemu_args) == expected
-    assert all(unused_drivers(arch.machine(None)) == () for arch in Arch if arch is not Arch.amd64)
-
-
 def test_run_config_validation(kernel: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--kernel"):
         RunConfig(kernel=tmp_path / "missing")
@@ -308,10 +268,7 @@ def test_dry_run_prints_the_command(kernel: Path, tmp_path: Path) -> None:
     comment, command = text.splitlines()
     assert comment.startswith("# ") and comment.endswith(f"{initrds[0]} {initrds[1]}")
     assert command.startswith("qemu-system-x86_64 -M q35 -accel tcg -cpu max ")
-    assert (
-        "-append 'console=ttyS0 panic=-1 module_blacklist=ahci b2c.container='\"'\"'a b'\"'\""
-        in command
-    )
+    assert "-append 'console=ttyS0 panic=-1 b2c.container='\"'\"'a b'\"'\"" in command
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,22 @@ _APPEND_NETWORK_PARAMETERS = frozenset({*_NETWORK_OPTIONS, "b2c.ntp_peer", "b2c.
 MICROVM_TRANSPORT = "virtio_mmio"
 
 
+# The hardware drivers a boot of run needs, beyond the network's (virtio_net, its own class):
+# run's QEMU devices are a virtio NIC, a virtio RNG, and its --disk images as virtio block
+# devices. Told so (b2c.device_drivers), /init loads none of the others of the modules
+# archive's device class (e1000, nvme, ahci...): each costs CPU under TCG, and ahci probing
+# q35's six empty SATA ports holds the wait before the first container (0.35-0.5 s of first
+# output, measured).
+DISK_DRIVER = "virtio_blk"
+
+# Raw QEMU options that may give the guest a device of their own, whose driver /init must then
+# look for as on any machine (b2c.device_drivers left to auto).
+_DEVICE_OPTIONS = frozenset(
+    {"-device", "-drive", "-net", "-nic", "-hda", "-hdb", "-hdc", "-hdd", "-cdrom", "-readconfig",
+     "-usbdevice", "-blockdev", "-virtfs", "-fda", "-fdb", "-sd", "-mtdblock", "-pflash"}
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class RunRequest:
     """What ``b2c-builder run`` was asked, before any default is resolved: one field per
@@ -111,6 +127,10 @@ def b2c_parameters(values: Mapping[str, str | bool | Sequence[str] | None]) -> l
     return params
 
 
+def _has_b2c_options(append: str) -> bool:
+    return any(name.startswith("b2c.") for name, _ in options.parse_cmdline(append))
+
+
 def _needs_network(request: RunRequest, images: Sequence[jobs.ImageRef]) -> bool:
     if any(not ref.transport.local for ref in images):
         return True
@@ -125,6 +145,23 @@ def _needs_network(request: RunRequest, images: Sequence[jobs.ImageRef]) -> bool
         if value is not None and opt is not None and opt.name in _APPEND_NETWORK_PARAMETERS:
             return True
     return False
+
+
+def _adds_devices(qemu_args: Sequence[str]) -> bool:
+    """True if the raw QEMU arguments may add a guest device (``-device``, ``--drive``...)."""
+    return any("-" + arg.lstrip("-") in _DEVICE_OPTIONS for arg in qemu_args if arg[:1] == "-")
+
+
+def device_drivers(request: RunRequest) -> str | None:
+    """The b2c.device_drivers value for the job: ``virtio_blk`` with --disk, else ``none``;
+    None (the image's auto) when the user sets the option, or raw QEMU arguments may add
+    devices."""
+    if request.b2c.get("b2c.device_drivers") is not None or _adds_devices(request.qemu_args):
+        return None
+    if any(options.lookup(name) is options.lookup("b2c.device_drivers")
+           for name, _ in options.parse_cmdline(request.append)):  # fmt: skip
+        return None
+    return DISK_DRIVER if request.disks else "none"
 
 
 def _boot_files(request: RunRequest) -> tuple[Path, tuple[Path, ...]]:
@@ -185,6 +222,10 @@ def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) ->
         job.containers.append(jobs.Container(argv, jobs.title_of([str(ref), *command])))
     if images and request.b2c.get("b2c.network") is None and not _needs_network(request, images):
         job.cmdline.append(options.compose("b2c.network", "none"))
+    # Only a boot that speaks to b2c's /init gets a job for it (not the bench's floor).
+    b2c_boot = job.cmdline or job.containers or job.shares or _has_b2c_options(request.append)
+    if b2c_boot and (drivers := device_drivers(request)) is not None:
+        job.cmdline.append(options.compose("b2c.device_drivers", drivers))
     empty = not (job.cmdline or job.containers or job.shares)
     return Plan(kernel, initrds, None if empty else job, shares, images)
 

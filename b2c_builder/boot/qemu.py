@@ -166,7 +166,7 @@ class RunConfig:
         """Refuse a command line the kernel would cut (an x86 one then boots to silence)."""
         if self.kernel is None:
             return
-        added = added_by_run(self.append, self.arch, self.machine, self.qemu_args)
+        added = added_by_run(self.append, self.arch)
         if (problem := options.check_length(self.append, self.arch, added=added)) is not None:
             raise ConfigError(f"--append: {problem.message}")
 
@@ -182,67 +182,25 @@ def _kernel_param_names(cmdline: str) -> set[str]:
     return names
 
 
-# Drivers of the controllers a QEMU machine always has but ``run`` never attaches anything
-# to, by machine name: q35's ICH9 AHCI (six SATA ports; run's disks are virtio, and its one
-# IDE device, --cdrom, goes with a firmware boot, which has no -append). Probing the empty
-# ports holds ahci's modprobe for their link debounce (0.3 s under TCG), and /init waits for
-# the device drivers before a container starts (init/modules.sh, b2c_modules_settle): 0.5 s
-# of every boot, measured. The kernel's module_blacklist= keeps them unloaded.
-IDLE_CONTROLLER_DRIVERS: dict[str, tuple[str, ...]] = {"q35": ("ahci",)}
-
-# Raw QEMU options that attach a disk to the machine's IDE/SATA bus (-drive's default
-# interface on q35 is ide).
-_IDE_OPTIONS = frozenset({"-hda", "-hdb", "-hdc", "-hdd", "-cdrom"})
-
-
-def _attaches_ide(qemu_args: Sequence[str]) -> bool:
-    """True if ``qemu_args`` may use the machine's IDE/SATA controller: -hdX, -cdrom, an
-    ide-*/ahci -device, or a -drive whose if= is ide (or absent, QEMU's default)."""
-    for n, option in enumerate(qemu_args):
-        value = qemu_args[n + 1] if n + 1 < len(qemu_args) else ""
-        option = "-" + option.lstrip("-")
-        if option in _IDE_OPTIONS:
-            return True
-        first = value.split(",", 1)[0]
-        if option == "-device" and (first.startswith("ide-") or first == "ahci"):
-            return True
-        if option == "-drive":
-            fields = dict(part.partition("=")[::2] for part in value.split(","))
-            if fields.get("if", "ide") == "ide":
-                return True
-    return False
-
-
-def unused_drivers(machine: Machine, qemu_args: Sequence[str] = ()) -> tuple[str, ...]:
-    """The modules ``run`` adds to the kernel's module_blacklist= for ``machine``
-    (IDLE_CONTROLLER_DRIVERS), unless ``qemu_args`` attach something to that controller."""
-    drivers = IDLE_CONTROLLER_DRIVERS.get(machine.name, ())
-    return () if drivers and _attaches_ide(qemu_args) else drivers
-
-
-def kernel_cmdline(append: str, console_device: str, blacklist: Sequence[str] = ()) -> str:
-    """``append`` with ``console=``, ``panic=-1`` and ``module_blacklist=`` (the modules of
-    ``blacklist``, if any) in front, each unless ``append`` already sets it.
+def kernel_cmdline(append: str, console_device: str) -> str:
+    """``append`` with ``console=`` and ``panic=-1`` in front, unless it already sets them.
 
     ``panic=-1`` makes a panicking kernel reboot at once, which ``-no-reboot`` turns into
     QEMU exiting: a panic never becomes a hang.
     """
     names = _kernel_param_names(append)
-    params = [("console", console_device), ("panic", "-1")]
-    if blacklist:
-        params.append(("module_blacklist", ",".join(blacklist)))
-    defaults = [f"{name}={value}" for name, value in params if name not in names]
+    defaults = [
+        f"{name}={value}"
+        for name, value in (("console", console_device), ("panic", "-1"))
+        if name not in names
+    ]
     return " ".join([*defaults, append] if append.strip() else defaults)
 
 
-def added_by_run(
-    append: str, arch: Arch, machine: str | None = None, qemu_args: Sequence[str] = ()
-) -> str:
+def added_by_run(append: str, arch: Arch) -> str:
     """What ``b2c-builder run`` adds to ``append`` on the kernel's command line (see
-    kernel_cmdline), e.g. ``"console=ttyS0 panic=-1 module_blacklist=ahci "``, for the
-    length check; ``machine`` is --machine (None: the architecture's)."""
-    blacklist = unused_drivers(arch.machine(machine), qemu_args)
-    full = kernel_cmdline(append, arch.facts.qemu_console, blacklist)
+    kernel_cmdline), e.g. ``"console=ttyS0 panic=-1 "``; for the length check."""
+    full = kernel_cmdline(append, arch.facts.qemu_console)
     return full[: len(full) - len(append)] if append.strip() else full
 
 
@@ -310,8 +268,7 @@ def qemu_cmdline(cfg: RunConfig, accel: Accel, initrd: Path | None) -> list[str]
         cmd += ["-kernel", str(cfg.kernel)]
         if initrd is not None:
             cmd += ["-initrd", str(initrd)]
-        blacklist = unused_drivers(machine, cfg.qemu_args)
-        cmd += ["-append", kernel_cmdline(cfg.append, arch.qemu_console, blacklist)]
+        cmd += ["-append", kernel_cmdline(cfg.append, arch.qemu_console)]
     cmd += network_args(cfg)
     cmd += ["-device", MICROVM_RNG if machine.microvm else arch.qemu_rng]
     if cfg.cdrom is not None:

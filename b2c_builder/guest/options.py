@@ -222,8 +222,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "module_blacklist",
         ValueKind.kernel_modules,
-        "the kernel's: modules it refuses to load, which /init then does not try; "
-        "`b2c-builder run` sets `ahci` on q35, whose SATA ports it leaves empty",
+        "the kernel's: modules it refuses to load, which /init then does not try",
         late_ok=False,
     ),
     Option(
@@ -240,6 +239,15 @@ OPTIONS: tuple[Option, ...] = (
         "extra kernel modules to load at boot (modprobe)",
         aliases=("b2c.modules",),
         repeatable=True,
+        late_ok=False,
+    ),
+    Option(
+        "b2c.device_drivers",
+        ValueKind.modules,
+        "the hardware drivers /init loads in the background (and waits for before the cache "
+        "device, volumes and each container): `auto` = the modules archive's `device` class, "
+        "`none`, or these; `b2c-builder run` names those of its QEMU devices",
+        default="auto",
         late_ok=False,
     ),
     Option(
