@@ -168,6 +168,14 @@ ARCHES: Mapping[Arch, ArchFacts] = MappingProxyType(
             qemu_console="ttyS0",
             qemu_nic="virtio-net-pci",
             qemu_microvm=True,
+            # Without ERMS and FSRM ("fast" REP MOVSB/STOSB): Linux then copies and clears
+            # memory with unrolled moves or REP MOVSQ/STOSQ instead of REP MOVSB, which TCG
+            # runs one byte per translated-block iteration (target/i386/tcg/translate.c,
+            # gen_repz). Measured (4 interleaved boots each): the release's initramfs (70 MB)
+            # unpacks in 0.27 s instead of 0.42 s, /init starts 0.27 s earlier, and a
+            # registry image's first output comes 0.55 s earlier (medians); the busybox-only
+            # floor's, 0.05 s earlier.
+            qemu_tcg_cpu="max,erms=off,fsrm=off",
             kernel_package="linux-image-amd64",
             kernel_image="boot/vmlinuz-{release}",  # a bzImage
         ),

@@ -50,7 +50,7 @@ def test_amd64_tcg_command(kernel: Path, tmp_path: Path) -> None:
         "qemu-system-x86_64",
         "-M", "q35",
         "-accel", "tcg",
-        "-cpu", "max",
+        "-cpu", "max,erms=off,fsrm=off",
         "-m", "1G",
         "-smp", "1",
         "-nodefaults",
@@ -252,7 +252,7 @@ def test_dry_run_with_auto_starts_nothing(kernel: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     comment, command = dry_run(RunConfig(kernel=kernel)).splitlines()
     assert comment.startswith("# --accel auto: shown with tcg (/dev/kvm is missing")
-    assert " -accel tcg -cpu max " in command
+    assert " -accel tcg -cpu max,erms=off,fsrm=off " in command
     comment, command = dry_run(RunConfig(kernel=kernel, arch=Arch.arm64)).splitlines()
     assert "KVM cannot run arm64 guests on this amd64 host" in comment
     assert command.startswith("qemu-system-aarch64 ") and " -accel tcg " in command
@@ -267,7 +267,7 @@ def test_dry_run_prints_the_command(kernel: Path, tmp_path: Path) -> None:
     text = dry_run(cfg)
     comment, command = text.splitlines()
     assert comment.startswith("# ") and comment.endswith(f"{initrds[0]} {initrds[1]}")
-    assert command.startswith("qemu-system-x86_64 -M q35 -accel tcg -cpu max ")
+    assert command.startswith("qemu-system-x86_64 -M q35 -accel tcg -cpu max,erms=off,fsrm=off ")
     assert "-append 'console=ttyS0 panic=-1 b2c.container='\"'\"'a b'\"'\"" in command
 
 
@@ -620,7 +620,7 @@ def test_microvm_command_has_virtio_mmio_devices_only(kernel: Path, tmp_path: Pa
         "qemu-system-x86_64",
         "-M", "microvm,auto-kernel-cmdline=off",
         "-accel", "tcg",
-        "-cpu", "max",
+        "-cpu", "max,erms=off,fsrm=off",
         "-m", "1G",
         "-smp", "1",
         "-nodefaults",
