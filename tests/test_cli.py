@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from b2c_builder import __version__
+from b2c_builder.boot.launch import USER_NET_IP
 from b2c_builder.config import Arch
 from tests.conftest import ROOT, b2c, require_tool
 
@@ -264,7 +265,7 @@ def test_run_dry_run_prints_the_qemu_command(kernel: Path, tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     # The b2c options make it a b2c boot: a job names run's device drivers (launch.prepare).
     job, concatenation, line = proc.stdout.splitlines()
-    assert job == "# job cmdline: b2c.device_drivers=none"
+    assert job == f"# job cmdline: b2c.device_drivers=none ip={USER_NET_IP}"
     assert (
         concatenation.startswith("# ")
         and f"concatenation of: {shlex.quote(str(initrd))} " in concatenation

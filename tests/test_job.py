@@ -23,6 +23,7 @@ import zstandard
 from b2c_builder.boot import job as jobs
 from b2c_builder.boot import kernel as kernels
 from b2c_builder.boot import launch
+from b2c_builder.boot.launch import USER_NET_IP
 from b2c_builder.build.compress import compress
 from b2c_builder.build.cpio import read_cpio, write_cpio
 from b2c_builder.build.rootfs import Rootfs
@@ -264,6 +265,40 @@ def test_the_job_names_the_device_drivers_of_runs_machine(
     assert values == ([] if expected is None else [expected])
 
 
+@pytest.mark.parametrize(
+    ("given", "static"),
+    [
+        ({}, True),
+        ({"qemu_args": ("-rtc", "base=utc")}, True),
+        # The user's own network configuration, in any form, stays.
+        ({"append": "ip=dhcp"}, False),
+        ({"b2c": {"b2c.iface": "eth0,dhcp"}}, False),
+        ({"append": "b2c.network=auto"}, False),
+        ({"qemu_args": ("-nic", "user,model=e1000")}, False),
+        # Local images only: no network at all.
+        ({"images": ("oci:{layout}",)}, False),
+    ],
+)
+def test_the_job_gives_the_user_networks_addresses(
+    tmp_path: Path, layout: Path, given: dict[str, Any], static: bool
+) -> None:
+    """QEMU's user network has fixed addresses: ip= instead of a DHCP exchange."""
+    require_tool("skopeo")
+    (tmp_path / "i").write_bytes(b"070701")
+    if "images" in given:
+        given = {**given, "images": (f"oci:{layout}",)}
+    request = launch.RunRequest(
+        kernel=tmp_path / "k",
+        initrds=(tmp_path / "i",),
+        **{"images": ("docker://10.0.2.2:5000/x",), **given},
+    )
+    plan = launch.prepare(request, tmp_path)
+    assert plan.job is not None
+    params = options.parse_cmdline(" ".join(plan.job.cmdline))
+    assert [v for n, v in params if n == "ip"] == ([USER_NET_IP] if static else [])
+    assert options.lint_cmdline(" ".join(plan.job.cmdline)) == []
+
+
 def test_a_boot_without_b2c_options_gets_no_job(tmp_path: Path) -> None:
     """A kernel and an initramfs of the user's own (the bench's floor): nothing is added."""
     (tmp_path / "i").write_bytes(b"070701")
@@ -271,7 +306,7 @@ def test_a_boot_without_b2c_options_gets_no_job(tmp_path: Path) -> None:
     assert launch.prepare(request, tmp_path).job is None
     with_b2c = replace(request, append="quiet b2c.pipefail")
     job = launch.prepare(with_b2c, tmp_path).job
-    assert job is not None and job.cmdline == ["b2c.device_drivers=none"]
+    assert job is not None and job.cmdline == ["b2c.device_drivers=none", f"ip={USER_NET_IP}"]
 
 
 def test_a_command_needs_an_image(tmp_path: Path) -> None:

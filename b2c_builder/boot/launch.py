@@ -53,6 +53,14 @@ MICROVM_TRANSPORT = "virtio_mmio"
 # output, measured).
 DISK_DRIVER = "virtio_blk"
 
+# QEMU's user network (docs/system/devices/net.rst), the one run gives the guest: the guest
+# is 10.0.2.15/24, the host (its gateway) 10.0.2.2 and its DNS forwarder 10.0.2.3, on every
+# boot. The job gives /init those addresses as the kernel's ip= (the kernel's syntax; /init
+# applies it, Debian's kernels lacking CONFIG_IP_PNP) on the first interface: no DHCP
+# exchange, 0.12 s less of every boot with a network under TCG (the network section: 0.06 s
+# instead of 0.18 s).
+USER_NET_IP = "10.0.2.15::10.0.2.2:255.255.255.0:::off:10.0.2.3"
+
 # Raw QEMU options that may give the guest a device of their own, whose driver /init must then
 # look for as on any machine (b2c.device_drivers left to auto).
 _DEVICE_OPTIONS = frozenset(
@@ -152,16 +160,33 @@ def _adds_devices(qemu_args: Sequence[str]) -> bool:
     return any("-" + arg.lstrip("-") in _DEVICE_OPTIONS for arg in qemu_args if arg[:1] == "-")
 
 
+def _set_by_user(request: RunRequest, *names: str) -> bool:
+    """True if the run options or --append set one of the options ``names`` (or an alias)."""
+    if any(request.b2c.get(name) not in (None, False, []) for name in names):
+        return True
+    for param, _ in options.parse_cmdline(request.append):
+        opt = options.lookup(param)
+        if opt is not None and opt.name in names:
+            return True
+    return False
+
+
 def device_drivers(request: RunRequest) -> str | None:
     """The b2c.device_drivers value for the job: ``virtio_blk`` with --disk, else ``none``;
     None (the image's auto) when the user sets the option, or raw QEMU arguments may add
     devices."""
-    if request.b2c.get("b2c.device_drivers") is not None or _adds_devices(request.qemu_args):
-        return None
-    if any(options.lookup(name) is options.lookup("b2c.device_drivers")
-           for name, _ in options.parse_cmdline(request.append)):  # fmt: skip
+    if _set_by_user(request, "b2c.device_drivers") or _adds_devices(request.qemu_args):
         return None
     return DISK_DRIVER if request.disks else "none"
+
+
+def user_network_ip(request: RunRequest) -> str | None:
+    """The kernel ip= value of QEMU's user network (USER_NET_IP) for a boot that brings the
+    network up, unless the user configures the network (ip=, b2c.iface, b2c.network) or raw
+    QEMU arguments may add a device; None otherwise."""
+    if _set_by_user(request, "ip", "b2c.iface", "b2c.network") or _adds_devices(request.qemu_args):
+        return None
+    return USER_NET_IP
 
 
 def _boot_files(request: RunRequest) -> tuple[Path, tuple[Path, ...]]:
@@ -220,12 +245,16 @@ def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) ->
         command = list(request.command) if n == len(images) else []
         argv = (*mounts, guest_ref, *command)
         job.containers.append(jobs.Container(argv, jobs.title_of([str(ref), *command])))
+    network = True
     if images and request.b2c.get("b2c.network") is None and not _needs_network(request, images):
         job.cmdline.append(options.compose("b2c.network", "none"))
+        network = False
     # Only a boot that speaks to b2c's /init gets a job for it (not the bench's floor).
     b2c_boot = job.cmdline or job.containers or job.shares or _has_b2c_options(request.append)
     if b2c_boot and (drivers := device_drivers(request)) is not None:
         job.cmdline.append(options.compose("b2c.device_drivers", drivers))
+    if b2c_boot and network and (address := user_network_ip(request)) is not None:
+        job.cmdline.append(options.compose("ip", address))
     empty = not (job.cmdline or job.containers or job.shares)
     return Plan(kernel, initrds, None if empty else job, shares, images)
 
