@@ -88,8 +88,23 @@ b2c_error() {
     printf '%sb2c: error: %s\n' "$B2C_TAG" "$*"
 }
 
+# b2c_epoch: B2C_EPOCH = seconds since the Epoch, for the section lines. date(1) runs once
+# (and once more after b2c_set_clock empties $B2C_STATE/epoch_base); then the uptime says how
+# far from it we are, without a process: a fork costs milliseconds under TCG, and every
+# section line needs the time. Up to a second behind the clock, like date +%s itself.
 b2c_epoch() {
-    B2C_EPOCH=$(date +%s 2>/dev/null) || B2C_EPOCH=0
+    local base=''
+    b2c_uptime_cs
+    { read -r base <"$B2C_ROOT$B2C_STATE/epoch_base"; } 2>/dev/null
+    case $base in
+        '' | *[!0-9-]* | -)
+            base=$(date +%s 2>/dev/null) || base=0
+            case $base in '' | *[!0-9]*) base=0 ;; esac
+            base=$((base * 100 - B2C_UPTIME_CS))
+            b2c_state_set epoch_base "$base" 2>/dev/null
+            ;;
+    esac
+    B2C_EPOCH=$(((base + B2C_UPTIME_CS) / 100))
 }
 
 # b2c_section NAME TITLE [open]: start a GitLab collapsible section (collapsed unless "open").
@@ -135,7 +150,8 @@ b2c_wait_for() {
 # b2c_state_set NAME VALUE / b2c_state_get NAME DEFAULT (-> B2C_VALUE): small files in
 # $B2C_STATE that survive the subshell running the main flow.
 b2c_state_set() {
-    mkdir -p "$B2C_ROOT$B2C_STATE" && printf '%s\n' "$2" >"$B2C_ROOT$B2C_STATE/$1"
+    { [ -d "$B2C_ROOT$B2C_STATE" ] || mkdir -p "$B2C_ROOT$B2C_STATE"; } &&
+        printf '%s\n' "$2" >"$B2C_ROOT$B2C_STATE/$1"
 }
 
 b2c_state_get() {

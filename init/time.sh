@@ -26,6 +26,7 @@ b2c_set_clock() {
     b2c_ntp_server
     for attempt in 1 2 3; do
         if timeout 10 "$B2C_RDATE" -n "$B2C_NTP_SERVER" </dev/null; then
+            b2c_state_set epoch_base '' # b2c_epoch: date(1) again
             b2c_log "Set the clock from the NTP server $B2C_NTP_SERVER"
             return 0
         fi

@@ -362,6 +362,26 @@ def test_ntp_peer(tmp_path: Path, cmdline: str, ntpsrv: str | None, server: str)
     assert result.lines == [f"[1.00]: Set the clock from the NTP server {server}"]
 
 
+def test_section_times_run_date_once_per_clock(tmp_path: Path) -> None:
+    """b2c_epoch: date(1) once, then the uptime elapsed since (no process per section line);
+    once b2c_set_clock has set the clock, date(1) once more."""
+    sh = Shell(tmp_path)
+    sh.stub("date", '[ -e "$B2C_ROOT/clock-set" ] && echo 1800000000 || echo 1700000000')
+    sh.stub("rdate", ': >"$B2C_ROOT/clock-set"')
+    result = sh.run(
+        "b2c_parse_cmdline b2c.ntp_peer=10.42.0.1 cmdline || exit 99\n"
+        'b2c_epoch; echo "epoch=$B2C_EPOCH"\n'
+        "sleep 2.5\n"  # the fake uptime advances by 2.5 s
+        'b2c_epoch; echo "epoch=$B2C_EPOCH"\n'
+        'b2c_section one "One"; b2c_section_end\n'
+        'b2c_set_clock; b2c_epoch; echo "epoch=$B2C_EPOCH"'
+    )
+    epochs = [line for line in result.lines if line.startswith("epoch=")]
+    assert epochs == ["epoch=1700000000", "epoch=1700000002", "epoch=1800000000"]
+    assert "section_start:1700000002:one" in result.out
+    assert len(result.called("date")) == 2
+
+
 def test_ntp_from_kernel_ip(tmp_path: Path) -> None:
     sh = Shell(tmp_path)
     sh.write("proc/net/ipconfig/ntp_servers", "10.0.2.9\n")
