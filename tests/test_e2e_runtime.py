@@ -761,8 +761,8 @@ def test_a_failing_post_container_leaves_a_successful_pipeline_at_0(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="podman create --pull=always downloads the image's config blob again on every pull "
-    "(its layers are reused); --pull=newer would not",
+    reason="podman run (or create) --pull=always downloads the image's config blob again on "
+    "every pull (its layers are reused); --pull=newer would not",
 )
 def test_the_next_boot_downloads_no_blob_at_all(cache_boots: CacheBoots) -> None:
     assert cache_boots.first_fetches.config >= 1
