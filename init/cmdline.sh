@@ -427,6 +427,23 @@ b2c_valid_modules() {
     done
 }
 
+# auto or none alone, else module names (neither of those among them).
+b2c_valid_device_drivers() {
+    local rest=$2, module
+    case ,$2, in
+        ,auto, | ,none,) return 0 ;;
+        *,auto,* | *,none,*) rest=, ;;
+    esac
+    while [ -n "$rest" ]; do
+        module=${rest%%,*}
+        rest=${rest#*,}
+        b2c_is_name "$module" || {
+            b2c_bad "$1" "must be auto, none or a comma-separated list of module names, not '$2'"
+            return
+        }
+    done
+}
+
 b2c_valid_podman_args() {
     b2c_with_words "$2" b2c_count_words || {
         b2c_mask_spec "$2"

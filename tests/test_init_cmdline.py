@@ -327,6 +327,19 @@ VALUES: dict[ValueKind, list[str]] = {
     ],
     ValueKind.kernel_ip: ["dhcp", "10.0.2.15::10.0.2.2:255.255.255.0::eth0:off", "off", ""],
     ValueKind.kernel_modules: ["ahci", "ahci,nvme", "", "virtio-blk", ",,"],
+    ValueKind.device_drivers: [
+        "auto",
+        "none",
+        "virtio_blk",
+        "nvme,e1000e",
+        "auto,virtio_blk",
+        "none,e1000",
+        "e1000,none",
+        "AUTO",
+        "",
+        "a b",
+        "nvme,",
+    ],
 }
 
 
@@ -408,6 +421,7 @@ SAMPLES: dict[ValueKind, tuple[str, str]] = {  # value -> what the shell variabl
     ValueKind.iface: ("eth0,dhcp", "eth0,dhcp"),
     ValueKind.kernel_ip: ("dhcp", "dhcp"),
     ValueKind.kernel_modules: ("ahci,nvme", "ahci,nvme"),
+    ValueKind.device_drivers: ("nvme,e1000e", "nvme,e1000e"),
     ValueKind.ntp_peer: ("auto", "auto"),
     ValueKind.network: ("none", "none"),
     ValueKind.cache_evict: ("never", "never"),

@@ -623,6 +623,9 @@ def test_gzip_layers_are_counted_through_nested_indexes(tmp_path: Path) -> None:
         ('b2c.run="docker://x"', True),  # an alias
         ('"b2c.ntp_peer=auto"', True),  # quoted whole, as the kernel allows
         ("ip=dhcp", True),
+        # Values that turn an option off ask for no network, as the run flags' do.
+        ("b2c.ntp_peer=none", False),
+        ("ip=off", False),
     ],
 )
 def test_append_parameters_that_need_the_network_keep_it(

@@ -147,10 +147,13 @@ def _needs_network(request: RunRequest, images: Sequence[jobs.ImageRef]) -> bool
     ntp = request.b2c.get("b2c.ntp_peer")
     if ntp not in (None, "none"):
         return True
-    # The kernel's own splitting rules (options.parse_cmdline), aliases folded by lookup.
+    # The kernel's own splitting rules (options.parse_cmdline), aliases folded by lookup;
+    # a value that turns the option off (b2c.ntp_peer=none, ip=off) asks for nothing.
     for name, value in options.parse_cmdline(request.append):
         opt = options.lookup(name)
-        if value is not None and opt is not None and opt.name in _APPEND_NETWORK_PARAMETERS:
+        if value in (None, "none", "off") or opt is None:
+            continue
+        if opt.name in _APPEND_NETWORK_PARAMETERS:
             return True
     return False
 

@@ -38,6 +38,7 @@ class ValueKind(StrEnum):
     hostname = "hostname"
     ntp_peer = "ntp_peer"
     modules = "modules"
+    device_drivers = "device_drivers"
     podman_args = "podman_args"
     command = "command"
     cache_device = "cache_device"
@@ -64,6 +65,7 @@ class ValueKind(StrEnum):
             ValueKind.hostname: "NAME",
             ValueKind.ntp_peer: "`none`, `auto` or HOST",
             ValueKind.modules: "MOD[,MOD...]",
+            ValueKind.device_drivers: "`auto`, `none` or MOD[,MOD...]",
             ValueKind.podman_args: "podman run arguments, image [, command]",
             ValueKind.command: "command line",
             ValueKind.cache_device: "`none`, `auto`, `reset`, /dev/NODE or a b2c.filesystem NAME",
@@ -243,7 +245,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "b2c.device_drivers",
-        ValueKind.modules,
+        ValueKind.device_drivers,
         "the hardware drivers /init loads in the background (and waits for before the cache "
         "device, volumes and each container): `auto` = the modules archive's `device` class, "
         "`none`, or these; `b2c-builder run` names those of its QEMU devices",
@@ -472,6 +474,14 @@ def _check_modules(value: str) -> list[str]:
     return []
 
 
+def _check_device_drivers(value: str) -> list[str]:
+    if value in ("auto", "none"):
+        return []
+    if all(_full(_NAME, m) and m not in ("auto", "none") for m in value.split(",")):
+        return []
+    raise Invalid(f"must be auto, none or a comma-separated list of module names, not {value!r}")
+
+
 def _check_kernel_modules(value: str) -> list[str]:
     """module_blacklist=: the kernel takes any text, and compares each comma-separated name
     byte for byte with a module's name, whose '-'s are '_'s (kernel/module/main.c,
@@ -623,6 +633,7 @@ _VALIDATORS: dict[ValueKind, Callable[[str], list[str]]] = {
     ValueKind.hostname: _check_hostname,
     ValueKind.ntp_peer: _check_ntp_peer,
     ValueKind.network: _check_network,
+    ValueKind.device_drivers: _check_device_drivers,
     ValueKind.cache_evict: _check_cache_evict,
     ValueKind.swap: _check_swap,
     ValueKind.storage: _check_storage,
