@@ -415,33 +415,29 @@ b2c_is_name() {
     return 0
 }
 
-b2c_valid_modules() {
-    local rest=$2, module
+# b2c_are_names LIST: every comma-separated item of LIST is a name (none is empty).
+b2c_are_names() {
+    local rest=$1, item
     while [ -n "$rest" ]; do
-        module=${rest%%,*}
+        item=${rest%%,*}
         rest=${rest#*,}
-        b2c_is_name "$module" || {
-            b2c_bad "$1" "must be a comma-separated list of module names, not '$2'"
-            return
-        }
+        b2c_is_name "$item" || return 1
     done
+}
+
+b2c_valid_modules() {
+    b2c_are_names "$2" ||
+        b2c_bad "$1" "must be a comma-separated list of module names, not '$2'"
 }
 
 # auto or none alone, else module names (neither of those among them).
 b2c_valid_device_drivers() {
-    local rest=$2, module
     case ,$2, in
         ,auto, | ,none,) return 0 ;;
-        *,auto,* | *,none,*) rest=, ;;
+        *,auto,* | *,none,*) ;;
+        *) b2c_are_names "$2" && return 0 ;;
     esac
-    while [ -n "$rest" ]; do
-        module=${rest%%,*}
-        rest=${rest#*,}
-        b2c_is_name "$module" || {
-            b2c_bad "$1" "must be auto, none or a comma-separated list of module names, not '$2'"
-            return
-        }
-    done
+    b2c_bad "$1" "must be auto, none or a comma-separated list of module names, not '$2'"
 }
 
 b2c_valid_podman_args() {

@@ -418,10 +418,17 @@ def test_proxy_is_exported(tmp_path: Path) -> None:
     ]
 
 
-def test_modules_from_the_archive_list_and_the_command_line(tmp_path: Path) -> None:
+def with_module_list(tmp_path: Path, listing: str) -> Shell:
+    """A scratch root whose modules archive (kernel 6.1.0-test) has no modules.dep entries
+    and the b2c.modules ``listing`` ("NAME WHEN" lines, kmod.LoadWhen)."""
     sh = Shell(tmp_path)
     sh.write("lib/modules/6.1.0-test/modules.dep", "")
-    sh.write("lib/modules/6.1.0-test/b2c.modules", "virtio_net\n# comment\n\nmissing_mod\next4\n")
+    sh.write("lib/modules/6.1.0-test/b2c.modules", listing)
+    return sh
+
+
+def test_modules_from_the_archive_list_and_the_command_line(tmp_path: Path) -> None:
+    sh = with_module_list(tmp_path, "virtio_net\n# comment\n\nmissing_mod\next4\n")
     sh.stub("modprobe", '[ "$1" != missing_mod ]')
     result = sh.run(
         "b2c_parse_cmdline 'b2c.insmods=e1000e,igb b2c.modules=r8169' cmdline || exit 99\n"
@@ -442,11 +449,8 @@ def test_modules_from_the_archive_list_and_the_command_line(tmp_path: Path) -> N
 def test_modules_are_loaded_when_the_list_says(tmp_path: Path, network: str) -> None:
     """boot: now; network: now, only for a boot with a network; device: in the background,
     done once b2c_modules_settle returns; demand: never by /init (the kernel asks for it)."""
-    sh = Shell(tmp_path)
-    sh.write("lib/modules/6.1.0-test/modules.dep", "")
-    sh.write(
-        "lib/modules/6.1.0-test/b2c.modules",
-        "virtio_pci boot\nvirtio_net network\nahci device\nnvme device\next4 demand\n",
+    sh = with_module_list(
+        tmp_path, "virtio_pci boot\nvirtio_net network\nahci device\nnvme device\next4 demand\n"
     )
     # A slow device driver: settle must wait for it.
     sh.stub("modprobe", '[ "$1" != nvme ] || { sleep 0.5; : >"$B2C_ROOT/nvme-probed"; }')
@@ -463,14 +467,11 @@ def test_modules_are_loaded_when_the_list_says(tmp_path: Path, network: str) -> 
 
 
 def test_modules_in_the_kernels_module_blacklist_are_not_tried(tmp_path: Path) -> None:
-    """module_blacklist= (b2c-builder run sets ahci on q35): the kernel would refuse them, so
-    /init neither tries nor warns, in any class; the name must match byte for byte, as the
-    kernel's does. Asked for by b2c.insmods, the refusal is a warning."""
-    sh = Shell(tmp_path)
-    sh.write("lib/modules/6.1.0-test/modules.dep", "")
-    sh.write(
-        "lib/modules/6.1.0-test/b2c.modules",
-        "virtio_pci boot\nvirtio_blk device\nahci device\nsd_mod device\nnvme device\n",
+    """module_blacklist=: the kernel would refuse them, so /init neither tries nor warns, in
+    any class; the name must match byte for byte, as the kernel's does. Asked for by
+    b2c.insmods, the refusal is a warning."""
+    sh = with_module_list(
+        tmp_path, "virtio_pci boot\nvirtio_blk device\nahci device\nsd_mod device\nnvme device\n"
     )
     result = sh.run(
         "b2c_parse_cmdline 'module_blacklist=ahci,virtio_pci,sd-mod b2c.insmods=nvme,ahci' "
@@ -501,12 +502,7 @@ def test_device_drivers_replace_the_device_class(
 ) -> None:
     """b2c.device_drivers (b2c-builder run names its QEMU devices' drivers): the other
     device drivers are never loaded, nor waited for; none loads none."""
-    sh = Shell(tmp_path)
-    sh.write("lib/modules/6.1.0-test/modules.dep", "")
-    sh.write(
-        "lib/modules/6.1.0-test/b2c.modules",
-        "virtio_pci boot\nahci device\nnvme device\next4 demand\n",
-    )
+    sh = with_module_list(tmp_path, "virtio_pci boot\nahci device\nnvme device\next4 demand\n")
     result = sh.run(
         f"b2c_parse_cmdline 'b2c.network=none b2c.device_drivers={value}' cmdline || exit 99\n"
         'b2c_load_modules\nb2c_modules_settle\n[ ! -e "$B2C_ROOT$B2C_STATE/devices_loading" ]'
@@ -524,18 +520,14 @@ def test_device_drivers_replace_the_device_class(
 
 
 def test_settle_returns_at_once_without_device_drivers(tmp_path: Path) -> None:
-    sh = Shell(tmp_path)
-    sh.write("lib/modules/6.1.0-test/modules.dep", "")
-    sh.write("lib/modules/6.1.0-test/b2c.modules", "overlay demand\n")
+    sh = with_module_list(tmp_path, "overlay demand\n")
     result = sh.run("b2c_load_modules\nb2c_modules_settle")
     assert result.status == 0 and result.called("modprobe") == []
     assert "background" not in result.out
 
 
 def test_a_device_driver_that_fails_is_a_warning(tmp_path: Path) -> None:
-    sh = Shell(tmp_path)
-    sh.write("lib/modules/6.1.0-test/modules.dep", "")
-    sh.write("lib/modules/6.1.0-test/b2c.modules", "ahci device\n")
+    sh = with_module_list(tmp_path, "ahci device\n")
     sh.stub("modprobe", "false")
     result = sh.run("b2c_load_modules\nb2c_modules_settle")
     assert result.status == 0

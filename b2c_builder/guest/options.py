@@ -468,16 +468,21 @@ def _check_ntp_peer(value: str) -> list[str]:
     return []
 
 
+def _are_names(value: str) -> bool:
+    """Every comma-separated item of ``value`` is a name (none is empty)."""
+    return all(_full(_NAME, item) for item in value.split(","))
+
+
 def _check_modules(value: str) -> list[str]:
-    if not all(_full(_NAME, m) for m in value.split(",")):
+    if not _are_names(value):
         raise Invalid(f"must be a comma-separated list of module names, not {value!r}")
     return []
 
 
 def _check_device_drivers(value: str) -> list[str]:
-    if value in ("auto", "none"):
-        return []
-    if all(_full(_NAME, m) and m not in ("auto", "none") for m in value.split(",")):
+    """auto or none alone, else module names (neither of those among them)."""
+    items = value.split(",")
+    if value in ("auto", "none") or (_are_names(value) and not {"auto", "none"} & set(items)):
         return []
     raise Invalid(f"must be auto, none or a comma-separated list of module names, not {value!r}")
 
