@@ -151,6 +151,7 @@ b2c_main() {
     b2c_setup_swap
     b2c_set_hostname
     b2c_registry_auth
+    b2c_crun_read_only
     b2c_run_pipeline
     b2c_section_end
     b2c_save_status

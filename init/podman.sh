@@ -106,6 +106,30 @@ b2c_registry_auth() {
     b2c_log "Using the registry credentials of /etc/containers/auth.json"
 }
 
+# b2c_crun_read_only: run crun from a read-only mount of a ramfs copy of itself (bound over
+# /usr/bin/crun). Against CVE-2019-5736, crun re-executes itself from a sealed copy unless
+# /proc/self/exe is a sealed memfd or sits on a read-only mount; a file that answers
+# F_GET_SEALS without being a sealed memfd is never trusted (is_self_cloned() in crun's
+# src/libcrun/cloned_binary.c). The initramfs is tmpfs, whose files answer F_GET_SEALS, so
+# every crun call (create, start, delete) would execute crun three times and copy it into
+# a memfd, whose fresh pages TCG translates anew: about 60 ms a call. ramfs files do not
+# answer F_GET_SEALS. A failure costs only that time: one warning, and crun stays as it is.
+b2c_crun_read_only() {
+    local dir=$B2C_ROOT$B2C_STATE/crun crun=$B2C_ROOT/usr/bin/crun
+    if ! mkdir -p "$dir" || ! mount -t ramfs -o mode=0755 ramfs "$dir"; then
+        b2c_warn "could not mount a ramfs for crun: every crun call copies crun first"
+        return 0
+    fi
+    if cp -p "$crun" "$dir/crun" && mount --bind "$dir/crun" "$crun"; then
+        mount -o remount,bind,ro "$crun" ||
+            b2c_warn "could not make crun's mount read-only: every crun call re-executes crun"
+    else
+        b2c_warn "could not put crun on a ramfs: every crun call copies crun first"
+    fi
+    # The bind mount keeps the ramfs; its first mount point goes (the empty folder stays).
+    umount "$dir"
+}
+
 # b2c_podman_scan ARGS...: find the image among podman create's ARGS: the first word that is
 # neither an option nor an option's value. Sets B2C_SCAN_IMAGE (empty: none), B2C_SCAN_AT
 # (its position, from 1) and B2C_SCAN_AUTH (1 if --creds or --authfile is given). The flags that take no value are podman-create(1)'s (5.x);

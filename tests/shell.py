@@ -220,6 +220,7 @@ class Shell:
         self.write("proc/net/unix", "Num       RefCount Protocol Flags    Type St Inode Path\n")
         self.write("proc/net/packet", "sk       RefCnt Type Proto  Iface R Rmem   User   Inode\n")
         (self.root / "sys/bus/virtio/drivers/9pnet_virtio").mkdir(parents=True, exist_ok=True)
+        self.write("usr/bin/crun", b"\x7fELF crun")
 
     def stub(self, name: str, body: str) -> None:
         self.stubs[name] = textwrap.dedent(body)

@@ -507,7 +507,13 @@ def pipeline_boot(release: Release, test_image: str, module_initrd: Path, logs: 
                 "&& echo MODULE-LOADED'",
                 "--uts=host",
             ),
-            container(test_image, "sh -c 'echo PIPE-B; exit 5'"),
+            # --pid=host: /proc/1 is /init, whose mounts show where crun runs from.
+            container(
+                test_image,
+                "sh -c 'echo PIPE-B; grep -F /usr/bin/crun /proc/1/mountinfo "
+                "| sed s/^/CRUN-MOUNT:/; exit 5'",
+                "--pid=host",
+            ),
             container(test_image, f"sh -c 'echo PIPE-C; {fetch}'"),
             container(
                 test_image,
@@ -546,6 +552,20 @@ def test_a_service_is_reachable_from_a_pipeline_container(pipeline_boot: Boot) -
     assert b.has("GOT-SVC-42"), b.tail()
     # Its TERM trap makes `podman stop` quick: the run did not wait for the 10 s kill.
     assert not b.starting("b2c: warning: could not stop the service"), b.tail()
+
+
+def test_crun_runs_from_a_read_only_ramfs_mount(pipeline_boot: Boot) -> None:
+    """What crun's is_self_cloned() needs to run without copying itself into a memfd and
+    executing three times: a read-only mount of a file that does not answer F_GET_SEALS (not
+    the initramfs's tmpfs). Every container of the boot ran through that crun."""
+    b = pipeline_boot
+    (line,) = b.starting("CRUN-MOUNT:")
+    # mountinfo(5): ID PARENT MAJ:MIN ROOT MOUNT-POINT MOUNT-OPTIONS ... - TYPE SOURCE ...
+    fields, _, tail = line.removeprefix("CRUN-MOUNT:").partition(" - ")
+    assert fields.split()[4] == "/usr/bin/crun", line
+    assert "ro" in fields.split()[5].split(","), line
+    assert tail.split()[0] == "ramfs", line
+    assert not [w for w in b.starting("b2c: warning:") if "crun" in w], b.tail()
 
 
 def test_hostname_names_the_machine(pipeline_boot: Boot) -> None:
@@ -587,7 +607,13 @@ def pipefail_boot(release: Release, test_image: str, logs: Path) -> Boot:
         [
             "b2c.pipefail",
             container(test_image, "sh -c 'echo PIPE-A'"),
-            container(test_image, "sh -c 'echo PIPE-B; exit 5'"),
+            # --pid=host: /proc/1 is /init, whose mounts show where crun runs from.
+            container(
+                test_image,
+                "sh -c 'echo PIPE-B; grep -F /usr/bin/crun /proc/1/mountinfo "
+                "| sed s/^/CRUN-MOUNT:/; exit 5'",
+                "--pid=host",
+            ),
             container(test_image, "sh -c 'echo PIPE-C'"),
             # Substitutions before the image: podman gets them as literal arguments and
             # refuses "$(poweroff" as an image name. Run by a shell, they would power off

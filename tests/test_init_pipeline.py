@@ -381,3 +381,55 @@ def test_once_a_secret_is_known_podman_run_is_not_used(tmp_path: Path) -> None:
         tmp_path, 'b2c.container="-e DB_PASSWORD=s3cr3t docker://a 0" b2c.post_container="x 0"'
     )
     assert [c[0] for c in created(result)] == ["create", "create"]
+
+
+# --- crun on a read-only ramfs (b2c_crun_read_only) -------------------------------------------
+
+
+def test_crun_is_bound_read_only_from_a_ramfs_copy(tmp_path: Path) -> None:
+    """The conditions of crun's is_self_cloned(): a read-only mount, and a file that is not
+    shmem (ramfs, not the initramfs's tmpfs): crun then runs without copying itself."""
+    sh = Shell(tmp_path)
+    result = sh.run("b2c_crun_read_only")
+    root = str(sh.root)
+    folder, crun = f"{root}/run/b2c/crun", f"{root}/usr/bin/crun"
+    assert result.called("mount") == [
+        ["-t", "ramfs", "-o", "mode=0755", "ramfs", folder],
+        ["--bind", f"{folder}/crun", crun],
+        ["-o", "remount,bind,ro", crun],
+    ]
+    assert result.called("umount") == [[folder]]
+    assert (sh.root / "run/b2c/crun/crun").read_bytes() == (sh.root / "usr/bin/crun").read_bytes()
+    assert (result.status, result.out, result.err) == (0, "", "")
+
+
+def test_crun_read_only_in_a_boot_comes_before_the_first_podman(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.stub("podman", PODMAN)
+    sh.write("sys/class/net/eth0/operstate", "up\n")
+    sh.write("proc/cmdline", 'b2c.container="docker://a 0"\n')
+    result = sh.run("b2c_init")
+    names = [call[0] if call[:2] != ["mount", "--bind"] else "bind" for call in result.calls]
+    assert names.index("bind") < names.index("podman"), names
+    assert not [w for w in result.warnings() if "crun" in w], result.out
+
+
+@pytest.mark.parametrize(
+    ("failing", "warning", "mounts"),
+    [
+        ("-t", "could not mount a ramfs for crun: every crun call copies crun first", 1),
+        ("--bind", "could not put crun on a ramfs: every crun call copies crun first", 2),
+        ("-o", "could not make crun's mount read-only: every crun call re-executes crun", 3),
+    ],
+)
+def test_crun_read_only_failures_are_one_warning_and_leave_no_ramfs_mounted(
+    tmp_path: Path, failing: str, warning: str, mounts: int
+) -> None:
+    sh = Shell(tmp_path)
+    sh.stub("mount", f'[ "$1" != {failing} ]')
+    result = sh.run("b2c_crun_read_only")
+    assert result.warnings() == [f"b2c: warning: {warning}"]
+    assert len(result.called("mount")) == mounts
+    # The ramfs's own mount point never stays: only a bound copy would keep the ramfs.
+    assert result.called("umount") == ([] if failing == "-t" else [[f"{sh.root}/run/b2c/crun"]])
+    assert result.status == 0
