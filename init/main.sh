@@ -5,10 +5,8 @@
 # PID 1 goes on), then prints the pipeline status and shuts down.
 
 b2c_mount_early() {
-    local dir
-    for dir in proc sys dev run tmp; do
-        mkdir -p "$B2C_ROOT/$dir"
-    done
+    # One mkdir for all: each command that is not a shell builtin forks a process.
+    mkdir -p "$B2C_ROOT/proc" "$B2C_ROOT/sys" "$B2C_ROOT/dev" "$B2C_ROOT/run" "$B2C_ROOT/tmp"
     mount -t proc proc "$B2C_ROOT/proc" || echo "b2c: error: could not mount /proc"
     mount -t sysfs sysfs "$B2C_ROOT/sys" || echo "b2c: error: could not mount /sys"
     mount -t devtmpfs devtmpfs "$B2C_ROOT/dev" 2>/dev/null ||
