@@ -75,12 +75,20 @@ def _matchers(marker: str) -> dict[str, Callable[[str], bool]]:
         "clock": section("clock"),
         "cache": section("cache"),
         "pull": section("pull_container_1"),
-        # Whole lines only: the kernel echoes its command line, which may quote the marker's
-        # recipe, and the init's own log lines quote the container's command.
-        "first_output": lambda line: strip_prefix(line).strip() == marker,
+        "first_output": lambda line: _is_marker_line(strip_prefix(line), marker),
         "container_exit": lambda line: "The container 1 exited with status" in line,
         "poweroff": lambda line: "reboot: Power down" in line or "reboot: Restarting" in line,
     }
+
+
+def _is_marker_line(line: str, marker: str) -> bool:
+    """``line`` is the marker's own line: the marker alone, or the marker followed by a kernel
+    message that the console wrote before the marker's newline ("B2C-BENCH-42[    2.27] tsc:
+    ..."; printk does not wait for a user's line to end). Lines that only contain the marker
+    do not count: the kernel echoes its command line, which may quote the marker's recipe, and
+    the init's own log lines quote the container's command."""
+    rest = line.strip().removeprefix(marker)
+    return line.strip().startswith(marker) and (not rest or _STAMP.match(rest) is not None)
 
 
 def events(lines: Sequence[tuple[float, str]], marker: str, qemu_exit: float) -> dict[str, Event]:

@@ -1,0 +1,25 @@
+"""bench/phases.py: which console lines end which phase (the bench itself boots QEMU and is
+run by `make bench`, not by pytest)."""
+
+from __future__ import annotations
+
+from bench.phases import events
+
+MARKER = "B2C-BENCH-42"
+
+
+def test_first_output_is_the_markers_line_even_with_a_kernel_message_on_it() -> None:
+    # Seen on the floor: printk wrote "tsc: Refined ..." between the marker and its newline.
+    lines = [
+        (1.0, "[    0.000000] Command line: console=ttyS0 sh -c 'echo B2C-BENCH-$((6*7))'"),
+        (2.0, "[2.10]: Pull and create container 1: sh -c 'echo B2C-BENCH-42'"),
+        (2.5, "B2C-BENCH-421"),
+        (3.0, "B2C-BENCH-42[    2.277223] tsc: Refined TSC clocksource calibration: 2596.129 MHz"),
+        (3.5, "B2C-BENCH-42"),
+    ]
+    assert events(lines, MARKER, 4.0)["first_output"].host == 3.0
+
+
+def test_a_line_that_only_contains_the_marker_is_not_the_first_output() -> None:
+    lines = [(1.0, "echo B2C-BENCH-42"), (2.0, "B2C-BENCH-42 and more"), (3.0, "B2C-BENCH-42")]
+    assert events(lines, MARKER, 4.0)["first_output"].host == 3.0
