@@ -810,7 +810,8 @@ RUN_SETTINGS = SettingsTable(
             "machine",
             str,
             "QEMU machine type. microvm (amd64): no PCI bus and a minimal firmware, virtio "
-            "devices on virtio-mmio; boots faster, no --pxe, --cdrom or --firmware uefi.",
+            "devices on virtio-mmio; the kernel starts 0.9 s sooner (see the README), no "
+            "--pxe, --cdrom or --firmware uefi.",
             shown_default="the architecture's: "
             + ", ".join(f"{facts.qemu_machine_name} ({arch})" for arch, facts in ARCHES.items()),
             metavar="NAME",
