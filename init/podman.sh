@@ -112,7 +112,7 @@ b2c_registry_auth() {
 # F_GET_SEALS without being a sealed memfd is never trusted (is_self_cloned() in crun's
 # src/libcrun/cloned_binary.c). The initramfs is tmpfs, whose files answer F_GET_SEALS, so
 # every crun call (create, start, delete) would execute crun three times and copy it into
-# a memfd, whose fresh pages TCG translates anew: about 60 ms a call. ramfs files do not
+# a memfd, whose fresh pages TCG translates anew: 50-80 ms a call. ramfs files do not
 # answer F_GET_SEALS. A failure costs only that time: one warning, and crun stays as it is.
 b2c_crun_read_only() {
     local dir=$B2C_ROOT$B2C_STATE/crun crun=$B2C_ROOT/usr/bin/crun
