@@ -607,13 +607,7 @@ def pipefail_boot(release: Release, test_image: str, logs: Path) -> Boot:
         [
             "b2c.pipefail",
             container(test_image, "sh -c 'echo PIPE-A'"),
-            # --pid=host: /proc/1 is /init, whose mounts show where crun runs from.
-            container(
-                test_image,
-                "sh -c 'echo PIPE-B; grep -F /usr/bin/crun /proc/1/mountinfo "
-                "| sed s/^/CRUN-MOUNT:/; exit 5'",
-                "--pid=host",
-            ),
+            container(test_image, "sh -c 'echo PIPE-B; exit 5'"),
             container(test_image, "sh -c 'echo PIPE-C'"),
             # Substitutions before the image: podman gets them as literal arguments and
             # refuses "$(poweroff" as an image name. Run by a shell, they would power off

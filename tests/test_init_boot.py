@@ -94,6 +94,13 @@ def test_successful_boot(tmp_path: Path) -> None:
     assert (sh.root / "proc/sysrq-trigger").read_text() == "o\n"
 
 
+def test_crun_is_bound_read_only_before_the_first_podman(tmp_path: Path) -> None:
+    result = boot(Shell(tmp_path), 'b2c.container="docker://a 0"')
+    names = [call[0] if call[:2] != ["mount", "--bind"] else "bind" for call in result.calls]
+    assert names.index("bind") < names.index("podman"), names
+    assert not [w for w in result.warnings() if "crun" in w], result.out
+
+
 def test_failing_container_status(tmp_path: Path) -> None:
     result = boot(Shell(tmp_path), 'b2c.container="docker://a 3" b2c.container="docker://b 0"')
     assert_console_contract(result, 3, ["poweroff", "-f"])

@@ -403,17 +403,6 @@ def test_crun_is_bound_read_only_from_a_ramfs_copy(tmp_path: Path) -> None:
     assert (result.status, result.out, result.err) == (0, "", "")
 
 
-def test_crun_read_only_in_a_boot_comes_before_the_first_podman(tmp_path: Path) -> None:
-    sh = Shell(tmp_path)
-    sh.stub("podman", PODMAN)
-    sh.write("sys/class/net/eth0/operstate", "up\n")
-    sh.write("proc/cmdline", 'b2c.container="docker://a 0"\n')
-    result = sh.run("b2c_init")
-    names = [call[0] if call[:2] != ["mount", "--bind"] else "bind" for call in result.calls]
-    assert names.index("bind") < names.index("podman"), names
-    assert not [w for w in result.warnings() if "crun" in w], result.out
-
-
 @pytest.mark.parametrize(
     ("failing", "warning", "mounts"),
     [
