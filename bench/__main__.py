@@ -192,7 +192,10 @@ def main() -> None:
             for name, request in variants.items():
                 found = timed_boot(request())
                 if i == 0:
-                    print(f"warm-up {name}: first output {found['first_output'].host:5.2f} s")
+                    print(
+                        f"warm-up {name}: first output {found['first_output'].host:5.2f} s",
+                        flush=True,
+                    )
                     continue
                 runs[name].append(found)
                 print(

@@ -87,8 +87,9 @@ def _is_marker_line(line: str, marker: str) -> bool:
     ..."; printk does not wait for a user's line to end). Lines that only contain the marker
     do not count: the kernel echoes its command line, which may quote the marker's recipe, and
     the init's own log lines quote the container's command."""
-    rest = line.strip().removeprefix(marker)
-    return line.strip().startswith(marker) and (not rest or _STAMP.match(rest) is not None)
+    text = line.strip()
+    rest = text.removeprefix(marker)
+    return text.startswith(marker) and (not rest or _STAMP.match(rest) is not None)
 
 
 def events(lines: Sequence[tuple[float, str]], marker: str, qemu_exit: float) -> dict[str, Event]:
