@@ -243,3 +243,28 @@ def test_microvm_boots_with_virtio_mmio_nic_disk_and_share(
     assert {"virtio_net", "virtio_blk", "9pnet_virtio"} <= drivers, drivers
     assert logged(proc, "Got an address by DHCP"), proc.stdout[-3000:]
     assert logged(proc, "Loaded the kernel module virtio_mmio"), proc.stdout[-3000:]
+
+
+def test_microvm_boots_while_the_host_is_busy(release: Release, images: dict[str, str]) -> None:
+    """microvm has no HPET and no ACPI PM timer: with the host's CPUs busy, the kernel's PIT
+    calibration of the TSC fails and, with no other reference, it hung before /init (every
+    boot under three busy loops on a 2-core host). run hands it the host's TSC frequency
+    (tsc_early_khz=), so the boot goes on and the container's status comes back."""
+    busy = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(max(3, (os.cpu_count() or 1) + 1))
+    ]
+    try:
+        proc = run(
+            release,
+            "--machine", "microvm",
+            "--image", images["oci-archive"],
+            command=("sh", "-c", "exit 5"),
+        )  # fmt: skip
+    finally:
+        for loop in busy:
+            loop.kill()
+            loop.wait()
+    assert proc.returncode == 5, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert re.search(r" -append '[^']*\btsc_early_khz=[1-9]\d*\b", proc.stderr), proc.stderr
+    assert "could not calculate TSC khz" not in proc.stdout

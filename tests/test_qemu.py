@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import os
+import platform
 import re
 import time
 import uuid
@@ -641,6 +643,73 @@ def test_microvm_command_has_virtio_mmio_devices_only(kernel: Path, tmp_path: Pa
         "-device", "virtio-9p-device,fsdev=b2c_share1,mount_tag=b2c_share1",
         "-rtc", "base=utc",
     ]  # fmt: skip
+
+
+X86_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC
+cpu MHz\t\t: 2596.150
+flags\t\t: fpu vme de pse tsc msr pae mce constant_tsc nonstop_tsc
+bogomips\t: 5192.30
+TLB size\t: 1024 4K pages
+
+processor\t: 1
+bogomips\t: 5192.31
+"""
+
+
+def test_the_host_tsc_frequency_is_read_from_the_first_bogomips() -> None:
+    assert qemu.host_tsc_khz(X86_CPUINFO) == 2_596_150
+    assert qemu.host_tsc_khz("processor\t: 0\nbogomips\t: 6000.00\n") == 3_000_000
+    assert qemu.host_tsc_khz("processor\t: 0\nmodel name\t: x\n") is None
+    assert qemu.host_tsc_khz("bogomips\t: unknown\n") is None
+
+
+@pytest.fixture
+def x86_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(X86_CPUINFO)
+    monkeypatch.setattr(qemu, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+
+
+@pytest.mark.usefixtures("x86_host")
+def test_microvm_under_tcg_gets_the_hosts_tsc_frequency(kernel: Path) -> None:
+    """Without it, a busy host makes the guest's PIT calibration fail; with no HPET or ACPI
+    PM timer on microvm, its kernel then hangs (test_kdev boots that case)."""
+    microvm = RunConfig(kernel=kernel, machine="microvm", append="quiet", accel=Accel.tcg)
+    khz = qemu.guest_tsc_khz(microvm, Accel.tcg)
+    assert khz == 2_596_150
+    cmd = qemu_cmdline(microvm, Accel.tcg, None, tsc_khz=khz)
+    assert _option(cmd, "-append") == ["console=ttyS0 panic=-1 tsc_early_khz=2596150 quiet"]
+    # KVM guests read it from kvmclock; the usual machines have an HPET and a PM timer.
+    assert qemu.guest_tsc_khz(microvm, Accel.kvm) is None
+    assert qemu.guest_tsc_khz(RunConfig(kernel=kernel), Accel.tcg) is None
+    # The user's own value wins.
+    mine = RunConfig(kernel=kernel, machine="microvm", append="tsc_early_khz=1000000")
+    cmd = qemu_cmdline(mine, Accel.tcg, None, tsc_khz=khz)
+    assert _option(cmd, "-append") == ["console=ttyS0 panic=-1 tsc_early_khz=1000000"]
+    assert "tsc_early_khz=2596150" in dry_run(microvm)
+
+
+def test_microvm_on_a_host_without_bogomips_boots_with_a_warning(
+    kernel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    with caplog.at_level(logging.WARNING, logger="b2c"):
+        assert qemu.guest_tsc_khz(RunConfig(kernel=kernel, machine="microvm"), Accel.tcg) is None
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "may hang before /init" in warning and "tsc_early_khz=" in warning
+
+
+def test_the_length_check_leaves_room_for_tsc_early_khz_on_microvm(kernel: Path) -> None:
+    added = len("console=ttyS0 panic=-1 ") + 1  # and the terminating NUL
+    fits = "x" * (Arch.amd64.facts.command_line_size - added)
+    RunConfig(kernel=kernel, append=fits)
+    with pytest.raises(ConfigError, match="COMMAND_LINE_SIZE"):
+        RunConfig(kernel=kernel, machine="microvm", append=fits)
+    room = len(f"tsc_early_khz={qemu.TSC_KHZ_RESERVE} ")
+    RunConfig(kernel=kernel, machine="microvm", append=fits[:-room])
 
 
 def test_the_default_machine_is_the_architectures_and_unchanged(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import platform
 import re
 import shlex
 import subprocess
@@ -166,7 +167,9 @@ class RunConfig:
         """Refuse a command line the kernel would cut (an x86 one then boots to silence)."""
         if self.kernel is None:
             return
-        added = added_by_run(self.append, self.arch)
+        # On microvm, room for the longest tsc_early_khz= run may add (guest_tsc_khz).
+        tsc_khz = TSC_KHZ_RESERVE if self.qemu_machine.microvm else None
+        added = added_by_run(self.append, self.arch, tsc_khz=tsc_khz)
         if (problem := options.check_length(self.append, self.arch, added=added)) is not None:
             raise ConfigError(f"--append: {problem.message}")
 
@@ -182,26 +185,72 @@ def _kernel_param_names(cmdline: str) -> set[str]:
     return names
 
 
-def kernel_cmdline(append: str, console_device: str) -> str:
-    """``append`` with ``console=`` and ``panic=-1`` in front, unless it already sets them.
+def kernel_cmdline(append: str, console_device: str, *, tsc_khz: int | None = None) -> str:
+    """``append`` with ``console=`` and ``panic=-1`` in front, unless it already sets them;
+    with ``tsc_khz`` (kHz, see guest_tsc_khz), ``tsc_early_khz=`` too, unless it sets that.
 
     ``panic=-1`` makes a panicking kernel reboot at once, which ``-no-reboot`` turns into
     QEMU exiting: a panic never becomes a hang.
     """
     names = _kernel_param_names(append)
-    defaults = [
-        f"{name}={value}"
-        for name, value in (("console", console_device), ("panic", "-1"))
-        if name not in names
-    ]
+    wanted = [("console", console_device), ("panic", "-1")]
+    if tsc_khz is not None:
+        wanted.append((TSC_EARLY_KHZ, str(tsc_khz)))
+    defaults = [f"{name}={value}" for name, value in wanted if name not in names]
     return " ".join([*defaults, append] if append.strip() else defaults)
 
 
-def added_by_run(append: str, arch: Arch) -> str:
+def added_by_run(append: str, arch: Arch, *, tsc_khz: int | None = None) -> str:
     """What ``b2c-builder run`` adds to ``append`` on the kernel's command line (see
     kernel_cmdline), e.g. ``"console=ttyS0 panic=-1 "``; for the length check."""
-    full = kernel_cmdline(append, arch.facts.qemu_console)
+    full = kernel_cmdline(append, arch.facts.qemu_console, tsc_khz=tsc_khz)
     return full[: len(full) - len(append)] if append.strip() else full
+
+
+# QEMU's microvm machine has no HPET and no ACPI PM timer, so its kernel can calibrate the
+# TSC against the PIT only. Under TCG that fails whenever the host is busy (6 of 6 boots
+# with three busy loops on a 2-core host; 1 in about 13 on an idle one): the kernel prints
+# "tsc: Marking TSC unstable due to could not calculate TSC khz" and hangs before /init.
+# Under TCG the guest's TSC is the host's own (QEMU's cpu_get_host_ticks(): RDTSC on an x86
+# host), so run gives the kernel the host's TSC frequency; tsc_early_khz= (the kernel's
+# Documentation/admin-guide/kernel-parameters.txt) skips the calibration. Under KVM the
+# kernel reads the frequency from kvmclock.
+TSC_EARLY_KHZ = "tsc_early_khz"
+TSC_KHZ_RESERVE = 9_999_999  # the widest value the length check makes room for (10 GHz)
+CPUINFO = Path("/proc/cpuinfo")
+_BOGOMIPS_RE = re.compile(r"^bogomips\s*:\s*(\d+(?:\.\d+)?)\s*$", re.MULTILINE | re.IGNORECASE)
+
+
+def host_tsc_khz(cpuinfo: str) -> int | None:
+    """The TSC frequency in kHz of an x86 host whose /proc/cpuinfo text is ``cpuinfo``:
+    its first ``bogomips`` value times 500, rounded; None when there is none. Pure.
+
+    An x86 kernel that knows its TSC frequency skips the delay-loop calibration and derives
+    loops_per_jiffy from it (arch/x86/kernel/tsc.c: lpj = tsc_khz * 1000 / HZ); bogomips is
+    lpj * HZ / 500000 with two decimals (init/calibrate.c), so this is tsc_khz within 5 kHz.
+    """
+    found = _BOGOMIPS_RE.search(cpuinfo)
+    return round(float(found.group(1)) * 500) if found else None
+
+
+def guest_tsc_khz(cfg: RunConfig, accel: Accel) -> int | None:
+    """The TSC frequency (kHz) run gives a microvm guest under TCG on an x86_64 host (see
+    TSC_EARLY_KHZ), read from /proc/cpuinfo; None for other boots, or with a warning when
+    the host's frequency is unknown (that guest may hang calibrating its TSC)."""
+    if not cfg.qemu_machine.microvm or accel is not Accel.tcg or cfg.kernel is None:
+        return None
+    khz = None
+    if platform.machine() == "x86_64":
+        with contextlib.suppress(OSError):
+            khz = host_tsc_khz(CPUINFO.read_text(errors="replace"))
+    if khz is None:
+        log.warning(
+            "--machine microvm under TCG: this host's TSC frequency is unknown (no x86 "
+            "bogomips in /proc/cpuinfo), so the guest's kernel calibrates its TSC against "
+            "the PIT alone and may hang before /init when the host is busy; "
+            "add tsc_early_khz=<the host's TSC kHz> to --append, or use the default machine"
+        )
+    return khz
 
 
 def _qemu_path(path: Path) -> str:
@@ -243,8 +292,11 @@ def network_args(cfg: RunConfig) -> list[str]:
     return ["-netdev", netdev, "-device", f"{nic},netdev=net0,bootindex=0"]
 
 
-def qemu_cmdline(cfg: RunConfig, accel: Accel, initrd: Path | None) -> list[str]:
-    """The QEMU command for ``cfg`` with a resolved ``accel`` and the (concatenated) initrd."""
+def qemu_cmdline(
+    cfg: RunConfig, accel: Accel, initrd: Path | None, *, tsc_khz: int | None = None
+) -> list[str]:
+    """The QEMU command for ``cfg`` with a resolved ``accel`` and the (concatenated) initrd;
+    ``tsc_khz`` (guest_tsc_khz) becomes the kernel's ``tsc_early_khz=``."""
     if accel is Accel.auto:
         raise ValueError("resolve --accel auto with resolve_accel() first")
     arch = cfg.arch.facts
@@ -268,7 +320,7 @@ def qemu_cmdline(cfg: RunConfig, accel: Accel, initrd: Path | None) -> list[str]
         cmd += ["-kernel", str(cfg.kernel)]
         if initrd is not None:
             cmd += ["-initrd", str(initrd)]
-        cmd += ["-append", kernel_cmdline(cfg.append, arch.qemu_console)]
+        cmd += ["-append", kernel_cmdline(cfg.append, arch.qemu_console, tsc_khz=tsc_khz)]
     cmd += network_args(cfg)
     cmd += ["-device", MICROVM_RNG if machine.microvm else arch.qemu_rng]
     if cfg.cdrom is not None:
@@ -486,7 +538,7 @@ def dry_run(cfg: RunConfig) -> str:
         initrd = Path(tempfile.gettempdir()) / "b2c-run-XXXX" / "initrd.img"
         parts = " ".join(shlex.quote(str(p)) for p in cfg.initrds)
         lines.append(f"# {initrd} is the concatenation of: {parts}")
-    lines.append(shlex.join(qemu_cmdline(cfg, accel, initrd)))
+    lines.append(shlex.join(qemu_cmdline(cfg, accel, initrd, tsc_khz=guest_tsc_khz(cfg, accel))))
     return "\n".join(lines)
 
 
@@ -610,7 +662,7 @@ def boot(
     accel = resolve_accel(cfg.accel, cfg.arch)
     with contextlib.ExitStack() as stack:
         initrd = stack.enter_context(_initrd(cfg))
-        cmd = qemu_cmdline(cfg, accel, initrd)
+        cmd = qemu_cmdline(cfg, accel, initrd, tsc_khz=guest_tsc_khz(cfg, accel))
         log.info("$ %s", shlex.join(cmd))
         serial_log = None
         if cfg.serial_log is not None:
