@@ -85,9 +85,22 @@ def _with_settings(table: SettingsTable) -> Callable[[Callable[..., None]], Call
     return decorate
 
 
+def _print_version(given: bool) -> None:
+    """``--version``: the same line as ``b2c-builder version``, then exit 0."""
+    if given:
+        print(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Verbose logs and tracebacks.")] = False,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     _state["debug"] = debug
     log.setup(debug=debug)

@@ -353,8 +353,9 @@ def test_help_lists_every_option() -> None:
         assert not missing, proc.stdout
 
 
-def test_version() -> None:
-    proc = b2c("version")
+@pytest.mark.parametrize("args", [("version",), ("--version",), ("--version", "run")])
+def test_version(args: tuple[str, ...]) -> None:
+    proc = b2c(*args)
     assert (proc.returncode, proc.stdout) == (0, f"{__version__}\n")
 
 
