@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -111,6 +112,32 @@ def test_shares_default_to_the_host_path(tmp_path: Path) -> None:
     for bad in (f"{tmp_path}:/a,b", f"{tmp_path}:/", "/nonexistent-dir"):
         with pytest.raises(ConfigError):
             jobs.Share.parse(bad)
+
+
+@pytest.mark.parametrize(
+    ("guest", "message"),
+    [
+        ("/proc", "the guest folder /proc would hide the guest's own /proc"),
+        ("/usr/", "the guest folder /usr would hide the guest's own /usr"),
+        ("/var", "the guest folder /var would hide the guest's own /var/lib/containers"),
+        ("/var/lib", "the guest folder /var/lib would hide the guest's own /var/lib/containers"),
+        ("/sys/kernel/x", "the guest folder /sys/kernel/x is inside /sys, the kernel's sys"),
+    ],
+)
+def test_a_share_cannot_hide_the_guests_system_folders(
+    tmp_path: Path, guest: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        jobs.Share.parse(f"{tmp_path}:{guest}")
+    assert str(caught.value.hint).startswith(
+        f"pass HOST_DIR:/some/guest/dir, e.g. {tmp_path}:/mnt/"
+    )
+
+
+@pytest.mark.parametrize("guest", ["/usr/src/linux", "/var/tmp/out", "/run/x", "/mnt", "/src"])
+def test_a_share_may_sit_inside_the_guests_folders(tmp_path: Path, guest: str) -> None:
+    # A kernel tree in /usr/src is shared at its own path, as run does by default.
+    assert jobs.Share.parse(f"{tmp_path}:{guest}").guest == guest
 
 
 # --- the b2c option flags ------------------------------------------------------------------

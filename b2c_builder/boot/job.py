@@ -140,7 +140,34 @@ class Share:
                 "other than / without ':', ',' or a newline",
                 hint="pass HOST_DIR:/some/guest/dir",
             )
+        if (problem := _guest_folder_problem(guest)) is not None:
+            raise ConfigError(
+                f"--share {text!r}: the guest folder {guest} {problem}",
+                hint=f"pass HOST_DIR:/some/guest/dir, e.g. {host_text}:/mnt/{host.name or 'share'}",
+            )
         return cls(host, guest)
+
+
+# Folders of the guest that /init and podman need: a share mounted on one of them, or on a
+# folder holding one (/var holds podman's storage), hides it from the whole boot. /proc and
+# /sys also hold no folder a share could be mounted on.
+GUEST_SYSTEM_FOLDERS = (
+    "/bin", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr",
+    "/var/lib/containers",
+)  # fmt: skip
+_PSEUDO_FILESYSTEMS = ("/proc", "/sys")
+
+
+def _guest_folder_problem(guest: str) -> str | None:
+    """Why a share cannot be mounted on the absolute, normalised guest folder ``guest``
+    (see GUEST_SYSTEM_FOLDERS), else None."""
+    for folder in GUEST_SYSTEM_FOLDERS:
+        if folder == guest or folder.startswith(guest + "/"):
+            return f"would hide the guest's own {folder}"
+    for folder in _PSEUDO_FILESYSTEMS:
+        if guest.startswith(folder + "/"):
+            return f"is inside {folder}, the kernel's {folder[1:]} filesystem"
+    return None
 
 
 @dataclass(frozen=True)
