@@ -77,6 +77,23 @@ def test_bom_and_cr_are_errors() -> None:
     assert len(lines) == 2, lines
 
 
+def test_a_quote_never_closed_is_a_warning_naming_what_it_swallows() -> None:
+    # The kernel reads the rest of the line into b2c.container's value (lib/cmdline.c), so
+    # b2c.pipefail is no option any more; with the quote closed the line is clean.
+    proc = b2c("check-cmdline", 'quiet b2c.container="-ti docker://r/i:1 b2c.pipefail')
+    assert proc.returncode == 0
+    assert proc.stdout.splitlines() == [
+        "warning: cmdline: a double quote at byte 20 is never closed: the kernel reads the "
+        "rest of the line ('-ti docker://r/i:1 b2c.pipefail') into one value, so no option "
+        "after it counts; close the quote"
+    ]
+    proc = b2c("check-cmdline", 'quiet b2c.container="-ti docker://r/i:1" b2c.pipefail')
+    assert (proc.returncode, proc.stdout) == (0, "")
+    # Quotes opened and closed inside a word, as the kernel allows, are balanced.
+    proc = b2c("check-cmdline", 'b2c.container="a"b" c"')
+    assert (proc.returncode, proc.stdout) == (0, "")
+
+
 @pytest.mark.parametrize(
     ("line", "option", "what"),
     [

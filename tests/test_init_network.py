@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from b2c_builder.guest.options import lint_cmdline
 from b2c_builder.resources import data_path
 from tests.shell import Result, Shell
 
@@ -135,6 +136,7 @@ def test_kernel_ip_static_form_in_user_space(tmp_path: Path) -> None:
     assert (sh.root / "run/b2c/ntpsrv").read_text() == "10.0.2.5\n"
     assert result.called("hostname") == [["dut-7"]]
     assert "[1.00]: Gave eth1 the address 10.0.2.42/20, gateway 10.0.2.1" in result.lines
+    assert lint_cmdline(f"ip={value}") == []
 
 
 def test_kernel_ip_static_defaults_mask_by_class_and_the_first_interface(tmp_path: Path) -> None:
@@ -149,6 +151,8 @@ def test_kernel_ip_static_defaults_mask_by_class_and_the_first_interface(tmp_pat
     ("value", "error"),
     [
         ("10.0.2.300", "'10.0.2.300' is not an IPv4 address"),
+        ("bogus", "'bogus' is not an IPv4 address"),
+        ("10.0.2.4:10.0.2.2:10.0.2.1:255.255.255.0::eth0:off:dns", "'dns' is not an IPv4 address"),
         ("10.0.2.4:::255.0.255.0", "'255.0.255.0' is not a netmask"),
         (
             "10.0.2.4::::::sometimes",
@@ -163,6 +167,8 @@ def test_a_malformed_kernel_ip_is_an_error(tmp_path: Path, value: str, error: st
     result = connect(sh, f"ip={value}")
     assert result.lines[-2] == "rc=1"
     assert result.errors() == [f"b2c: error: ip={value}: {error}"]
+    # check-cmdline (options.lint_cmdline) reports it with the same words, before any boot.
+    assert [str(p) for p in lint_cmdline(f"ip={value}")] == [f"error: ip: {error}"]
 
 
 def test_iface_takes_precedence_over_kernel_ip(tmp_path: Path) -> None:

@@ -181,6 +181,16 @@ def test_lint_clean_line() -> None:
     assert lint_cmdline(line) == []
 
 
+def test_lint_judges_ip_only_where_init_applies_it() -> None:
+    """/init applies ip= when it connects (init/network.sh), unless b2c.iface takes precedence
+    or there is no network; the lint follows (test_init_network checks the same words)."""
+    error = Problem("error", "ip", "'bogus' is not an IPv4 address")
+    assert lint_cmdline("ip=bogus") == [error]
+    assert lint_cmdline("ip=bogus b2c.iface=eth0,dhcp") == []
+    assert lint_cmdline("ip=bogus b2c.network=none") == []
+    assert lint_cmdline("ip=off") == lint_cmdline("ip") == lint_cmdline("ip=dhcp") == []
+
+
 def test_lint_extra_args_refuses_early_options() -> None:
     problems = lint_cmdline("b2c.iface=eth0,dhcp b2c.container=docker://x", source="extra")
     assert problems == [Problem("warning", "b2c.iface", "comes too late in the extra command line")]

@@ -627,7 +627,42 @@ def _route(value: str) -> bool:
     return bool(sep) and (_ipv4(net, cidr=True) or _ipv4(net)) and _ipv4(gateway)
 
 
+def _netmask(value: str) -> bool:
+    """A dotted IPv4 netmask: ones, then zeros (init/network.sh b2c_prefix)."""
+    if not _ipv4(value):
+        return False
+    zeros = ~int.from_bytes(bytes(int(octet) for octet in value.split(".")), "big") & 0xFFFFFFFF
+    return zeros & (zeros + 1) == 0
+
+
+_INTERFACE = re.compile(r"[A-Za-z0-9_.-]*")  # init/network.sh b2c_ip_apply's test
+_KERNEL_IP_DHCP = ("dhcp", "on", "any", "bootp", "rarp", "both")
+_KERNEL_IP_AUTOCONF = ("", "off", "none", "static", *_KERNEL_IP_DHCP)
+
+
 def _check_any(value: str) -> list[str]:
+    return []
+
+
+def _check_kernel_ip(value: str) -> list[str]:
+    """The kernel's ip= (Documentation/admin-guide/nfs/nfsroot.rst) as /init applies it when
+    the kernel has no IP autoconfiguration (init/network.sh b2c_ip_apply), with its errors.
+    Not a parse-time check: /init reads any ip= and judges it when it connects."""
+    if value in ("off", "none", *_KERNEL_IP_DHCP):
+        return []
+    fields = (value + ":" * 9).split(":")[:10]
+    client, server, gateway, netmask, _hostname, device, autoconf, dns0, dns1, ntp0 = fields
+    for address in (client, server, gateway, dns0, dns1, ntp0):
+        if address and not _ipv4(address):
+            raise Invalid(f"{address!r} is not an IPv4 address")
+    if not _full(_INTERFACE, device):
+        raise Invalid(f"{device!r} is not a network interface name")
+    if autoconf not in _KERNEL_IP_AUTOCONF:
+        raise Invalid(
+            f"unknown autoconfiguration {autoconf!r} (off, none, dhcp, bootp, rarp, both, on, any)"
+        )
+    if client and autoconf not in _KERNEL_IP_DHCP and netmask and not _netmask(netmask):
+        raise Invalid(f"{netmask!r} is not a netmask")
     return []
 
 
@@ -770,6 +805,12 @@ def _cross_check(seen: dict[str, list[str]]) -> list[Problem]:
                 problems.append(
                     Problem("error", "b2c.volume", f"no b2c.filesystem is named {val!r}")
                 )
+    # /init applies ip= only without b2c.iface and with a network (init/network.sh).
+    if not seen.get("b2c.iface") and seen.get("b2c.network", ["auto"])[-1] != "none":
+        try:
+            _check_kernel_ip(seen.get("ip", [""])[-1])
+        except Invalid as exc:
+            problems.append(Problem("error", "ip", str(exc)))
     if seen.get("b2c.swap") and not seen["b2c.swap"][-1].startswith("/") and cache == "none":
         problems.append(Problem("warning", "b2c.swap", "needs a b2c.cache_device (ignored)"))
     return problems
@@ -865,9 +906,24 @@ def secret_problems(cmdline: str) -> list[Problem]:
     return problems
 
 
+def _unterminated_quote(cmdline: str) -> int | None:
+    """The index of a double quote that opens and is never closed, else None. The kernel's
+    splitter (lib/cmdline.c next_arg) toggles quoting at every ``"``, with no escape."""
+    opened = None
+    for index, char in enumerate(cmdline):
+        if char == '"':
+            opened = index if opened is None else None
+    return opened
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def line_problems(cmdline: str, *, arch: str | None = None, added: str = "") -> list[Problem]:
-    """Problems of the line as a whole: a UTF-8 byte-order mark or a CR (errors), secrets
-    (warnings, see ``secret_problems``), and with ``arch`` its length (``check_length``)."""
+    """Problems of the line as a whole: a UTF-8 byte-order mark or a CR (errors), a double
+    quote never closed and secrets (warnings, see ``secret_problems``), and with ``arch`` its
+    length (``check_length``)."""
     problems: list[Problem] = []
     if (bom := cmdline.find("\ufeff")) >= 0:
         problems.append(
@@ -887,6 +943,17 @@ def line_problems(cmdline: str, *, arch: str | None = None, added: str = "") -> 
                 f"a carriage return (CR) at byte {_byte_offset(cmdline, cr)}: Windows line "
                 "endings? Boot loaders end the line there (SYSLINUX, systemd-boot) and the "
                 "kernel reads it as a space; remove it",
+            )
+        )
+    if (quote := _unterminated_quote(cmdline)) is not None:
+        rest = cmdline[quote + 1 :]
+        problems.append(
+            Problem(
+                "warning",
+                "cmdline",
+                f"a double quote at byte {_byte_offset(cmdline, quote)} is never closed: the "
+                f"kernel reads the rest of the line ({_shorten(rest)!r}) into one value, so no "
+                "option after it counts; close the quote",
             )
         )
     problems += secret_problems(cmdline)
