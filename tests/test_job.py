@@ -245,6 +245,33 @@ def test_the_job_carries_arguments_byte_for_byte(tmp_path: Path, layout: Path) -
     assert options.lint_cmdline(cmdline) == []
 
 
+def test_a_flag_and_append_setting_one_option_warn_that_the_flag_wins(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "i").write_bytes(b"070701")
+    request = launch.RunRequest(
+        kernel=tmp_path / "k",
+        initrds=(tmp_path / "i",),
+        append='b2c.poweroff_delay=5 b2c.container="docker://a" b2c.swap=1G b2c.pipefail=0',
+        b2c={
+            "b2c.poweroff_delay": "9",
+            "b2c.pipefail": True,
+            "b2c.container": ["docker://b"],  # repeatable: both containers run
+            "b2c.swap": None,
+        },
+    )
+    assert launch.overridden_in_append(request) == ["b2c.poweroff_delay", "b2c.pipefail"]
+    with caplog.at_level(logging.WARNING, logger="b2c"):
+        plan = launch.prepare(request, tmp_path)
+    assert plan.job is not None and "b2c.poweroff_delay=9" in plan.job.cmdline
+    assert [r.getMessage() for r in caplog.records] == [
+        "b2c.poweroff_delay is set both by --poweroff-delay and in --append: --poweroff-delay's "
+        "value wins (the guest reads run's job after the kernel command line); drop one of them",
+        "b2c.pipefail is set both by --pipefail and in --append: --pipefail's value wins (the "
+        "guest reads run's job after the kernel command line); drop one of them",
+    ]
+
+
 def test_a_registry_image_keeps_the_network(tmp_path: Path) -> None:
     (tmp_path / "i").write_bytes(b"070701")
     request = launch.RunRequest(
@@ -508,6 +535,18 @@ def test_the_init_passes_argument_files_byte_for_byte(tmp_path: Path) -> None:
     # The stub log is read as latin-1: compare bytes, not text.
     assert create[-len(argv) :] == [arg.encode().decode("latin-1") for arg in argv]
     assert "Run container 1: the test" in result.out
+
+
+def test_the_jobs_options_come_after_the_kernel_command_line(tmp_path: Path) -> None:
+    """What run's warning about a flag and --append setting one option says."""
+    sh = Shell(tmp_path)
+    sh.write("line", "b2c.poweroff_delay=5")
+    sh.write("etc/b2c/job/cmdline", "b2c.poweroff_delay=9\n")
+    result = sh.run(
+        'b2c_read_file "$B2C_ROOT/line"; b2c_parse_cmdline "$B2C_TEXT" cmdline || exit 98\n'
+        'b2c_job_parse || exit 99\necho "delay=$B2C_POWEROFF_DELAY"'
+    )
+    assert result.lines[-1] == "delay=9", result.err
 
 
 def test_the_init_mounts_shares_with_9p(tmp_path: Path) -> None:

@@ -158,6 +158,19 @@ def _needs_network(request: RunRequest, images: Sequence[jobs.ImageRef]) -> bool
     return False
 
 
+def overridden_in_append(request: RunRequest) -> list[str]:
+    """The single-valued b2c options (names, in --append order) that both a run flag and
+    --append set. The guest parses the job after the kernel command line (init/job.sh), so
+    the flag's value wins."""
+    flagged = {name for name, value in request.b2c.items() if value not in (None, False, [])}
+    both: list[str] = []
+    for param, _ in options.parse_cmdline(request.append):
+        opt = options.lookup(param)
+        if opt is not None and opt.name in flagged and not opt.repeatable and opt.name not in both:
+            both.append(opt.name)
+    return both
+
+
 def _adds_devices(qemu_args: Sequence[str]) -> bool:
     """True if the raw QEMU arguments may add a guest device (``-device``, ``--drive``...)."""
     return any("-" + arg.lstrip("-") in _DEVICE_OPTIONS for arg in qemu_args if arg[:1] == "-")
@@ -230,6 +243,13 @@ def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) ->
         initrds = tuple(kernels.uncompressed_initrd(p, request.cache_dir) for p in initrds)
 
     job = jobs.Job(cmdline=b2c_parameters(request.b2c))
+    for name in overridden_in_append(request):
+        flag = "--" + name.removeprefix("b2c.").replace("_", "-")
+        log.warning(
+            "%s is set both by %s and in --append: %s's value wins (the guest reads run's "
+            "job after the kernel command line); drop one of them",
+            name, flag, flag,
+        )  # fmt: skip
     if machine.microvm:
         job.cmdline.append(options.compose("b2c.insmods", MICROVM_TRANSPORT))
     job.shares = list(shares)
