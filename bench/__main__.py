@@ -131,7 +131,9 @@ def kvm_note() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    # The docstring's first paragraph, without the reST quotes.
+    summary = " ".join((__doc__ or "").split("\n\n")[0].split()).replace("`", "")
+    parser = argparse.ArgumentParser(prog="python -m bench", description=summary)
     parser.add_argument(
         "--runs", type=int, default=5, help="measured boots per variant (interleaved)"
     )
