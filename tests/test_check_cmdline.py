@@ -92,6 +92,12 @@ def test_a_quote_never_closed_is_a_warning_naming_what_it_swallows() -> None:
     # Quotes opened and closed inside a word, as the kernel allows, are balanced.
     proc = b2c("check-cmdline", 'b2c.container="a"b" c"')
     assert (proc.returncode, proc.stdout) == (0, "")
+    # Nothing after it: only its own value ends with the line.
+    proc = b2c("check-cmdline", 'quiet b2c.hostname="foo')
+    assert proc.stdout == (
+        "warning: cmdline: a double quote at byte 19 is never closed: the kernel ends that "
+        "value with the line; close the quote\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -138,3 +144,19 @@ def test_run_refuses_an_over_long_line_at_once(tmp_path: Path) -> None:
     assert "qemu-system" not in proc.stdout
     assert "--append: 2025 bytes + 23 added by the boot loader" in proc.stderr
     assert "COMMAND_LINE_SIZE" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_run_lints_append_apart_from_its_job(tmp_path: Path) -> None:
+    """A quote left open in --append ends with the kernel's line: it neither swallows the
+    job's options (a --container) nor makes their words its value."""
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"MZ not a kernel")
+    initrd = tmp_path / "initrd.cpio"
+    initrd.write_bytes(b"070701")
+    proc = b2c(
+        "run", "--kernel", str(kernel), "--initrd", str(initrd), "--accel", "tcg", "--dry-run",
+        "--append", 'quiet b2c.hostname="foo', "--container", "-ti docker://r/i:1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "b2c.hostname" not in proc.stderr
+    assert "is never closed: the kernel ends that value with the line" in proc.stderr

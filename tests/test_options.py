@@ -191,6 +191,25 @@ def test_lint_judges_ip_only_where_init_applies_it() -> None:
     assert lint_cmdline("ip=off") == lint_cmdline("ip") == lint_cmdline("ip=dhcp") == []
 
 
+def test_run_s_job_is_linted_apart_from_the_command_line() -> None:
+    """/init parses the job after the command line, on its own (init/job.sh): a quote left
+    open in --append swallows none of the job's options, and the options of both still
+    meet in the cross-checks."""
+    job = ['b2c.container="-ti docker://r/i:1"', "b2c.device_drivers=none"]
+    assert lint_cmdline('quiet b2c.hostname="foo', job=job) == [
+        Problem(
+            "warning",
+            "cmdline",
+            "a double quote at byte 19 is never closed: the kernel ends that value with the "
+            "line; close the quote",
+        )
+    ]
+    assert lint_cmdline("b2c.cache_device=share", job=["b2c.filesystem=share,src=x,type=9p"]) == []
+    assert lint_cmdline("b2c.cache_device=share", job=["b2c.pipefail"]) == [
+        Problem("error", "b2c.cache_device", "no b2c.filesystem is named 'share'")
+    ]
+
+
 def test_lint_extra_args_refuses_early_options() -> None:
     problems = lint_cmdline("b2c.iface=eth0,dhcp b2c.container=docker://x", source="extra")
     assert problems == [Problem("warning", "b2c.iface", "comes too late in the extra command line")]

@@ -238,6 +238,13 @@ def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) ->
         )
     images = tuple(jobs.ImageRef.parse(text) for text in request.images)
     shares = tuple(jobs.Share.parse(text) for text in request.shares)
+    guests = [share.guest for share in shares]
+    if (twice := next((g for g in guests if guests.count(g) > 1), None)) is not None:
+        raise ConfigError(
+            f"two --share options mount on the guest folder {twice}: the second would hide "
+            "the first",
+            hint="give each share its own guest folder: HOST_DIR:/guest/dir",
+        )
     kernel, initrds = _boot_files(request)
     if uncompressed:
         initrds = tuple(kernels.uncompressed_initrd(p, request.cache_dir) for p in initrds)
@@ -345,8 +352,11 @@ def launch(request: RunRequest) -> int:
             job = job if job is not None else jobs.Job()
             job.nonce = new_nonce()
         if request.check:  # what /init would reject: the line and the job's b2c options
-            line = " ".join([request.append, *(job.cmdline if job is not None else [])])
-            options.refuse_lint_errors(line, outcome="nothing was booted")
+            options.refuse_lint_errors(
+                request.append,
+                job=job.cmdline if job is not None else (),
+                outcome="nothing was booted",
+            )
         if request.junit is not None:
             check_writable(request.junit, "--junit")
         job_initrd = job.write(tmp / "job.cpio") if job is not None else None

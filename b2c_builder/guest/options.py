@@ -748,7 +748,12 @@ class Problem:
 
 
 def lint_cmdline(
-    cmdline: str, *, source: str = "cmdline", arch: str | None = None, added: str = ""
+    cmdline: str,
+    *,
+    source: str = "cmdline",
+    arch: str | None = None,
+    added: str = "",
+    job: Sequence[str] = (),
 ) -> list[Problem]:
     """What /init would complain about for this command line, without booting.
 
@@ -756,12 +761,14 @@ def lint_cmdline(
     fetched are reported as ignored). A kernel command line (``source="cmdline"``) is also
     checked as a whole (``line_problems``): a byte-order mark, a CR, secret-looking values
     and, when ``arch`` is given, its length with ``added`` (what the boot loader adds).
+    ``job`` holds the parameters of `run`'s job, which /init parses on their own after the
+    command line (init/job.sh): a quote left open in ``cmdline`` cannot reach them.
     """
     problems: list[Problem] = []
     if source == "cmdline":
         problems += line_problems(cmdline, arch=arch, added=added)
     seen: dict[str, list[str]] = {}
-    for name, value in parse_cmdline(cmdline):
+    for name, value in [*parse_cmdline(cmdline), *parse_cmdline(" ".join(job))]:
         option = lookup(name)
         if option is None:
             if name.startswith("b2c."):
@@ -833,13 +840,19 @@ def _byte_offset(text: str, index: int) -> int:
 
 
 def refuse_lint_errors(
-    cmdline: str, *, arch: str | None = None, added: str = "", outcome: str
+    cmdline: str,
+    *,
+    arch: str | None = None,
+    added: str = "",
+    job: Sequence[str] = (),
+    outcome: str,
 ) -> None:
     """Lint ``cmdline`` (``lint_cmdline``) before a command acts on it: every problem is
     printed on stderr (``warning: OPTION: MESSAGE`` / ``error: ...``); errors then raise one
     ConfigError naming each of them and ``outcome`` (what was not done, e.g. "nothing was
-    written"). The checks of ``b2c-builder check-cmdline``, run by bootcfg, iso and run."""
-    problems = lint_cmdline(cmdline, arch=arch, added=added)
+    written"). The checks of ``b2c-builder check-cmdline``, run by bootcfg, iso and run
+    (``job``: see lint_cmdline)."""
+    problems = lint_cmdline(cmdline, arch=arch, added=added, job=job)
     for problem in problems:
         print(problem, file=sys.stderr)
     errors = [f"{p.option}: {p.message}" for p in problems if p.severity == "error"]
@@ -946,15 +959,17 @@ def line_problems(cmdline: str, *, arch: str | None = None, added: str = "") -> 
             )
         )
     if (quote := _unterminated_quote(cmdline)) is not None:
-        rest = cmdline[quote + 1 :]
-        problems.append(
-            Problem(
-                "warning",
-                "cmdline",
-                f"a double quote at byte {_byte_offset(cmdline, quote)} is never closed: the "
-                f"kernel reads the rest of the line ({_shorten(rest)!r}) into one value, so no "
-                "option after it counts; close the quote",
+        rest = cmdline[quote + 1 :].strip()
+        if any(c in KERNEL_SPACE for c in rest):
+            effect = (
+                f"the kernel reads the rest of the line ({_shorten(rest)!r}) into one value, "
+                "so no option after it counts"
             )
+        else:
+            effect = "the kernel ends that value with the line"
+        where = f"a double quote at byte {_byte_offset(cmdline, quote)}"
+        problems.append(
+            Problem("warning", "cmdline", f"{where} is never closed: {effect}; close the quote")
         )
     problems += secret_problems(cmdline)
     if arch is not None and (length := check_length(cmdline, arch, added=added)):
