@@ -121,7 +121,11 @@ def test_shares_default_to_the_host_path(tmp_path: Path) -> None:
         ("/usr/", "the guest folder /usr would hide the guest's own /usr"),
         ("/var", "the guest folder /var would hide the guest's own /var/lib/containers"),
         ("/var/lib", "the guest folder /var/lib would hide the guest's own /var/lib/containers"),
-        ("/sys/kernel/x", "the guest folder /sys/kernel/x is inside /sys, the kernel's sys"),
+        ("/sys/kernel/x", "the guest folder /sys/kernel/x is inside the guest's own /sys"),
+        ("/usr/bin", "the guest folder /usr/bin is inside the guest's own /usr"),
+        ("/usr/local", "the guest folder /usr/local is inside the guest's own /usr"),
+        ("/etc/containers", "the guest folder /etc/containers is inside the guest's own /etc"),
+        ("/run/b2c", "the guest folder /run/b2c is inside the guest's own /run"),
     ],
 )
 def test_a_share_cannot_hide_the_guests_system_folders(
@@ -134,7 +138,25 @@ def test_a_share_cannot_hide_the_guests_system_folders(
     )
 
 
-@pytest.mark.parametrize("guest", ["/usr/src/linux", "/var/tmp/out", "/run/x", "/mnt", "/src"])
+def test_two_shares_on_one_guest_folder_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "i").write_bytes(b"070701")
+    (tmp_path / "a").mkdir()
+    request = launch.RunRequest(
+        kernel=tmp_path / "k",
+        initrds=(tmp_path / "i",),
+        shares=(f"{tmp_path / 'a'}:/mnt/x", f"{tmp_path}:/mnt/x/"),
+    )
+    with pytest.raises(ConfigError, match="two --share options mount on the guest folder /mnt/x"):
+        launch.prepare(request, tmp_path)
+
+
+def test_a_relative_guest_folder_gets_its_own_hint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        jobs.Share.parse(f"{tmp_path}:relative")
+    assert caught.value.hint == "GUEST_DIR must be absolute: HOST_DIR:/guest/dir"
+
+
+@pytest.mark.parametrize("guest", ["/usr/src/linux", "/usr/src", "/var/tmp/out", "/mnt", "/src"])
 def test_a_share_may_sit_inside_the_guests_folders(tmp_path: Path, guest: str) -> None:
     # A kernel tree in /usr/src is shared at its own path, as run does by default.
     assert jobs.Share.parse(f"{tmp_path}:{guest}").guest == guest

@@ -132,7 +132,13 @@ class Share:
             host_text, guest = left, right
         host = Path(host_text).resolve()
         if not host.is_dir():
-            raise ConfigError(f"--share {text!r}: {host} is not a directory", hint="check the path")
+            relative = sep and left and right and not right.startswith("/")
+            raise ConfigError(
+                f"--share {text!r}: {host} is not a directory",
+                hint="GUEST_DIR must be absolute: HOST_DIR:/guest/dir"
+                if relative and Path(left).is_dir()
+                else "check the path",
+            )
         guest = os.path.normpath(guest or str(host))
         if not guest.startswith("/") or guest == "/" or any(c in guest for c in ":,\n\0"):
             raise ConfigError(
@@ -148,25 +154,28 @@ class Share:
         return cls(host, guest)
 
 
-# Folders of the guest that /init and podman need: a share mounted on one of them, or on a
-# folder holding one (/var holds podman's storage), hides it from the whole boot. /proc and
-# /sys also hold no folder a share could be mounted on.
+# The guest's own trees, which /init, podman, crun and their libraries live in or use: a
+# share mounted on one of them, inside one or on a folder holding one (/var holds podman's
+# storage) hides what the image put there. /proc and /sys hold no folder to mount on at all.
+# A kernel tree under /usr/src (a usual host path, shared at that path by default) is fine:
+# the image has no /usr/src.
 GUEST_SYSTEM_FOLDERS = (
     "/bin", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr",
     "/var/lib/containers",
 )  # fmt: skip
-_PSEUDO_FILESYSTEMS = ("/proc", "/sys")
+GUEST_FREE_FOLDERS = ("/usr/src",)
 
 
 def _guest_folder_problem(guest: str) -> str | None:
     """Why a share cannot be mounted on the absolute, normalised guest folder ``guest``
     (see GUEST_SYSTEM_FOLDERS), else None."""
+    if any(guest == free or guest.startswith(free + "/") for free in GUEST_FREE_FOLDERS):
+        return None
     for folder in GUEST_SYSTEM_FOLDERS:
         if folder == guest or folder.startswith(guest + "/"):
             return f"would hide the guest's own {folder}"
-    for folder in _PSEUDO_FILESYSTEMS:
         if guest.startswith(folder + "/"):
-            return f"is inside {folder}, the kernel's {folder[1:]} filesystem"
+            return f"is inside the guest's own {folder}, which the boot needs as the image made it"
     return None
 
 
