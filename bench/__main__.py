@@ -36,6 +36,7 @@ from b2c_builder.build.compress import decompress, open_compressed
 from b2c_builder.build.cpio import write_cpio
 from b2c_builder.build.rootfs import Kind, Rootfs
 from b2c_builder.config import Accel, Arch, Compression, Disk
+from b2c_builder.errors import ConfigError
 from bench.phases import DESCRIPTIONS, PHASES, Event, Spread, events, spreads
 from tests.conftest import Release, build_release, shared_cache
 from tests.oci import busybox_layer, make_layout
@@ -135,7 +136,7 @@ def main() -> None:
     summary = " ".join((__doc__ or "").split("\n\n")[0].split()).replace("`", "")
     parser = argparse.ArgumentParser(prog="python -m bench", description=summary)
     parser.add_argument(
-        "--runs", type=int, default=5, help="measured boots per variant (interleaved)"
+        "--runs", type=int, default=5, help="measured boots per variant, interleaved (default 5)"
     )
     parser.add_argument("--skip-cold", action="store_true", help="no cold-cache build")
     parser.add_argument("--skip-build", action="store_true", help="no build-time figures")
@@ -144,6 +145,12 @@ def main() -> None:
         "--machine", help="QEMU machine of every boot (run --machine; default: q35)"
     )
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error(f"--runs must be at least 1, not {args.runs}")
+    try:  # before minutes of building
+        qemu_machine = Arch.amd64.machine(args.machine).name
+    except ConfigError as exc:
+        parser.error(f"{exc.message} ({exc.hint})")
     work = Path(tempfile.mkdtemp(prefix="b2c-bench-"))
     print(f"# b2c-builder benchmark, work dir {work}", flush=True)
     release = build_release(work / "release", shared_cache())
@@ -151,7 +158,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {platform.node()}",
         "accel": "tcg",
-        "qemu_machine": Arch.amd64.machine(args.machine).name,
+        "qemu_machine": qemu_machine,
         "kvm": kvm_note(),
         "runs": args.runs,
     }

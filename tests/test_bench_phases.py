@@ -1,9 +1,15 @@
-"""bench/phases.py: which console lines end which phase (the bench itself boots QEMU and is
-run by `make bench`, not by pytest)."""
+"""bench/phases.py: which console lines end which phase, and the bench's argument checks (the
+bench itself boots QEMU and is run by `make bench`, not by pytest)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
+
 from bench.phases import events
+from tests.conftest import ROOT
 
 MARKER = "B2C-BENCH-42"
 
@@ -23,3 +29,19 @@ def test_first_output_is_the_markers_line_even_with_a_kernel_message_on_it() -> 
 def test_a_line_that_only_contains_the_marker_is_not_the_first_output() -> None:
     lines = [(1.0, "echo B2C-BENCH-42"), (2.0, "B2C-BENCH-42 and more"), (3.0, "B2C-BENCH-42")]
     assert events(lines, MARKER, 4.0)["first_output"].host == 3.0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--machine", "pc"], "--machine 'pc' cannot boot amd64 guests"),
+        (["--runs", "0"], "--runs must be at least 1, not 0"),
+    ],
+)
+def test_bad_bench_arguments_fail_before_building(args: list[str], message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "work dir" not in proc.stdout
