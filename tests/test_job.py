@@ -150,6 +150,14 @@ def test_two_shares_on_one_guest_folder_are_refused(tmp_path: Path) -> None:
         launch.prepare(request, tmp_path)
 
 
+def test_a_containers_title_keeps_its_quoting_on_one_line() -> None:
+    argv = ["oci:/etc/b2c/job/image/1/layout", "sh", "-c", "echo hi; exit 7", "two\nlines"]
+    assert jobs.title_of(argv) == (
+        "oci:/etc/b2c/job/image/1/layout sh -c 'echo hi; exit 7' 'two\\nlines'"
+    )
+    assert jobs.title_of(["docker://r/i:1", "make", "check"]) == "docker://r/i:1 make check"
+
+
 def test_a_relative_guest_folder_gets_its_own_hint(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         jobs.Share.parse(f"{tmp_path}:relative")

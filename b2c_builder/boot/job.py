@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shlex
 import shutil
 import tarfile
 import tempfile
@@ -509,7 +510,9 @@ def workdir() -> Iterator[Path]:
 
 
 def title_of(argv: Sequence[str]) -> str:
-    """A one-line name for a container: its arguments, non-printable characters escaped."""
-    return " ".join(
+    """A one-line name for a container: its arguments quoted as a POSIX shell would read
+    them (shlex.join), non-printable characters escaped first (``\\n``), so the title
+    keeps ``sh -c 'echo hi'`` apart from ``sh -c echo hi``."""
+    return shlex.join(
         a.encode("unicode_escape").decode("ascii") if not a.isprintable() else a for a in argv
     )
