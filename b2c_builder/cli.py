@@ -201,7 +201,7 @@ def _with_b2c_flags(func: Callable[..., None]) -> Callable[..., None]:
     flags = _b2c_flags()
     extra = []
     for name, opt in flags:
-        flag = "--" + opt.name.removeprefix("b2c.").replace("_", "-")
+        flag = opt.flag
         helptext = f"{opt.name}: {opt.meaning}"
         panel = "b2c options (one per option of /init, see the README)"
         annotation: object

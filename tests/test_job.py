@@ -290,7 +290,8 @@ def test_a_flag_and_append_setting_one_option_warn_that_the_flag_wins(
             "b2c.swap": None,
         },
     )
-    assert launch.overridden_in_append(request) == ["b2c.poweroff_delay", "b2c.pipefail"]
+    overridden = [opt.name for opt in launch.overridden_in_append(request)]
+    assert overridden == ["b2c.poweroff_delay", "b2c.pipefail"]
     with caplog.at_level(logging.WARNING, logger="b2c"):
         plan = launch.prepare(request, tmp_path)
     assert plan.job is not None and "b2c.poweroff_delay=9" in plan.job.cmdline

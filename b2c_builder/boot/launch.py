@@ -158,16 +158,16 @@ def _needs_network(request: RunRequest, images: Sequence[jobs.ImageRef]) -> bool
     return False
 
 
-def overridden_in_append(request: RunRequest) -> list[str]:
-    """The single-valued b2c options (names, in --append order) that both a run flag and
-    --append set. The guest parses the job after the kernel command line (init/job.sh), so
-    the flag's value wins."""
+def overridden_in_append(request: RunRequest) -> list[options.Option]:
+    """The single-valued b2c options (in --append order) that both a run flag and --append
+    set. The guest parses the job after the kernel command line (init/job.sh), so the flag's
+    value wins."""
     flagged = {name for name, value in request.b2c.items() if value not in (None, False, [])}
-    both: list[str] = []
+    both: list[options.Option] = []
     for param, _ in options.parse_cmdline(request.append):
         opt = options.lookup(param)
-        if opt is not None and opt.name in flagged and not opt.repeatable and opt.name not in both:
-            both.append(opt.name)
+        if opt is not None and opt.name in flagged and not opt.repeatable and opt not in both:
+            both.append(opt)
     return both
 
 
@@ -250,12 +250,11 @@ def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) ->
         initrds = tuple(kernels.uncompressed_initrd(p, request.cache_dir) for p in initrds)
 
     job = jobs.Job(cmdline=b2c_parameters(request.b2c))
-    for name in overridden_in_append(request):
-        flag = "--" + name.removeprefix("b2c.").replace("_", "-")
+    for opt in overridden_in_append(request):
         log.warning(
             "%s is set both by %s and in --append: %s's value wins (the guest reads run's "
             "job after the kernel command line); drop one of them",
-            name, flag, flag,
+            opt.name, opt.flag, opt.flag,
         )  # fmt: skip
     if machine.microvm:
         job.cmdline.append(options.compose("b2c.insmods", MICROVM_TRANSPORT))

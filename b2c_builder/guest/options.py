@@ -106,6 +106,12 @@ class Option:
         return (self.name, *self.aliases)
 
     @property
+    def flag(self) -> str:
+        """The option's flag of ``b2c-builder run``: ``--poweroff-delay`` for
+        b2c.poweroff_delay."""
+        return "--" + self.name.removeprefix("b2c.").replace("_", "-")
+
+    @property
     def var(self) -> str:
         """The shell variable holding the value: B2C_<NAME> (repeatable: one value a line)."""
         short = self.name.removeprefix("b2c.")
@@ -644,12 +650,12 @@ def _check_any(value: str) -> list[str]:
     return []
 
 
-def _check_kernel_ip(value: str) -> list[str]:
+def _check_kernel_ip(value: str) -> None:
     """The kernel's ip= (Documentation/admin-guide/nfs/nfsroot.rst) as /init applies it when
     the kernel has no IP autoconfiguration (init/network.sh b2c_ip_apply), with its errors.
     Not a parse-time check: /init reads any ip= and judges it when it connects."""
     if value in ("off", "none", *_KERNEL_IP_DHCP):
-        return []
+        return
     fields = (value + ":" * 9).split(":")[:10]
     client, server, gateway, netmask, _hostname, device, autoconf, dns0, dns1, ntp0 = fields
     for address in (client, server, gateway, dns0, dns1, ntp0):
@@ -663,7 +669,6 @@ def _check_kernel_ip(value: str) -> list[str]:
         )
     if client and autoconf not in _KERNEL_IP_DHCP and netmask and not _netmask(netmask):
         raise Invalid(f"{netmask!r} is not a netmask")
-    return []
 
 
 _VALIDATORS: dict[ValueKind, Callable[[str], list[str]]] = {
@@ -715,7 +720,7 @@ def compose(name: str, value: str | None) -> str:
     opt = lookup(name)
     if opt is None:
         raise ConfigError(f"{name} is not a b2c option", hint="see `b2c-builder run --help`")
-    flag = "--" + opt.name.removeprefix("b2c.").replace("_", "-")
+    flag = opt.flag
     if value is not None and ('"' in value or "\0" in value):
         raise ConfigError(
             f"{flag} {value!r}: the kernel command line cannot carry a double quote",
