@@ -152,8 +152,9 @@ b2c_direct_run() {
         *[!0-9a-f]* | '') ;; # the end-of-run marker: no container
         *)
             B2C_CID=$cid
-            b2c_cache_used "$cid"
+            # The section first: the container may print while the cache records its image.
             b2c_section "${kind}_$n" "Run $kind $n: $B2C_SPEC_TITLE" open
+            b2c_cache_used "$cid"
             ;;
     esac
     wait "$pid"

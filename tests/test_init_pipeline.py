@@ -362,6 +362,51 @@ def test_podman_run_ends_the_pull_section_when_it_has_created_the_container(
     assert not (result.root / "run/b2c/cid.fifo").exists()
 
 
+# podman run as in ORDERED_RUN, on a cache: the cache's podman container inspect (the image
+# to record as used) notes whether the container's run section was already open.
+CACHED_RUN = """\
+local i=0
+if [ "$1 $2" = "container inspect" ]; then
+    if grep -q '^container_1$' "$B2C_ROOT/run/b2c/section"; then
+        echo "inspected in the run section" >"$B2C_ROOT/inspected"
+    else
+        echo "inspected before the run section" >"$B2C_ROOT/inspected"
+    fi
+    echo 0123456789abcdef0123
+    return 0
+fi
+b2c_stub_cidfile "$@" || return 0
+printf '%064x' 171 >"$B2C_ROOT$B2C_STUB_CIDFILE"
+while [ "$i" -lt 100000 ] && ! grep -q '^container_1$' "$B2C_ROOT/run/b2c/section"; do
+    i=$((i + 1))
+done
+echo "the container's output"
+return 0
+"""
+
+
+def test_on_a_cache_the_run_section_opens_before_the_image_is_recorded(tmp_path: Path) -> None:
+    # Recording the image takes a podman process (about 0.3 s under TCG), while podman run
+    # starts the container: opened after it, the run section came after the container's
+    # first lines, which then sat in the collapsed pull section.
+    sh = Shell(tmp_path)
+    sh.stub("podman", CACHED_RUN)
+    sh.write("storage/b2c/boots", "4\n")
+    result = sh.run(
+        "b2c_parse_cmdline 'b2c.container=docker://a' cmdline || exit 99\n"
+        "B2C_CACHE_ON=1 B2C_PIPELINE_STATUS=0 B2C_PIPELINE_SHUTDOWN_MODE=default\n"
+        "b2c_cache_count_boot; b2c_run_pipeline; echo status=$B2C_PIPELINE_STATUS"
+    )
+    assert (result.root / "inspected").read_text() == "inspected in the run section\n"
+    lines = result.lines
+    run_section = lines.index(
+        "\x1b[0Ksection_start:1700000000:container_1\r\x1b[0KRun container 1: docker://a"
+    )
+    assert lines.index("the container's output") > run_section
+    assert (result.root / "storage/b2c/lru").read_text() == "5 0123456789ab\n"
+    assert result.lines[-1] == "status=0"
+
+
 @pytest.mark.parametrize(
     "spec",
     [
