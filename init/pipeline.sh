@@ -383,5 +383,6 @@ b2c_run_pipeline() {
         b2c_cleanup_containers
     fi
     b2c_release_volumes
+    b2c_store_close
     b2c_save_status
 }

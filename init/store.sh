@@ -5,8 +5,12 @@
 #
 # On the cache, podman's graphroot is $B2C_CACHE_MNT/containers/storage: images and layers
 # (overlay*/), the libpod database (db.sql, libpod/) and the volumes (volumes/). The init
-# keeps, beside it, $B2C_CACHE_MNT/b2c/boots (a boot counter) and $B2C_CACHE_MNT/b2c/lru
-# ("BOOT IMAGE-ID" lines: the last boot whose pipeline used each image).
+# keeps, beside it, $B2C_CACHE_MNT/b2c/boots (a boot counter), $B2C_CACHE_MNT/b2c/lru
+# ("BOOT IMAGE-ID" lines: the last boot whose pipeline used each image) and
+# $B2C_CACHE_MNT/b2c/closed: present while the store is at rest, as the last boot left it
+# once its podman calls were over (written after a sync, removed and synced before this
+# boot's first podman call), like ext4's "clean" state. A power cut or a crash leaves it
+# absent, and the next boot probes the store.
 
 # b2c_store_probe: 0 if podman can open its store (its image list and its database).
 b2c_store_probe() {
@@ -17,10 +21,17 @@ b2c_store_probe() {
 # b2c_check_store: on a cache that outlives the boot, a store podman cannot open (an
 # images.json cut short, a db.sql with a zeroed header: a power cut or a full disk) is
 # wiped, its volumes kept, and the boot goes on with an empty store. Returns 1 only if
-# podman still cannot open it afterwards.
+# podman still cannot open it afterwards. The probe is a podman process (about a second
+# under TCG): skipped for a store that does not exist yet, or that the last boot closed.
 b2c_check_store() {
     local storage=$B2C_ROOT/var/lib/containers/storage name
     [ "${B2C_CACHE_ON:-0}" = 1 ] || return 0
+    if b2c_store_reopen; then
+        b2c_log "podman's storage on the cache was closed by the last boot: not probed"
+        return 0
+    fi
+    b2c_list_dir "$storage"
+    [ -n "$B2C_LIST" ] || return 0
     b2c_store_probe && return 0
     b2c_podman_message "$B2C_ROOT$B2C_STATE/probe.err"
     b2c_warn "podman cannot open its storage on the cache ($B2C_PODMAN_MESSAGE): wiping it, volumes kept"
@@ -36,6 +47,27 @@ b2c_check_store() {
     b2c_podman_message "$B2C_ROOT$B2C_STATE/probe.err"
     b2c_error "podman still cannot open its storage after wiping it: $B2C_PODMAN_MESSAGE (boot with b2c.cache_device=reset to reformat the cache)"
     return 1
+}
+
+# b2c_store_reopen: 0 if the last boot closed the store (b2c_store_close); its mark is
+# removed first, and synced, so that a crash during this boot has the next one probe.
+b2c_store_reopen() {
+    local mark=$B2C_ROOT$B2C_CACHE_MNT/b2c/closed
+    [ -e "$mark" ] || return 1
+    rm -f "$mark" && sync && [ ! -e "$mark" ]
+}
+
+# b2c_store_close: once the pipeline has cleaned up the cache, with no podman or conmon
+# process left and room left on the cache (a full disk can leave a store half written),
+# mark the store closed: the next boot need not probe it. The store is synced before the
+# mark is written; nothing calls podman after it.
+b2c_store_close() {
+    local dir=$B2C_ROOT$B2C_CACHE_MNT/b2c
+    [ "${B2C_CACHE_ON:-0}" = 1 ] || return 0
+    [ "${B2C_STORE_FULL:-0}" = 0 ] || return 0
+    ! pidof podman conmon >/dev/null 2>&1 || return 0
+    b2c_cache_free && [ "$B2C_FREE_KB" -ge 1024 ] || return 0
+    sync && mkdir -p "$dir" && : >"$dir/closed"
 }
 
 # --- eviction -----------------------------------------------------------------------------
@@ -187,9 +219,11 @@ b2c_cache_prepare() {
     return 0
 }
 
-# b2c_no_space: podman's error output in FILE says the storage is full.
+# b2c_no_space: podman's error output in FILE says the storage is full (B2C_STORE_FULL=1:
+# the store is not marked closed at the end of this boot).
 b2c_no_space() {
-    grep -qi "no space left on device" "$1" 2>/dev/null
+    grep -qi "no space left on device" "$1" 2>/dev/null || return 1
+    B2C_STORE_FULL=1
 }
 
 # b2c_no_space_hint: B2C_PODMAN_FAILURE gets what to do about a full storage.

@@ -51,6 +51,7 @@ DEFAULT_STUBS |= {
     "date": "echo 1700000000",
     "uname": "echo x86_64",
     "timeout": 'shift; "$@"',
+    "pidof": "return 1",  # no such process
     "sfdisk": "cat >/dev/null",
     # Time passes only when init sleeps: the fake /proc/uptime advances by the delay.
     "sleep": textwrap.dedent(

@@ -89,6 +89,38 @@ def test_no_probe_without_a_cache(tmp_path: Path) -> None:
     assert result.lines == ["rc=0"] and result.called("podman") == []
 
 
+def test_a_new_store_is_not_probed(tmp_path: Path) -> None:
+    # A cache partition just made, or a store never written: nothing podman could not open.
+    result = check_store(Shell(tmp_path))
+    assert result.lines == ["rc=0"]
+    assert result.called("podman") == [] and result.called("timeout") == []
+
+
+def test_a_closed_mark_never_outlives_the_boot_that_finds_it(tmp_path: Path) -> None:
+    # Even beside an empty store: this boot may write one, and a crash must leave no mark.
+    sh = Shell(tmp_path)
+    sh.write("storage/b2c/closed", "")
+    result = check_store(sh)
+    assert result.lines[-1] == "rc=0"
+    assert not (sh.root / "storage/b2c/closed").exists()
+
+
+def test_a_store_the_last_boot_closed_is_not_probed_and_is_reopened(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.write(f"{STORAGE}/db.sql", "SQLite format 3\0")
+    sh.write("storage/b2c/closed", "")
+    result = check_store(sh)
+    assert result.lines == [
+        "[1.00]: podman's storage on the cache was closed by the last boot: not probed",
+        "rc=0",
+    ]
+    assert result.called("podman") == [] and result.called("timeout") == []
+    # Reopened: a crash from now on leaves no mark, and the next boot probes the store. The
+    # mark's removal is synced before any podman call.
+    assert not (sh.root / "storage/b2c/closed").exists()
+    assert result.called("sync") == [[]]
+
+
 # --- a full cache ---------------------------------------------------------------------------
 
 # A cache of 1000 MiB. Each image holds 100 MiB; "r.example/x:1" is the one the boot uses.
@@ -288,3 +320,52 @@ def test_the_image_is_found_among_podmans_options(
     quoted = " ".join(f"'{a}'" for a in args)
     result = Shell(tmp_path).run(f'b2c_podman_scan {quoted}; echo "[$B2C_SCAN_IMAGE]"')
     assert result.lines == [f"[{image}]"]
+
+
+# --- the closed mark ------------------------------------------------------------------------
+
+
+def test_the_store_is_marked_closed_once_the_pipeline_cleaned_up(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    full_cache(sh, free_mib=500)
+    result = pipeline(sh, "b2c.cache_device=auto b2c.container=docker://r.example/x:1")
+    assert result.lines[-1] == "status=0"
+    assert (sh.root / "storage/b2c/closed").exists()
+    # Written after podman's last call (the clean-up), the store synced first.
+    names = [call[0] for call in result.calls]
+    last_podman = max(i for i, name in enumerate(names) if name == "podman")
+    assert result.calls[last_podman][1:4] == ["image", "prune", "--force"]
+    assert "sync" in names[last_podman:]
+
+
+FULL_DF = """\
+echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'
+echo '/dev/vda1 1024000 1023900 100 100% /storage'
+"""
+
+
+@pytest.mark.parametrize(
+    ("case", "create_fails", "stubs"),
+    [
+        ("podman ran out of space, then evicted", NO_SPACE, {}),
+        ("the cache is full at the end", "", {"df": FULL_DF}),
+        ("podman still runs", "", {"pidof": "echo 4242"}),
+    ],
+)
+def test_no_closed_mark_when(
+    tmp_path: Path, case: str, create_fails: str, stubs: dict[str, str]
+) -> None:
+    sh = Shell(tmp_path)
+    full_cache(sh, free_mib=500, create_fails=create_fails)
+    for name, body in stubs.items():
+        sh.stub(name, body)
+    result = pipeline(sh, "b2c.cache_device=auto b2c.container=docker://r.example/x:1")
+    assert result.lines[-1] == "status=0", case
+    assert not (sh.root / "storage/b2c/closed").exists(), case
+
+
+def test_no_closed_mark_without_a_cache(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    full_cache(sh, free_mib=500)
+    pipeline(sh, "b2c.container=docker://r.example/x:1", cache=False)
+    assert not (sh.root / "storage/b2c/closed").exists()
