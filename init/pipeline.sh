@@ -349,9 +349,11 @@ b2c_run_post_containers() {
     IFS=$old_ifs
 }
 
+# b2c_cleanup_containers: on a cache, no container left behind (rm --force stops a running
+# one first, SIGKILL after --time seconds), and no dangling image. Two podman calls: about
+# a second each under TCG.
 b2c_cleanup_containers() {
-    podman container stop --all --time 5 >/dev/null 2>&1 || :
-    timeout 30 podman container rm --all --force >/dev/null 2>&1 || :
+    timeout 40 podman container rm --all --force --time 5 >/dev/null 2>&1 || :
     timeout 30 podman image prune --force >/dev/null 2>&1 || :
 }
 

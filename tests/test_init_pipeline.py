@@ -297,8 +297,10 @@ def test_containers_are_cleaned_up_on_a_cache_device_and_sections_printed(
 ) -> None:
     result = pipeline(tmp_path, 'b2c.cache_device=/dev/vda b2c.container="docker://a 0"')
     podman = result.called("podman")
-    assert ["container", "rm", "--all", "--force"] in podman
+    # One call stops and removes what is left (rm --force stops a running container first).
+    assert ["container", "rm", "--all", "--force", "--time", "5"] in podman
     assert ["image", "prune", "--force"] in podman
+    assert [c for c in podman if c[:2] == ["container", "stop"]] == []
     assert (
         "\x1b[0Ksection_start:1700000000:container_1\r\x1b[0KRun container 1: docker://a 0"
         in result.lines
