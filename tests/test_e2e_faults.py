@@ -1,7 +1,8 @@
 """End to end: the runtime under field faults (issue 8), where real podman decides.
 
 - a damaged store on the cache partition (images.json cut short, db.sql's header zeroed, as
-  a power cut leaves them) is wiped at the next boot, volumes kept, and the boot succeeds;
+  a power cut leaves them, with no closed mark) is wiped at the next boot, volumes kept, and
+  the boot succeeds; a store the last boot closed is not probed;
 - a cache too full for the next image evicts the image the boot does not use, then retries;
 - a private registry: --creds from b2c.extra_args_url pull the image, nothing on the console
   shows a secret, a wrong password fails at once (no retries);
@@ -100,6 +101,15 @@ def tear(disk: Path, path: str, damage: str, tmp: Path) -> bool:
     return True
 
 
+def power_cut(disk: Path) -> bool:
+    """Remove the mark of a store the last boot closed (``b2c/closed``), as a power cut during
+    that boot would have left none. True if it was there."""
+    image = f"{disk}?offset={first_partition_offset(disk)}"
+    found = "Inode:" in debugfs(image, "stat /b2c/closed")
+    debugfs(image, "rm /b2c/closed", write=True)
+    return found
+
+
 # --- boots 1-3: a damaged store heals, a full cache evicts ----------------------------------
 
 
@@ -109,6 +119,7 @@ class StoreBoots:
     damaged: Boot
     full: Boot
     torn: tuple[str, ...]  # the files the host damaged between the first two boots
+    closed: bool  # the first boot marked the store closed (the host removed the mark)
     big1: str
     big2: str
 
@@ -140,6 +151,8 @@ def store_boots(
         logs=logs,
         disk=disk,
     )
+    # A power cut at the end of the first boot: its store damaged, and no closed mark.
+    closed = power_cut(disk)
     torn = tuple(
         path
         for path, damage in (
@@ -163,7 +176,7 @@ def store_boots(
         logs=logs,
         disk=disk,
     )
-    return StoreBoots(first, damaged, full, torn, big1, big2)
+    return StoreBoots(first, damaged, full, torn, closed, big1, big2)
 
 
 def test_a_damaged_store_is_wiped_and_the_boot_succeeds_with_its_volumes(
@@ -173,6 +186,8 @@ def test_a_damaged_store_is_wiped_and_the_boot_succeeds_with_its_volumes(
     assert first.has("FIRST-DONE"), first.tail()
     assert_status(first, 0)
     assert "/containers/storage/overlay-images/images.json" in store_boots.torn
+    assert store_boots.closed, "the first boot did not mark its store closed"
+    assert not b.logged("podman's storage on the cache was closed by the last boot")
     warnings = b.starting("b2c: warning: podman cannot open its storage on the cache (")
     assert len(warnings) == 1 and warnings[0].endswith("): wiping it, volumes kept"), b.tail()
     assert b.logged("Wiped podman's storage on the cache (volumes kept)"), b.tail()
@@ -185,6 +200,8 @@ def test_a_full_cache_evicts_the_image_this_boot_does_not_use_and_retries_once(
 ) -> None:
     b = store_boots.full
     big1 = store_boots.big1.removeprefix("docker://")
+    # The second boot closed the store it healed: not probed again.
+    assert b.logged("podman's storage on the cache was closed by the last boot: not probed")
     assert "no space left on device" in b.text, b.tail()
     evicted = b.logged(f"Evicted the image {big1} (")
     assert len(evicted) == 1 and "last used 1 boots ago" in evicted[0], b.tail()
