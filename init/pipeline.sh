@@ -351,10 +351,12 @@ b2c_run_post_containers() {
 
 # b2c_cleanup_containers: on a cache, no container left behind (rm --force stops a running
 # one first, SIGKILL after --time seconds), and no dangling image. Two podman calls: about
-# a second each under TCG.
+# a second each under TCG. Returns 1 if one of them failed (or timed out).
 b2c_cleanup_containers() {
-    timeout 40 podman container rm --all --force --time 5 >/dev/null 2>&1 || :
-    timeout 30 podman image prune --force >/dev/null 2>&1 || :
+    local status=0
+    timeout 40 podman container rm --all --force --time 5 >/dev/null 2>&1 || status=1
+    timeout 30 podman image prune --force >/dev/null 2>&1 || status=1
+    return "$status"
 }
 
 # b2c_run_pipeline: volumes, services, the pipeline, post containers, then clean up.
@@ -381,8 +383,8 @@ b2c_run_pipeline() {
     # call (about a second each under TCG).
     if [ "$B2C_CACHE_DEVICE" = none ]; then
         b2c_log "No cache device: podman's storage goes away with the power-off"
-    else
-        b2c_cleanup_containers
+    elif b2c_cleanup_containers; then
+        B2C_CLEANED_UP=1
     fi
     b2c_release_volumes
     b2c_store_close

@@ -8,9 +8,10 @@
 # keeps, beside it, $B2C_CACHE_MNT/b2c/boots (a boot counter), $B2C_CACHE_MNT/b2c/lru
 # ("BOOT IMAGE-ID" lines: the last boot whose pipeline used each image) and
 # $B2C_CACHE_MNT/b2c/closed: present while the store is at rest, as the last boot left it
-# once its podman calls were over (written after a sync, removed and synced before this
-# boot's first podman call), like ext4's "clean" state. A power cut or a crash leaves it
-# absent, and the next boot probes the store.
+# once its podman calls were over and had all succeeded (written after a sync, removed and
+# synced before this boot's first podman call), like ext4's "clean" state. It holds the
+# store's fingerprint (b2c_store_fingerprint): a store changed since, by anything that does
+# not know the mark, is probed; so is one whose last boot crashed or lost power.
 
 # b2c_store_probe: 0 if podman can open its store (its image list and its database).
 b2c_store_probe() {
@@ -30,6 +31,8 @@ b2c_check_store() {
         b2c_log "podman's storage on the cache was closed by the last boot: not probed"
         return 0
     fi
+    [ "$B2C_STORE_MARK" != changed ] ||
+        b2c_log "podman's storage on the cache changed since the last boot closed it: probing it"
     b2c_list_dir "$storage"
     [ -n "$B2C_LIST" ] || return 0
     b2c_store_probe && return 0
@@ -49,25 +52,45 @@ b2c_check_store() {
     return 1
 }
 
-# b2c_store_reopen: 0 if the last boot closed the store (b2c_store_close); its mark is
-# removed first, and synced, so that a crash during this boot has the next one probe.
-b2c_store_reopen() {
-    local mark=$B2C_ROOT$B2C_CACHE_MNT/b2c/closed
-    [ -e "$mark" ] || return 1
-    rm -f "$mark" && sync && [ ! -e "$mark" ]
+# b2c_store_fingerprint: B2C_FINGERPRINT = name, size, mtime, ctime and inode of the
+# store's database and of its image, layer and container lists (those that exist).
+b2c_store_fingerprint() {
+    B2C_FINGERPRINT=$(cd "$B2C_ROOT/var/lib/containers/storage" 2>/dev/null &&
+        stat -c '%n %s %Y %Z %i' db.sql db.sql-wal overlay-images/images.json \
+            overlay-layers/layers.json overlay-containers/containers.json 2>/dev/null)
 }
 
-# b2c_store_close: once the pipeline has cleaned up the cache, with no podman or conmon
-# process left and room left on the cache (a full disk can leave a store half written),
-# mark the store closed: the next boot need not probe it. The store is synced before the
-# mark is written; nothing calls podman after it.
+# b2c_store_reopen: 0 if the last boot closed the store (b2c_store_close) and it has not
+# changed since (B2C_STORE_MARK: none, changed or closed). The mark is removed first, and
+# synced, so that a crash during this boot has the next one probe.
+b2c_store_reopen() {
+    local mark=$B2C_ROOT$B2C_CACHE_MNT/b2c/closed closed
+    B2C_STORE_MARK=none
+    [ -e "$mark" ] || return 1
+    closed=$(cat "$mark" 2>/dev/null)
+    rm -f "$mark" && sync && [ ! -e "$mark" ] || return 1
+    b2c_store_fingerprint
+    B2C_STORE_MARK=changed
+    [ "$closed" = "$B2C_FINGERPRINT" ] || return 1
+    B2C_STORE_MARK=closed
+}
+
+# b2c_store_close: once the pipeline's clean-up has succeeded (B2C_CLEANED_UP=1: podman
+# opened the store), with no podman or conmon process left, no ENOSPC seen and room left
+# on the cache (a full disk can leave a store half written), mark the store closed with its
+# fingerprint: the next boot need not probe it. The store is synced before the mark is
+# written; nothing calls podman after it.
 b2c_store_close() {
     local dir=$B2C_ROOT$B2C_CACHE_MNT/b2c
-    [ "${B2C_CACHE_ON:-0}" = 1 ] || return 0
+    [ "${B2C_CACHE_ON:-0}" = 1 ] && [ "${B2C_CLEANED_UP:-0}" = 1 ] || return 0
     [ "${B2C_STORE_FULL:-0}" = 0 ] || return 0
-    ! pidof podman conmon >/dev/null 2>&1 || return 0
+    # pidof: 1 when it finds none; anything else (found, or no pidof) leaves no mark.
+    pidof podman conmon >/dev/null 2>&1
+    [ "$?" = 1 ] || return 0
     b2c_cache_free && [ "$B2C_FREE_KB" -ge 1024 ] || return 0
-    sync && mkdir -p "$dir" && : >"$dir/closed"
+    sync && mkdir -p "$dir" || return 0
+    b2c_store_fingerprint
+    printf '%s\n' "$B2C_FINGERPRINT" >"$dir/closed"
 }
 
 # --- eviction -----------------------------------------------------------------------------

@@ -11,6 +11,16 @@ from tests.shell import Result, Shell
 
 STORAGE = "var/lib/containers/storage"
 
+# df on the cache: room to spare, and full.
+ROOMY_DF = """\
+echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'
+echo '/dev/vda1 1024000 24000 1000000 3% /storage'
+"""
+FULL_DF = """\
+echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'
+echo '/dev/vda1 1024000 1023900 100 100% /storage'
+"""
+
 
 # --- a damaged store ------------------------------------------------------------------------
 
@@ -105,10 +115,21 @@ def test_a_closed_mark_never_outlives_the_boot_that_finds_it(tmp_path: Path) -> 
     assert not (sh.root / "storage/b2c/closed").exists()
 
 
+MARK = 'b2c_store_fingerprint; printf "%s\\n" "$B2C_FINGERPRINT" >"$B2C_ROOT/storage/b2c/closed"'
+
+
+def closed_store(sh: Shell) -> None:
+    """A store on the cache and the mark b2c_store_close leaves on it."""
+    sh.write(f"{STORAGE}/db.sql", "SQLite format 3\0")
+    sh.write(f"{STORAGE}/overlay-images/images.json", "[]")
+    sh.write("storage/b2c/closed", "")
+    assert sh.run(MARK).status == 0
+    assert (sh.root / "storage/b2c/closed").read_text().count("\n") == 2
+
+
 def test_a_store_the_last_boot_closed_is_not_probed_and_is_reopened(tmp_path: Path) -> None:
     sh = Shell(tmp_path)
-    sh.write(f"{STORAGE}/db.sql", "SQLite format 3\0")
-    sh.write("storage/b2c/closed", "")
+    closed_store(sh)
     result = check_store(sh)
     assert result.lines == [
         "[1.00]: podman's storage on the cache was closed by the last boot: not probed",
@@ -119,6 +140,40 @@ def test_a_store_the_last_boot_closed_is_not_probed_and_is_reopened(tmp_path: Pa
     # mark's removal is synced before any podman call.
     assert not (sh.root / "storage/b2c/closed").exists()
     assert result.called("sync") == [[]]
+
+
+def test_a_store_changed_since_its_mark_is_probed(tmp_path: Path) -> None:
+    # Something that does not know the mark wrote to the store (an older image on the same
+    # disk, another machine): its database is not the one the last boot closed.
+    sh = Shell(tmp_path)
+    closed_store(sh)
+    sh.write(f"{STORAGE}/db.sql", "SQLite format 3\0 and a transaction")
+    result = check_store(sh)
+    assert result.lines == [
+        "[1.00]: podman's storage on the cache changed since the last boot closed it: probing it",
+        "rc=0",
+    ]
+    assert [c[:2] for c in result.called("timeout")] == [["120", "podman"]]
+    assert not (sh.root / "storage/b2c/closed").exists()
+
+
+def test_a_marked_store_podman_cannot_open_is_not_marked_again(tmp_path: Path) -> None:
+    # Whatever damaged it unseen, the boot's podman calls fail, the clean-up too: no mark, and
+    # the next boot probes (and wipes) the store.
+    sh = Shell(tmp_path)
+    closed_store(sh)
+    sh.stub("podman", "echo 'Error: database disk image is malformed' >&2; return 125")
+    sh.stub("df", ROOMY_DF)
+    sh.write("line", "b2c.cache_device=auto b2c.container=docker://r.example/x:1")
+    result = sh.run(
+        'b2c_read_file "$B2C_ROOT/line"; b2c_parse_cmdline "$B2C_TEXT" cmdline || exit 99\n'
+        "B2C_CACHE_ON=1; b2c_check_store || exit 98\n"
+        "B2C_PIPELINE_STATUS=0 B2C_PIPELINE_SHUTDOWN_MODE=default\n"
+        'b2c_run_pipeline; echo "status=$B2C_PIPELINE_STATUS"'
+    )
+    assert result.lines[-1] == "status=125"
+    assert ["container", "rm", "--all", "--force", "--time", "5"] in result.called("podman")
+    assert not (sh.root / "storage/b2c/closed").exists()
 
 
 # --- a full cache ---------------------------------------------------------------------------
@@ -338,18 +393,13 @@ def test_the_store_is_marked_closed_once_the_pipeline_cleaned_up(tmp_path: Path)
     assert "sync" in names[last_podman:]
 
 
-FULL_DF = """\
-echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'
-echo '/dev/vda1 1024000 1023900 100 100% /storage'
-"""
-
-
 @pytest.mark.parametrize(
     ("case", "create_fails", "stubs"),
     [
         ("podman ran out of space, then evicted", NO_SPACE, {}),
         ("the cache is full at the end", "", {"df": FULL_DF}),
         ("podman still runs", "", {"pidof": "echo 4242"}),
+        ("pidof is missing", "", {"pidof": "return 127"}),
     ],
 )
 def test_no_closed_mark_when(
@@ -362,6 +412,21 @@ def test_no_closed_mark_when(
     result = pipeline(sh, "b2c.cache_device=auto b2c.container=docker://r.example/x:1")
     assert result.lines[-1] == "status=0", case
     assert not (sh.root / "storage/b2c/closed").exists(), case
+
+
+def test_no_closed_mark_when_the_clean_up_fails(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    full_cache(sh, free_mib=500)
+    sh.stub(
+        "podman",
+        sh.stubs["podman"].replace(
+            "case $1 in", 'case "$1 $2" in\n    "image prune") return 125 ;;\nesac\ncase $1 in', 1
+        ),
+    )
+    result = pipeline(sh, "b2c.cache_device=auto b2c.container=docker://r.example/x:1")
+    assert ["image", "prune", "--force"] in result.called("podman")
+    assert result.lines[-1] == "status=0"
+    assert not (sh.root / "storage/b2c/closed").exists()
 
 
 def test_no_closed_mark_without_a_cache(tmp_path: Path) -> None:
