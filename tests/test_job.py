@@ -282,12 +282,15 @@ def test_a_flag_and_append_setting_one_option_warn_that_the_flag_wins(
     request = launch.RunRequest(
         kernel=tmp_path / "k",
         initrds=(tmp_path / "i",),
-        append='b2c.poweroff_delay=5 b2c.container="docker://a" b2c.swap=1G b2c.pipefail=0',
+        append='b2c.poweroff_delay=5 b2c.container="docker://a" b2c.swap=1G b2c.pipefail=0 '
+        "b2c.hostname=box b2c.ntp_peer=a b2c.ntp_peer=b",
         b2c={
             "b2c.poweroff_delay": "9",
             "b2c.pipefail": True,
             "b2c.container": ["docker://b"],  # repeatable: both containers run
             "b2c.swap": None,
+            "b2c.hostname": "box",  # the same value: nothing to warn about
+            "b2c.ntp_peer": "b",  # the same as --append's last one, which /init keeps
         },
     )
     overridden = [opt.name for opt in launch.overridden_in_append(request)]
