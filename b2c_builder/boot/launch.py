@@ -162,20 +162,14 @@ def overridden_in_append(request: RunRequest) -> list[options.Option]:
     """The single-valued b2c options (in --append order) that a run flag and --append set to
     different values (the last one in --append counts). The guest parses the job after the
     kernel command line (init/job.sh), so the flag's value wins."""
-    flagged = {name: value for name, value in request.b2c.items() if value not in (None, False, [])}
+    # The flags' values as the job carries them (compose names each option canonically).
+    flagged = dict(options.parse_cmdline(" ".join(b2c_parameters(request.b2c))))
     last: dict[options.Option, str | None] = {}
     for param, value in options.parse_cmdline(request.append):
         opt = options.lookup(param)
         if opt is not None and opt.name in flagged and not opt.repeatable:
             last[opt] = value
-    both: list[options.Option] = []
-    for opt, value in last.items():
-        ((_, flagged_value),) = options.parse_cmdline(
-            " ".join(b2c_parameters({opt.name: flagged[opt.name]}))
-        )
-        if value != flagged_value:
-            both.append(opt)
-    return both
+    return [opt for opt, value in last.items() if value != flagged[opt.name]]
 
 
 def _adds_devices(qemu_args: Sequence[str]) -> bool:
