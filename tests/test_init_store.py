@@ -164,12 +164,8 @@ def test_a_marked_store_podman_cannot_open_is_not_marked_again(tmp_path: Path) -
     closed_store(sh)
     sh.stub("podman", "echo 'Error: database disk image is malformed' >&2; return 125")
     sh.stub("df", ROOMY_DF)
-    sh.write("line", "b2c.cache_device=auto b2c.container=docker://r.example/x:1")
-    result = sh.run(
-        'b2c_read_file "$B2C_ROOT/line"; b2c_parse_cmdline "$B2C_TEXT" cmdline || exit 99\n'
-        "B2C_CACHE_ON=1; b2c_check_store || exit 98\n"
-        "B2C_PIPELINE_STATUS=0 B2C_PIPELINE_SHUTDOWN_MODE=default\n"
-        'b2c_run_pipeline; echo "status=$B2C_PIPELINE_STATUS"'
+    result = pipeline(
+        sh, "b2c.cache_device=auto b2c.container=docker://r.example/x:1", check_store=True
     )
     assert result.lines[-1] == "status=125"
     assert ["container", "rm", "--all", "--force", "--time", "5"] in result.called("podman")
@@ -229,11 +225,14 @@ def full_cache(sh: Shell, *, free_mib: int, create_fails: str = "") -> None:
     )
 
 
-def pipeline(sh: Shell, cmdline: str, *, cache: bool = True) -> Result:
+def pipeline(sh: Shell, cmdline: str, *, cache: bool = True, check_store: bool = False) -> Result:
+    """The pipeline of ``cmdline`` on a cache (or not); ``check_store``: after the store
+    check, as init/main.sh runs it."""
+    check = "b2c_check_store || exit 98; " if check_store else ""
     sh.write("line", cmdline)
     return sh.run(
         'b2c_read_file "$B2C_ROOT/line"; b2c_parse_cmdline "$B2C_TEXT" cmdline || exit 99\n'
-        f"B2C_CACHE_ON={int(cache)}; b2c_cache_count_boot\n"
+        f"B2C_CACHE_ON={int(cache)}; {check}b2c_cache_count_boot\n"
         "B2C_PIPELINE_STATUS=0 B2C_PIPELINE_SHUTDOWN_MODE=default\n"
         'b2c_run_pipeline; echo "status=$B2C_PIPELINE_STATUS"'
     )
