@@ -4,7 +4,8 @@ the same run (not collected by pytest). Writes bench/results.json and bench/resu
 - boot (TCG, one vCPU): the floor (a busybox-only initramfs on the same kernel whose /init
   prints a line) and the release running a small image from a local registry with no cache
   disk, interleaved, ``--runs`` times each after a discarded warm-up round (the first boot of a
-  run is slower: the host's caches are cold); phase by phase (bench/phases.py), with the ratio
+  run is slower: the host's caches are cold), each round in a rotated order (a boot's time
+  depends on the one before it: _round_order); phase by phase (bench/phases.py), with the ratio
   of the container's first output to the floor's line, and min/median/max;
 - the kernel developer's loop: the same image as a local oci-archive (no registry, no
   network) against the registry pull, interleaved;
@@ -206,9 +207,10 @@ def main() -> None:
         # Round 0 warms the host (QEMU, firmware, kernel and images in its page cache) and is
         # not counted: in three runs without it, the floor's first boot was the slowest of each
         # (by 0.06-0.44 s), which moved the ratios by up to 0.1x.
+        names = list(variants)
         for i in range(args.runs + 1):
-            for name, request in variants.items():
-                found = timed_boot(request())
+            for name in _round_order(names, i):
+                found = timed_boot(variants[name]())
                 if i == 0:
                     print(
                         f"warm-up {name}: first output {found['first_output'].host:5.2f} s",
@@ -250,6 +252,20 @@ def main() -> None:
     print((args.output / "results.md").read_text())
 
 
+def _round_order(names: list[str], round_no: int) -> list[str]:
+    """The boot order of round ``round_no`` (0, the warm-up, boots ``names`` as they are): the
+    measured rounds rotate it, so that over ``len(names)`` rounds each variant boots once in
+    each place. A boot is slower after some variants than after others: in this machine's
+    interleaved runs (2026-11-30), whichever release boot came right after the floor unpacked
+    the initramfs 0.1-0.3 s later than the same boot after another release boot (the host's
+    transparent huge pages: the difference went away with them turned off). In a fixed order,
+    the registry variant paid that in every round."""
+    if round_no == 0:
+        return list(names)
+    shift = (round_no - 1) % len(names)
+    return names[shift:] + names[:shift]
+
+
 def _fresh_disk(path: Path) -> Path:
     """A new, empty 1 GiB raw disk: the cache partition is created on the first boot."""
     path.unlink(missing_ok=True)
@@ -265,7 +281,7 @@ def markdown(results: dict[str, object], runs: dict[str, list[dict[str, Event]]]
     floor_first = table["floor"]["first_output"].median
     lines = [
         f"# b2c-builder benchmark ({results['date']}, TCG, {results['qemu_machine']}, one vCPU, "
-        f"{results['runs']} runs each, interleaved)",
+        f"{results['runs']} runs each, interleaved, in a rotated order)",
         "",
         f"{results['kvm']}.",
         "",

@@ -1,5 +1,5 @@
-"""bench/phases.py: which console lines end which phase, and the bench's argument checks (the
-bench itself boots QEMU and is run by `make bench`, not by pytest)."""
+"""bench/phases.py: which console lines end which phase, the bench's argument checks and its
+boot order (the bench itself boots QEMU and is run by `make bench`, not by pytest)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from bench.__main__ import _round_order
 from bench.phases import events
 from tests.conftest import ROOT
 
@@ -45,3 +46,14 @@ def test_bad_bench_arguments_fail_before_building(args: list[str], message: str)
     )  # fmt: skip
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and "work dir" not in proc.stdout
+
+
+def test_the_measured_rounds_boot_each_variant_once_in_each_place() -> None:
+    names = ["floor", "registry", "local", "cache disk", "cache disk, kept"]
+    assert _round_order(names, 0) == names  # the warm-up round
+    measured = [_round_order(names, i) for i in range(1, len(names) + 1)]
+    for place in range(len(names)):
+        assert sorted(order[place] for order in measured) == sorted(names)
+    assert all(sorted(order) == sorted(names) for order in measured)
+    # More rounds than variants start the rotation over.
+    assert _round_order(names, len(names) + 1) == names
