@@ -163,6 +163,7 @@ b2c_init() {
     b2c_console_setup
     b2c_section setup "Set up boot2container"
     b2c_banner
+    b2c_go_memory
     B2C_PIPELINE_STATUS=0 B2C_PIPELINE_FAILED_BY='' B2C_PIPELINE_SHUTDOWN_MODE=default
     if b2c_parse_all; then
         b2c_section_end

@@ -106,6 +106,30 @@ b2c_registry_auth() {
     b2c_log "Using the registry credentials of /etc/containers/auth.json"
 }
 
+# b2c_go_memory: podman's Go garbage collector runs only near a memory limit: GOGC=off with
+# GOMEMLIMIT at 1/16 of the RAM, at most 128 MiB (https://go.dev/doc/gc-guide, "Memory
+# limit"). By default Go collects each time the heap doubles from 4 MiB: six collections in
+# one registry pull and run of a small image, whose code TCG translates on every boot; with
+# the limit, none, and podman pulls and starts the container about 0.2 s sooner (measured,
+# 5 interleaved pairs). Below 512 MiB of RAM, or when the kernel command line sets GOGC or
+# GOMEMLIMIT (the kernel hands name=value words to /init's environment), Go's defaults stay.
+# Containers do not inherit it: podman gives them the environment of their image and -e.
+b2c_go_memory() {
+    local key kib='' _
+    [ -z "${GOGC+set}${GOMEMLIMIT+set}" ] && [ -r "$B2C_ROOT/proc/meminfo" ] || return 0
+    while read -r key kib _; do
+        [ "$key" != MemTotal: ] || break
+        kib=''
+    done <"$B2C_ROOT/proc/meminfo"
+    case $kib in '' | *[!0-9]*) return 0 ;; esac
+    kib=$((kib / 16))
+    [ "$kib" -ge $((32 * 1024)) ] || return 0
+    [ "$kib" -le $((128 * 1024)) ] || kib=$((128 * 1024))
+    GOGC=off GOMEMLIMIT=$((kib / 1024))MiB
+    export GOGC GOMEMLIMIT
+    b2c_log "podman's Go runtime collects garbage only near GOMEMLIMIT=$GOMEMLIMIT (GOGC=off)"
+}
+
 # b2c_crun_read_only: run crun from a read-only mount of a ramfs copy of itself (bound over
 # /usr/bin/crun). Against CVE-2019-5736, crun re-executes itself from a sealed copy unless
 # /proc/self/exe is a sealed memfd or sits on a read-only mount; a file that answers

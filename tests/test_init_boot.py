@@ -272,3 +272,36 @@ def test_extra_args_over_real_http(tmp_path: Path) -> None:
             server.shutdown()
     assert_console_contract(result, 5, ["poweroff", "-f"])
     assert f"Parsed the extra command line from {url}" in log_lines(result)
+
+
+@pytest.mark.parametrize(
+    ("meminfo", "cmdline_env", "expected"),
+    [
+        ("MemTotal:        1014840 kB\n", "", "GOGC=off GOMEMLIMIT=61MiB"),  # 1/16 of the RAM
+        ("MemFree: 1 kB\nMemTotal: 67108864 kB\n", "", "GOGC=off GOMEMLIMIT=128MiB"),  # capped
+        ("MemTotal:         262144 kB\n", "", ""),  # under 512 MiB: Go's defaults
+        ("MemFree: 1 kB\n", "", ""),  # no MemTotal line
+        (None, "", ""),  # no /proc/meminfo
+        ("MemTotal:        1014840 kB\n", "GOGC=100", "GOGC=100"),  # the command line's
+        ("MemTotal:        1014840 kB\n", "GOMEMLIMIT=1GiB", "GOMEMLIMIT=1GiB"),
+    ],
+)
+def test_podman_collects_garbage_near_a_memory_limit(
+    tmp_path: Path, meminfo: str | None, cmdline_env: str, expected: str
+) -> None:
+    sh = Shell(tmp_path)
+    if meminfo is not None:
+        sh.write("proc/meminfo", meminfo)
+    # What podman's process gets: the exported environment, not the shell's variables.
+    sh.stub(
+        "podman",
+        f'{{ env | grep "^GO" | sort | tr "\\n" " "; echo; }} >>"$B2C_ROOT/go-env"\n{PODMAN}',
+    )
+    sh.stub("b2c_shutdown", "return 0")
+    sh.write("sys/class/net/eth0/operstate", "up\n")
+    sh.write("proc/cmdline", 'b2c.container="docker://a 0"\n')
+    result = sh.run(f"{'export ' + cmdline_env if cmdline_env else ':'}\nb2c_init")
+    assert result.status == 0, result.out
+    seen = [line.strip() for line in (sh.root / "go-env").read_text().splitlines()]
+    assert seen and all(env == expected for env in seen), seen
+    assert ("GOMEMLIMIT" in result.out) == expected.startswith("GOGC=off")
