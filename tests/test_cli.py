@@ -504,3 +504,15 @@ def test_run_refuses_a_junit_path_it_could_not_write(kernel: Path, tmp_path: Pat
     )  # fmt: skip
     assert_clear_error(proc, "--junit")
     assert proc.returncode == 2
+
+
+def test_run_starts_without_the_build_sides_heavy_imports() -> None:
+    # Every `b2c-builder run` of a kernel developer's loop pays its imports before QEMU
+    # starts: requests (the Debian client) and pyelftools (module closures, needed only with
+    # --modules-dir) took 0.08 s of the 0.45 s a --dry-run took on the project's machine.
+    code = (
+        "import sys, b2c_builder.cli, b2c_builder.boot.launch\n"
+        "print(' '.join(m for m in ('requests', 'elftools') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == ""

@@ -28,9 +28,8 @@ import zstandard
 from debian.debian_support import Version
 
 from b2c_builder import __version__
-from b2c_builder.build import compress, kmod
+from b2c_builder.build import compress
 from b2c_builder.build.cpio import iter_entries, write_cpio
-from b2c_builder.build.debian import download
 from b2c_builder.build.rootfs import Rootfs
 from b2c_builder.config import Arch, Compression
 from b2c_builder.errors import B2CError, ConfigError, ResolveError
@@ -263,6 +262,9 @@ def modules_initrd(
     the tree's content digest, so the second boot of the same tree builds nothing.
     Raises ConfigError/ResolveError for a missing tree or one for another kernel ``release``.
     """
+    # Here, not at the top: kmod reads ELF with pyelftools, whose import every `run` would pay.
+    from b2c_builder.build import kmod
+
     if not modules_dir.is_dir():
         raise ConfigError(
             f"--modules-dir {modules_dir} is not a directory",
@@ -318,7 +320,8 @@ def uncompressed_initrd(path: Path, cache_dir: Path) -> Path:
         head = src.read(8)
     if compress.sniff(head) in (None, Compression.none):
         return path
-    digest = download.file_sha256(path)
+    with path.open("rb") as src:
+        digest = hashlib.file_digest(src, "sha256").hexdigest()
     cached = cache_dir / "initrd" / f"{digest}.cpio"
     if cached.is_file():
         return cached
