@@ -12,9 +12,9 @@ import pytest
 
 from b2c_builder.build import compress, diff, podman, spdx
 from b2c_builder.build.cpio import write_cpio
-from b2c_builder.build.debian import download
 from b2c_builder.build.rootfs import BUILDER, Origin, Rootfs
 from b2c_builder.config import Arch, Compression
+from b2c_builder.digest import file_sha256
 from tests.conftest import b2c
 from tests.test_spdx import trimmed_podman
 
@@ -80,7 +80,7 @@ def write_image(
             version="0.1.0+trixie.20251128",
             suite="trixie",
             epoch=EPOCH,
-            files=[spdx.ReleaseFile(image.name, download.file_sha256(image), "image", packages)],
+            files=[spdx.ReleaseFile(image.name, file_sha256(image), "image", packages)],
             trimmed=trimmed,
         )
         (folder / f"{stem}.spdx.json").write_text(spdx.to_json(doc))

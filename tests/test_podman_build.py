@@ -15,6 +15,7 @@ from b2c_builder.build import image, podman
 from b2c_builder.build.debian import download, index, sources, srcpkg
 from b2c_builder.build.rootfs import Kind, Origin, Rootfs
 from b2c_builder.config import Arch, BuildConfig, PodmanVariant
+from b2c_builder.digest import file_sha256
 from b2c_builder.errors import ResolveError
 from tests.conftest import require_tool, shared_cache
 from tests.localmirror import capture_log
@@ -165,7 +166,7 @@ def fake_build(tmp_path: Path, recipe: podman.Recipe = podman.RECIPE) -> podman.
     toolchain, code = podman.go_inputs(ARCHIVE, SOURCE)
     return podman.PodmanBuild(
         binary=binary,
-        sha256=download.file_sha256(binary),
+        sha256=file_sha256(binary),
         source="podman",
         source_version="5.4.2+ds1-2",
         source_files=SOURCE.files,

@@ -20,9 +20,9 @@ from spdx_tools.spdx.validation.document_validator import validate_full_spdx_doc
 
 from b2c_builder import __version__
 from b2c_builder.build import release
-from b2c_builder.build.debian import download
 from b2c_builder.build.pipeline import Artifact, BuildResult
 from b2c_builder.config import ARCHES, Arch, BuildConfig, ReleaseConfig
+from b2c_builder.digest import file_sha256
 from b2c_builder.errors import B2CError, SizeError, VerifyError
 from tests.conftest import b2c, require, require_tool, shared_cache
 
@@ -39,8 +39,8 @@ def test_the_version_is_project_suite_and_the_archive_day() -> None:
 def _artifact(path: Path, data: bytes) -> Artifact:
     path.write_bytes(data)
     # What the real build also leaves: a per-file .sha256 (the release drops them).
-    path.with_name(path.name + ".sha256").write_text(f"{download.file_sha256(path)}  x\n")
-    return Artifact(path, len(data), download.file_sha256(path))
+    path.with_name(path.name + ".sha256").write_text(f"{file_sha256(path)}  x\n")
+    return Artifact(path, len(data), file_sha256(path))
 
 
 def fake_builder(
@@ -232,7 +232,7 @@ def test_a_real_release_of_amd64(tmp_path: Path) -> None:
     image = next(p for p in doc.packages if p.name == "initramfs.linux_amd64.cpio.zst")
     assert image.version == folder.name
     assert [c.value for c in image.checksums] == [
-        download.file_sha256(folder / "initramfs.linux_amd64.cpio.zst")
+        file_sha256(folder / "initramfs.linux_amd64.cpio.zst")
     ]
 
 

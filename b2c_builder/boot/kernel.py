@@ -32,6 +32,7 @@ from b2c_builder.build import compress
 from b2c_builder.build.cpio import iter_entries, write_cpio
 from b2c_builder.build.rootfs import Rootfs
 from b2c_builder.config import Arch, Compression
+from b2c_builder.digest import file_sha256
 from b2c_builder.errors import B2CError, ConfigError, ResolveError
 from b2c_builder.log import log
 
@@ -320,8 +321,7 @@ def uncompressed_initrd(path: Path, cache_dir: Path) -> Path:
         head = src.read(8)
     if compress.sniff(head) in (None, Compression.none):
         return path
-    with path.open("rb") as src:
-        digest = hashlib.file_digest(src, "sha256").hexdigest()
+    digest = file_sha256(path)
     cached = cache_dir / "initrd" / f"{digest}.cpio"
     if cached.is_file():
         return cached

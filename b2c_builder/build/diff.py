@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from b2c_builder.build.cpio import CpioEntry, iter_entries
-from b2c_builder.build.debian import download
+from b2c_builder.digest import file_sha256
 from b2c_builder.errors import B2CError
 
 _IMAGE = re.compile(r"^initramfs\.linux_(?P<arch>[a-z0-9]+)\.cpio(\.(zst|xz|gz))?$")
@@ -354,7 +354,7 @@ def _release_files(folder: Path) -> dict[str, tuple[int, str]]:
     found = {}
     for path in sorted(folder.iterdir()):
         if path.is_file() and not path.name.startswith("."):
-            found[path.name] = (path.stat().st_size, download.file_sha256(path))
+            found[path.name] = (path.stat().st_size, file_sha256(path))
     return found
 
 

@@ -25,6 +25,7 @@ from b2c_builder.build.debian import deb, download, index, resolve, sources
 from b2c_builder.build.release import release_version
 from b2c_builder.build.rootfs import BUILDER, Kind, Origin, Rootfs
 from b2c_builder.config import Arch, BuildConfig, PodmanVariant
+from b2c_builder.digest import file_sha256
 from b2c_builder.errors import B2CError, SizeError
 from b2c_builder.guest import render
 from b2c_builder.log import log, step
@@ -392,12 +393,12 @@ _FULL_OR_READ_ONLY = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.E
 
 
 def _write_checksum(path: Path) -> None:
-    digest = download.file_sha256(path)
+    digest = file_sha256(path)
     path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
 
 
 def _artifact(path: Path) -> Artifact:
-    return Artifact(path, path.stat().st_size, download.file_sha256(path))
+    return Artifact(path, path.stat().st_size, file_sha256(path))
 
 
 def _moved(art: Artifact, output: Path) -> Artifact:

@@ -49,6 +49,7 @@ import requests
 
 from b2c_builder.build.debian import deb, download, index, resolve, srcpkg
 from b2c_builder.config import Arch, BuildConfig
+from b2c_builder.digest import file_sha256
 from b2c_builder.errors import ResolveError, ToolError
 from b2c_builder.log import log, step
 from b2c_builder.run import run, which
@@ -317,7 +318,7 @@ def build_trimmed(
     linked = set(info.get("linked_packages", [p.name for p in code]))
     return PodmanBuild(
         binary=path,
-        sha256=download.file_sha256(path),
+        sha256=file_sha256(path),
         source=source.name,
         source_version=source.version,
         source_files=source.files,

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from b2c_builder import __version__
-from b2c_builder.build.debian import download
 from b2c_builder.config import BuildConfig, ReleaseConfig
+from b2c_builder.digest import file_sha256
 from b2c_builder.errors import B2CError, VerifyError
 from b2c_builder.log import log, step
 
@@ -62,7 +62,7 @@ def sha256sums(folder: Path) -> str:
             )
         if "\\" in path.name or "\n" in path.name:
             raise B2CError(f"{path.name!r}: a release file name cannot hold '\\' or a newline")
-        lines.append(f"{download.file_sha256(path)}  {path.name}\n")
+        lines.append(f"{file_sha256(path)}  {path.name}\n")
     return "".join(lines)
 
 

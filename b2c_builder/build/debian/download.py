@@ -21,6 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from b2c_builder.digest import file_sha256
 from b2c_builder.errors import FetchError, VerifyError
 from b2c_builder.log import log, progress
 
@@ -105,14 +106,6 @@ def get(session: requests.Session, url: str, *, max_size: int = 64 << 20) -> byt
 
 def cache_path(cache_dir: Path, sha256: str) -> Path:
     return cache_dir / "by-sha256" / sha256[:2] / sha256
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def cached(cache_dir: Path, sha256: str, size: int) -> Path | None:
