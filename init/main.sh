@@ -8,6 +8,7 @@ b2c_mount_early() {
     # One mkdir for all: each command that is not a shell builtin forks a process.
     mkdir -p "$B2C_ROOT/proc" "$B2C_ROOT/sys" "$B2C_ROOT/dev" "$B2C_ROOT/run" "$B2C_ROOT/tmp"
     mount -t proc proc "$B2C_ROOT/proc" || echo "b2c: error: could not mount /proc"
+    b2c_kernel_modprobe
     mount -t sysfs sysfs "$B2C_ROOT/sys" || echo "b2c: error: could not mount /sys"
     mount -t devtmpfs devtmpfs "$B2C_ROOT/dev" 2>/dev/null ||
         grep -q " /dev devtmpfs " "$B2C_ROOT/proc/mounts" 2>/dev/null ||
@@ -24,6 +25,17 @@ b2c_mount_early() {
     chmod 1777 "$B2C_ROOT/var/tmp"
     [ -e "$B2C_ROOT/etc/mtab" ] || ln -s /proc/self/mounts "$B2C_ROOT/etc/mtab"
     [ -e "$B2C_ROOT/etc/resolv.conf" ] || : >"$B2C_ROOT/etc/resolv.conf"
+}
+
+# b2c_kernel_modprobe: the kernel runs /proc/sys/kernel/modprobe for its request_module()
+# calls (a filesystem, a crypto algorithm, a device's modalias). The image has busybox's modprobe
+# in /usr/bin only, not at the kernel's default /sbin/modprobe, so that the kernel's requests
+# during boot, before /init, fail at once (b2c_builder/build/image.py SBIN_APPLETS); from here
+# on it gets modprobe. Silent when the kernel has no modules support (no such file).
+b2c_kernel_modprobe() {
+    [ -e "$B2C_ROOT/proc/sys/kernel/modprobe" ] || return 0
+    { echo /usr/bin/modprobe >"$B2C_ROOT/proc/sys/kernel/modprobe"; } 2>/dev/null ||
+        echo "b2c: warning: could not set /proc/sys/kernel/modprobe: the kernel cannot load modules on demand"
 }
 
 # Delegate every available controller to child cgroups (podman's cgroupfs manager).

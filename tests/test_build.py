@@ -265,8 +265,12 @@ def test_image_size_and_contents(release: Release, tree: Rootfs) -> None:
         assert entry.kind is Kind.FILE and entry.mode & 0o111, program
         assert entry.data.startswith(ELF_MAGIC), program
     # busybox applets, in /usr/bin and, for the few that need it, in /usr/sbin
-    for applet in ("usr/bin/sh", "usr/bin/mount", "usr/bin/udhcpc", "usr/sbin/modprobe"):
+    for applet in ("usr/bin/sh", "usr/bin/mount", "usr/bin/udhcpc", "usr/sbin/insmod"):
         assert tree.resolve(applet) == "usr/bin/busybox", applet
+    # modprobe, where /init tells the kernel it is, and not at the kernel's default path
+    assert tree.resolve("usr/bin/modprobe") == "usr/bin/busybox"
+    assert tree.resolve("sbin/modprobe") is None
+    assert b"echo /usr/bin/modprobe >" in init.data
     assert tree.resolve("sbin/poweroff") == "usr/bin/busybox"
     # the loader at its ABI path, through lib64 -> usr/lib64
     assert tree["lib64"].kind is Kind.SYMLINK and tree["lib64"].target == "usr/lib64"

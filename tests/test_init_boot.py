@@ -94,6 +94,41 @@ def test_successful_boot(tmp_path: Path) -> None:
     assert (sh.root / "proc/sysrq-trigger").read_text() == "o\n"
 
 
+def test_the_kernel_gets_modprobe_once_init_runs(tmp_path: Path) -> None:
+    """The image has no /sbin/modprobe (the kernel's default path; image.SBIN_APPLETS), so
+    /init points /proc/sys/kernel/modprobe at busybox's, before its own first modprobe."""
+    sh = Shell(tmp_path)
+    sh.write("proc/sys/kernel/modprobe", "/sbin/modprobe\n")
+    sh.write("lib/modules/6.1.0-test/b2c.modules", "virtio_net network\n")
+    sh.write("proc/sys/kernel/osrelease", "6.1.0-test\n")
+    sh.stub("modprobe", 'cat "$B2C_ROOT/proc/sys/kernel/modprobe" >>"$B2C_ROOT/seen"')
+    result = boot(sh, 'b2c.container="docker://a 0"')
+    assert result.status == 0, result.out
+    assert (sh.root / "proc/sys/kernel/modprobe").read_text() == "/usr/bin/modprobe\n"
+    seen = (sh.root / "seen").read_text().splitlines()
+    assert seen and set(seen) == {"/usr/bin/modprobe"}
+    assert not [line for line in result.lines if "kernel/modprobe" in line]
+
+
+def test_a_kernel_without_modules_support_is_left_alone(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    result = boot(sh, 'b2c.container="docker://a 0"')
+    assert result.status == 0, result.out
+    assert not (sh.root / "proc/sys/kernel/modprobe").exists()
+    assert not [line for line in result.lines if "kernel/modprobe" in line]
+
+
+def test_a_modprobe_path_that_cannot_be_set_is_one_warning(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    (sh.root / "proc/sys/kernel/modprobe").mkdir(parents=True)
+    result = boot(sh, 'b2c.container="docker://a 0"')
+    assert result.status == 0, result.out
+    assert [line for line in result.lines if "kernel/modprobe" in line] == [
+        "b2c: warning: could not set /proc/sys/kernel/modprobe: the kernel cannot load modules"
+        " on demand"
+    ]
+
+
 def test_crun_is_bound_read_only_before_the_first_podman(tmp_path: Path) -> None:
     result = boot(Shell(tmp_path), 'b2c.container="docker://a 0"')
     names = [call[0] if call[:2] != ["mount", "--bind"] else "bind" for call in result.calls]
