@@ -166,6 +166,13 @@ EXIT_COMMAND = [
         ("1", ["-c", "id", *EXIT_COMMAND, "--exit-dir", "/x"], ["-c", "id", "--exit-dir", "/x"]),
         ("1", ["--exit-command=/p", "--exit-command-arg=a b", "-n", "*"], ["-n", "*"]),
         ("1", ["--version"], ["--version"]),
+        # Kept arguments are passed by position, never evaluated, past the ninth too.
+        (
+            "1",
+            [*(str(n) for n in range(1, 10)), *EXIT_COMMAND, "$(touch pwned)", "'", '"', "\\", ""],
+            [*(str(n) for n in range(1, 10)), "$(touch pwned)", "'", '"', "\\", ""],
+        ),
+        ("1", [*EXIT_COMMAND], []),
         # With a cache device (the variable unset or not 1) conmon gets every argument.
         ("", ["-c", "id", *EXIT_COMMAND], ["-c", "id", *EXIT_COMMAND]),
         ("0", ["a  b", "", "*"], ["a  b", "", "*"]),
@@ -187,5 +194,7 @@ def test_conmon_wrapper_drops_the_exit_command_on_a_tmpfs_store(
         capture_output=True,
         text=True,
         check=True,
+        cwd=tmp_path,
     ).stdout
-    assert out.splitlines() == expected
+    assert out.split("\n")[:-1] == expected
+    assert not (tmp_path / "pwned").exists()
