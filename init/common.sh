@@ -127,6 +127,16 @@ b2c_section_end() {
     b2c_state_set section "" 2>/dev/null
 }
 
+# b2c_mkdirs DIR...: mkdir -p the DIRs that do not exist yet, in one call, and none when they
+# all do: each command that is not a shell builtin forks a process (a few ms under TCG).
+b2c_mkdirs() {
+    local dir missing=0
+    for dir; do
+        [ -d "$dir" ] || missing=1
+    done
+    [ "$missing" = 0 ] || mkdir -p "$@"
+}
+
 # b2c_read_file FILE: B2C_TEXT = the exact contents (trailing newlines included).
 b2c_read_file() {
     B2C_TEXT=$(cat "$1" && echo .) || return 1

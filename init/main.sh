@@ -5,15 +5,15 @@
 # PID 1 goes on), then prints the pipeline status and shuts down.
 
 b2c_mount_early() {
-    # One mkdir for all: each command that is not a shell builtin forks a process.
-    mkdir -p "$B2C_ROOT/proc" "$B2C_ROOT/sys" "$B2C_ROOT/dev" "$B2C_ROOT/run" "$B2C_ROOT/tmp"
+    # The image has these folders; b2c_mkdirs forks a mkdir only for those it lacks.
+    b2c_mkdirs "$B2C_ROOT/proc" "$B2C_ROOT/sys" "$B2C_ROOT/dev" "$B2C_ROOT/run" "$B2C_ROOT/tmp"
     mount -t proc proc "$B2C_ROOT/proc" || echo "b2c: error: could not mount /proc"
     b2c_kernel_modprobe
     mount -t sysfs sysfs "$B2C_ROOT/sys" || echo "b2c: error: could not mount /sys"
     mount -t devtmpfs devtmpfs "$B2C_ROOT/dev" 2>/dev/null ||
         grep -q " /dev devtmpfs " "$B2C_ROOT/proc/mounts" 2>/dev/null ||
         echo "b2c: error: could not mount /dev"
-    mkdir -p "$B2C_ROOT/dev/pts" "$B2C_ROOT/dev/shm" "$B2C_ROOT/sys/fs/cgroup"
+    b2c_mkdirs "$B2C_ROOT/dev/pts" "$B2C_ROOT/dev/shm" "$B2C_ROOT/sys/fs/cgroup"
     mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts "$B2C_ROOT/dev/pts" ||
         echo "b2c: error: could not mount /dev/pts"
     mount -t tmpfs -o mode=1777 tmpfs "$B2C_ROOT/dev/shm" || echo "b2c: error: could not mount /dev/shm"
@@ -21,8 +21,10 @@ b2c_mount_early() {
     mount -t tmpfs -o mode=1777 tmpfs "$B2C_ROOT/tmp" || echo "b2c: error: could not mount /tmp"
     mount -t cgroup2 cgroup2 "$B2C_ROOT/sys/fs/cgroup" || echo "b2c: error: could not mount /sys/fs/cgroup"
     b2c_cgroup_controllers
-    mkdir -p "$B2C_ROOT/var/tmp" "$B2C_ROOT/var/lib/containers" "$B2C_ROOT/root" "$B2C_ROOT$B2C_STATE"
-    chmod 1777 "$B2C_ROOT/var/tmp"
+    # The state folder is on /run's tmpfs: this mkdir forks; crun's folder comes with it.
+    b2c_mkdirs "$B2C_ROOT/var/tmp" "$B2C_ROOT/var/lib/containers" "$B2C_ROOT/root" \
+        "$B2C_ROOT$B2C_STATE/crun"
+    [ -k "$B2C_ROOT/var/tmp" ] || chmod 1777 "$B2C_ROOT/var/tmp"
     [ -e "$B2C_ROOT/etc/mtab" ] || ln -s /proc/self/mounts "$B2C_ROOT/etc/mtab"
     [ -e "$B2C_ROOT/etc/resolv.conf" ] || : >"$B2C_ROOT/etc/resolv.conf"
 }
@@ -203,8 +205,9 @@ b2c_init() {
 
 # The entry point of /init: a fresh, known environment, then b2c_init.
 b2c_entry() {
-    IFS=$(printf ' \t\n.')
-    IFS=${IFS%.}
+    # Space, tab, newline, written out: a command substitution would fork.
+    IFS=' 	
+'
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
     HOME=/root
     export PATH HOME

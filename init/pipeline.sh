@@ -130,7 +130,9 @@ b2c_direct_run() {
     shift 2
     B2C_CID='' B2C_DIRECT_STATUS=125
     b2c_direct_eligible "$@" || return 1
-    rm -f "$fifo" "$rc"
+    if [ -e "$fifo" ] || [ -e "$rc" ]; then
+        rm -f "$fifo" "$rc"
+    fi
     mkfifo "$fifo" 2>/dev/null || return 1
     # Held open for reading and writing: opening it never blocks, and the end-of-run marker
     # always has a reader, even after the id was read.

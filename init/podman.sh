@@ -140,7 +140,7 @@ b2c_go_memory() {
 # answer F_GET_SEALS. A failure costs only that time: one warning, and crun stays as it is.
 b2c_crun_read_only() {
     local dir=$B2C_ROOT$B2C_STATE/crun crun=$B2C_ROOT/usr/bin/crun
-    if ! mkdir -p "$dir" || ! mount -t ramfs -o mode=0755 ramfs "$dir"; then
+    if ! b2c_mkdirs "$dir" || ! mount -t ramfs -o mode=0755 ramfs "$dir"; then
         b2c_warn "could not mount a ramfs for crun: every crun call copies crun first"
         return 0
     fi

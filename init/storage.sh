@@ -220,15 +220,14 @@ b2c_setup_cache() {
     fi
     # Not recorded for the shutdown path (plain mount, not b2c_mount): a tmpfs has nothing to
     # flush, and podman may still hold mounts in it then.
-    mkdir -p "$B2C_ROOT/var/lib/containers"
+    b2c_mkdirs "$B2C_ROOT/var/lib/containers"
     mount -t tmpfs -o mode=0700 tmpfs "$B2C_ROOT/var/lib/containers" || {
         b2c_error "could not mount a tmpfs for podman's storage"
         return 1
     }
     # Pulls stage blobs in /var/tmp: on that tmpfs, not in the initramfs, which already holds
     # the image and any local images (half the RAM each at most).
-    if ! { mkdir -p "$B2C_ROOT/var/lib/containers/tmp" &&
-        chmod 1777 "$B2C_ROOT/var/lib/containers/tmp" &&
+    if ! { mkdir -m 1777 "$B2C_ROOT/var/lib/containers/tmp" &&
         mount -o bind "$B2C_ROOT/var/lib/containers/tmp" "$B2C_ROOT/var/tmp"; }; then
         b2c_warn "could not put /var/tmp on podman's storage: large pulls may fill the RAM disk"
     fi

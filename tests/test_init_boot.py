@@ -94,6 +94,36 @@ def test_successful_boot(tmp_path: Path) -> None:
     assert (sh.root / "proc/sysrq-trigger").read_text() == "o\n"
 
 
+def test_mkdirs_forks_one_mkdir_and_only_for_missing_folders(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    sh.stub("mkdir", 'command mkdir "$@"')
+    result = sh.run(
+        'b2c_mkdirs "$B2C_ROOT/proc" "$B2C_ROOT/etc"\n'
+        'b2c_mkdirs "$B2C_ROOT/etc" "$B2C_ROOT/a b/c" "$B2C_ROOT/d"'
+    )
+    assert result.status == 0, result.out
+    assert [call[1:] for call in result.called("mkdir")] == [
+        [f"{sh.root}/etc", f"{sh.root}/a b/c", f"{sh.root}/d"]
+    ]
+    assert (sh.root / "a b/c").is_dir() and (sh.root / "d").is_dir()
+
+
+def test_a_boot_forks_no_mkdir_for_the_image_folders(tmp_path: Path) -> None:
+    """mount_early's folders are in the image (image.new_image) but for /dev's and /run's, on
+    the file systems mounted there: one mkdir each, and nothing chmods /var/tmp again."""
+    sh = Shell(tmp_path)
+    for folder in ("tmp", "root"):
+        (sh.root / folder).mkdir()
+    (sh.root / "var/tmp").chmod(0o1777)
+    sh.stub("mkdir", 'command mkdir "$@"')
+    sh.stub("chmod", 'command chmod "$@"')
+    result = sh.run("b2c_mount_early")
+    assert result.status == 0, result.out
+    made = [call[-1].replace(str(sh.root), "") for call in result.called("mkdir")]
+    assert made == ["/sys/fs/cgroup", "/run/b2c/crun"], made
+    assert not result.called("chmod")
+
+
 def test_the_kernel_gets_modprobe_once_init_runs(tmp_path: Path) -> None:
     """The image has no /sbin/modprobe (the kernel's default path; image.SBIN_APPLETS), so
     /init points /proc/sys/kernel/modprobe at busybox's, before its own first modprobe."""
