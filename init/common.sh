@@ -160,7 +160,7 @@ b2c_wait_for() {
 # b2c_state_set NAME VALUE / b2c_state_get NAME DEFAULT (-> B2C_VALUE): small files in
 # $B2C_STATE that survive the subshell running the main flow.
 b2c_state_set() {
-    { [ -d "$B2C_ROOT$B2C_STATE" ] || mkdir -p "$B2C_ROOT$B2C_STATE"; } &&
+    b2c_mkdirs "$B2C_ROOT$B2C_STATE" &&
         printf '%s\n' "$2" >"$B2C_ROOT$B2C_STATE/$1"
 }
 
