@@ -3,6 +3,7 @@ the images this boot does not use (least recently used first), a full tmpfs says
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -374,6 +375,75 @@ def test_the_image_is_found_among_podmans_options(
     quoted = " ".join(f"'{a}'" for a in args)
     result = Shell(tmp_path).run(f'b2c_podman_scan {quoted}; echo "[$B2C_SCAN_IMAGE]"')
     assert result.lines == [f"[{image}]"]
+
+
+# --- the image a container uses ------------------------------------------------------------
+
+CID = f"{171:064x}"
+IMAGE_ID = "feedbeef" + "0" * 56
+OTHER = {"id": f"{9:064x}", "names": ["other"], "image": "ab" * 32, "layer": "cd" * 32}
+
+
+def container_list(cid: str, *, names: bool = True) -> str:
+    """A containers/storage container list holding OTHER and container ``cid`` of IMAGE_ID,
+    as encoding/json writes it (the key order of its Container struct)."""
+    entry: dict[str, object] = {"id": cid}
+    if names:  # omitempty
+        entry["names"] = ["funny_name"]
+    entry |= {
+        "image": IMAGE_ID,
+        "layer": "ef" * 32,
+        "metadata": '{"image-name":"r.example/x:1"}',
+        "big-data-names": ["config.json"],
+        "created": "2026-11-30T08:00:00Z",
+        "flags": {"MountLabel": "", "ProcessLabel": ""},
+    }
+    return json.dumps([OTHER, entry], separators=(",", ":"))
+
+
+def record_used(sh: Shell, cid: str) -> Result:
+    sh.write("storage/b2c/boots", "4\n")
+    sh.stub("podman", "echo 0123456789abcdef; return 0")
+    return sh.run(f"B2C_CACHE_ON=1; b2c_cache_count_boot; b2c_cache_used '{cid}'")
+
+
+@pytest.mark.parametrize(
+    ("where", "names"),
+    [
+        # podman run --rm's containers are volatile, podman create's are not.
+        (f"{STORAGE}/overlay-containers/volatile-containers.json", True),
+        (f"{STORAGE}/overlay-containers/volatile-containers.json", False),
+        (f"{STORAGE}/overlay-containers/containers.json", True),
+    ],
+)
+def test_the_image_a_container_uses_is_read_from_the_container_list_not_asked_of_podman(
+    tmp_path: Path, where: str, names: bool
+) -> None:
+    sh = Shell(tmp_path)
+    sh.write(where, container_list(CID, names=names))
+    result = record_used(sh, CID)
+    assert (sh.root / "storage/b2c/lru").read_text() == "5 feedbeef0000\n"
+    assert result.called("podman") == [] and result.lines == []
+
+
+@pytest.mark.parametrize(
+    "cid",
+    [
+        f"{172:064x}",  # not in the list (another storage layout, say)
+        CID.upper(),  # not an id podman gives
+        CID[:-1] + ".",  # a regular expression would match it
+        ".*",
+    ],
+)
+def test_a_container_missing_from_the_list_is_inspected_by_podman(tmp_path: Path, cid: str) -> None:
+    sh = Shell(tmp_path)
+    sh.write(f"{STORAGE}/overlay-containers/volatile-containers.json", container_list(CID))
+    result = record_used(sh, cid)
+    assert result.lines == [
+        f"[1.00]: Container {cid} is not in containers/storage's lists: asking podman for its image"
+    ]
+    assert result.called("podman") == [["container", "inspect", "--format", "{{.Image}}", cid]]
+    assert (sh.root / "storage/b2c/lru").read_text() == "5 0123456789ab\n"
 
 
 # --- the closed mark ------------------------------------------------------------------------
