@@ -297,11 +297,18 @@ b2c_valid_url() {
     esac
 }
 
-b2c_valid_hostname() {
-    case $2 in
-        [A-Za-z0-9]*) case $2 in *[!A-Za-z0-9.-]*) ;; *) [ "${#2}" -le 64 ] && return 0 ;; esac ;;
+# b2c_is_hostname NAME: NAME starts with a letter or digit, has only letters, digits, '.' and
+# '-', and at most 64 of them (HOST_NAME_MAX).
+b2c_is_hostname() {
+    case $1 in
+        [A-Za-z0-9]*) case $1 in *[!A-Za-z0-9.-]*) return 1 ;; esac ;;
+        *) return 1 ;;
     esac
-    b2c_bad "$1" "must be a host name (letters, digits, '.', '-'), not '$2'"
+    [ "${#1}" -le 64 ]
+}
+
+b2c_valid_hostname() {
+    b2c_is_hostname "$2" || b2c_bad "$1" "must be a host name (letters, digits, '.', '-'), not '$2'"
 }
 
 b2c_valid_ntp_peer() {

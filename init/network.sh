@@ -91,7 +91,7 @@ b2c_prefix() {
 # (or AUTOCONF dhcp...) means DHCP, else a static address. SERVER is the boot server (unused).
 # Returns 1 after an error line.
 b2c_ip_apply() {
-    local rest=$1: client server gateway netmask host device autoconf dns0 dns1 ntp0 conf
+    local rest=$1: client server gateway netmask host device autoconf dns0 dns1 ntp0 conf bad=''
     case $1 in
         dhcp | on | any | bootp | rarp | both) rest=:::::: autoconf=dhcp ;;
     esac
@@ -111,11 +111,19 @@ b2c_ip_apply() {
             return 1
         }
     done
-    case $device in *[!A-Za-z0-9_.:-]*)
-        b2c_error "ip=$1: '$device' is not a network interface name"
-        return 1
-        ;;
+    # Linux's dev_valid_name(): at most 15 bytes (IFNAMSIZ - 1), neither . nor ..
+    case $device in
+        *[!A-Za-z0-9_.-]* | . | ..) bad=1 ;;
+        *) [ "${#device}" -le 15 ] || bad=1 ;;
     esac
+    [ -z "$bad" ] || {
+        b2c_error "ip=$1: '$device' is not a network interface name (at most 15 letters, digits, '_', '.' or '-')"
+        return 1
+    }
+    [ -z "$host" ] || b2c_is_hostname "$host" || {
+        b2c_error "ip=$1: '$host' is not a host name (letters, digits, '.', '-')"
+        return 1
+    }
     [ -z "$host" ] || B2C_IP_HOSTNAME=$host
     if [ -n "$ntp0" ]; then
         mkdir -p "$B2C_ROOT$B2C_STATE" && echo "$ntp0" >"$B2C_ROOT$B2C_STATE/ntpsrv"

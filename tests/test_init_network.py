@@ -158,7 +158,19 @@ def test_kernel_ip_static_defaults_mask_by_class_and_the_first_interface(tmp_pat
             "10.0.2.4::::::sometimes",
             "unknown autoconfiguration 'sometimes' (off, none, dhcp, bootp, rarp, both, on, any)",
         ),
-        ("10.0.2.4:::::eth;0", "'eth;0' is not a network interface name"),
+        *(
+            (
+                f"10.0.2.4:::::{name}",
+                f"'{name}' is not a network interface name "
+                "(at most 15 letters, digits, '_', '.' or '-')",
+            )
+            # 16 bytes: one over IFNAMSIZ - 1; Linux refuses . and ..
+            for name in ("eth;0", "enx0123456789abc", ".", "..")
+        ),
+        *(
+            (f"10.0.2.4::::{host}:eth0", f"'{host}' is not a host name (letters, digits, '.', '-')")
+            for host in ("-lab", "lab_7", "h" * 65)
+        ),
     ],
 )
 def test_a_malformed_kernel_ip_is_an_error(tmp_path: Path, value: str, error: str) -> None:
@@ -169,6 +181,18 @@ def test_a_malformed_kernel_ip_is_an_error(tmp_path: Path, value: str, error: st
     assert result.errors() == [f"b2c: error: ip={value}: {error}"]
     # check-cmdline (options.lint_cmdline) reports it with the same words, before any boot.
     assert [str(p) for p in lint_cmdline(f"ip={value}")] == [f"error: ip: {error}"]
+
+
+def test_kernel_ip_takes_a_15_byte_interface_and_a_host_name(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    ifaces(sh, "enx0123456789ab")
+    value = "10.0.2.4::10.0.2.2:255.255.255.0:lab-7.example:enx0123456789ab:off"
+    result = connect(sh, f"ip={value}")
+    assert result.lines[-2] == "rc=0"
+    assert ["address", "add", "10.0.2.4/24", "dev", "enx0123456789ab"] in result.called("ip")
+    assert lint_cmdline(f"ip={value}") == []
+    named = sh.run(f"b2c_ip_apply '{value}' >/dev/null; echo \"host=$B2C_IP_HOSTNAME\"")
+    assert named.lines[-1] == "host=lab-7.example"
 
 
 def test_iface_takes_precedence_over_kernel_ip(tmp_path: Path) -> None:

@@ -641,7 +641,9 @@ def _netmask(value: str) -> bool:
     return zeros & (zeros + 1) == 0
 
 
-_INTERFACE = re.compile(r"[A-Za-z0-9_.-]*")  # init/network.sh b2c_ip_apply's test
+# init/network.sh b2c_ip_apply's test: Linux's dev_valid_name() (at most IFNAMSIZ - 1 bytes,
+# neither . nor ..), within b2c's characters; empty: the first interface.
+_INTERFACE = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.-]{0,15}")
 _KERNEL_IP_DHCP = ("dhcp", "on", "any", "bootp", "rarp", "both")
 _KERNEL_IP_AUTOCONF = ("", "off", "none", "static", *_KERNEL_IP_DHCP)
 
@@ -657,12 +659,17 @@ def _check_kernel_ip(value: str) -> None:
     if value in ("off", "none", *_KERNEL_IP_DHCP):
         return
     fields = (value + ":" * 9).split(":")[:10]
-    client, server, gateway, netmask, _hostname, device, autoconf, dns0, dns1, ntp0 = fields
+    client, server, gateway, netmask, hostname, device, autoconf, dns0, dns1, ntp0 = fields
     for address in (client, server, gateway, dns0, dns1, ntp0):
         if address and not _ipv4(address):
             raise Invalid(f"{address!r} is not an IPv4 address")
     if not _full(_INTERFACE, device):
-        raise Invalid(f"{device!r} is not a network interface name")
+        raise Invalid(
+            f"{device!r} is not a network interface name "
+            "(at most 15 letters, digits, '_', '.' or '-')"
+        )
+    if hostname and not _full(_HOSTNAME, hostname):
+        raise Invalid(f"{hostname!r} is not a host name (letters, digits, '.', '-')")
     if autoconf not in _KERNEL_IP_AUTOCONF:
         raise Invalid(
             f"unknown autoconfiguration {autoconf!r} (off, none, dhcp, bootp, rarp, both, on, any)"
