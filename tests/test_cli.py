@@ -264,8 +264,14 @@ def test_run_dry_run_prints_the_qemu_command(kernel: Path, tmp_path: Path) -> No
     )
     assert proc.returncode == 0, proc.stderr
     # The b2c options make it a b2c boot: a job names run's device drivers (launch.prepare).
-    job, concatenation, line = proc.stdout.splitlines()
+    job, archive, concatenation, line = proc.stdout.splitlines()
     assert job == f"# job cmdline: b2c.device_drivers=none ip={USER_NET_IP}"
+    # The job's initrd is in run's work folder, gone once run exits: the dry run says so.
+    path = archive.removeprefix("# ").split(": ")[0]
+    assert archive.endswith(": the job above as an initrd, written by each run and removed "
+                            "when it exits")  # fmt: skip
+    assert path.endswith("/job.cpio") and not Path(path).exists()
+    assert concatenation.endswith(f" {shlex.quote(path)}")
     assert (
         concatenation.startswith("# ")
         and f"concatenation of: {shlex.quote(str(initrd))} " in concatenation

@@ -365,7 +365,14 @@ def launch(request: RunRequest) -> int:
             request, plan, job_initrd, (job.nonce or None) if job is not None else None
         )
         if request.dry_run:
-            print("\n".join([*describe(plan), qemu.dry_run(cfg)]))
+            lines = describe(plan)
+            if job_initrd is not None:
+                # The work folder goes when run exits: the listed path does not outlive it.
+                lines.append(
+                    f"# {job_initrd}: the job above as an initrd, written by each run and "
+                    "removed when it exits"
+                )
+            print("\n".join([*lines, qemu.dry_run(cfg)]))
             return 0
         return boot_and_report(cfg, request.junit)
 
