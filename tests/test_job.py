@@ -250,7 +250,7 @@ def test_the_job_carries_arguments_byte_for_byte(tmp_path: Path, layout: Path) -
         "/work:/work",
         "-w",
         "/work",
-        "oci:/etc/b2c/job/image/1/layout",
+        "oci:/etc/b2c/job/image/1/layout:localhost/b2c-run/image-1:latest",
         "sh",
         "-c",
         *AWKWARD,
@@ -262,8 +262,14 @@ def test_the_job_carries_arguments_byte_for_byte(tmp_path: Path, layout: Path) -
     # The layout as delivered: its gzip layer recompressed as zstd (zstd_layout) in the workdir.
     delivered = tmp_path / "image-1-zstd"
     assert jobs.gzip_layers(layout) == 1 and jobs.gzip_layers(delivered) == 0
-    for name in ("index.json", "oci-layout"):
-        assert files[f"etc/b2c/job/image/1/layout/{name}"].data == (delivered / name).read_bytes()
+    assert (
+        files["etc/b2c/job/image/1/layout/oci-layout"].data
+        == (delivered / "oci-layout").read_bytes()
+    )
+    # Its index names the image (deliver: an image podman stores unnamed is pruned).
+    assert files["etc/b2c/job/image/1/layout/index.json"].data == (
+        (tmp_path / "image-1-index.json").read_bytes()
+    )
     cmdline = files["etc/b2c/job/cmdline"].data.decode()
     # Local images only: the guest needs no network.
     assert options.parse_cmdline(cmdline) == [
@@ -661,7 +667,8 @@ def test_an_image_without_gzip_layers_is_delivered_as_it_is(tmp_path: Path) -> N
     zstd_layout = jobs.zstd_layout(gzip_layout, "latest", tmp_path / "zstd")
     assert zstd_layout == tmp_path / "zstd"
     delivery = jobs.deliver(jobs.ImageRef.parse(f"oci:{zstd_layout}"), 2, tmp_path / "w")
-    assert {p for _, p in delivery.files} <= set(zstd_layout.rglob("*"))
+    assert dict(delivery.files)["layout/index.json"] == tmp_path / "w/image-2-index.json"
+    assert {p for r, p in delivery.files if r != "layout/index.json"} <= set(zstd_layout.rglob("*"))
     assert not (tmp_path / "w/image-2-zstd").exists()
 
 
@@ -673,10 +680,44 @@ def test_without_skopeo_gzip_layers_are_delivered_with_a_note(
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with caplog.at_level(logging.INFO, logger="b2c"):
         delivery = jobs.deliver(jobs.ImageRef.parse(f"oci:{layout}"), 3, tmp_path / "w")
-    assert {p for _, p in delivery.files} <= set(layout.rglob("*"))
+    assert {p for r, p in delivery.files if r != "layout/index.json"} <= set(layout.rglob("*"))
     assert jobs.gzip_layers(layout) == 1
     (note,) = [r.getMessage() for r in caplog.records if "gzip layer" in r.getMessage()]
     assert "skopeo is not installed" in note and "apt-get install skopeo" in note
+
+
+def test_an_image_without_a_reference_is_delivered_under_a_name(tmp_path: Path) -> None:
+    # Unnamed in podman's storage, a cache disk's clean-up (podman image prune) removed it,
+    # and every boot unpacked its layers again.
+    busybox = Path(require_tool("busybox")).resolve()
+    layout = make_layout(tmp_path / "src", busybox_layer(busybox), cmd=["/bin/sh"])
+    (entry,) = json.loads((layout / "index.json").read_text())["manifests"]
+    before = (layout / "index.json").read_bytes()
+    delivery = jobs.deliver(jobs.ImageRef.parse(f"oci:{layout}"), 4, tmp_path / "w")
+    name = "localhost/b2c-run/image-4:latest"
+    assert delivery.guest_ref == f"oci:/etc/b2c/job/image/4/layout:{name}"
+    index = json.loads(dict(delivery.files)["layout/index.json"].read_text())
+    (named,) = index["manifests"]
+    assert named["annotations"][jobs.REF_NAME] == name
+    # The manifest it names is delivered (recompressed as zstd when skopeo is there).
+    blob = "layout/blobs/" + named["digest"].replace(":", "/")
+    assert blob in dict(delivery.files)
+    assert named["mediaType"] == entry["mediaType"]
+    # The user's layout is read, never written.
+    assert (layout / "index.json").read_bytes() == before
+
+
+def test_an_index_with_several_manifests_is_delivered_as_it_is(tmp_path: Path) -> None:
+    busybox = Path(require_tool("busybox")).resolve()
+    layout = make_layout(tmp_path / "src", busybox_layer(busybox), cmd=["/bin/sh"])
+    document = json.loads((layout / "index.json").read_text())
+    document["manifests"] *= 2
+    (layout / "index.json").write_text(json.dumps(document))
+    assert jobs.named_index(layout / "index.json", "x:1", tmp_path / "out.json") is None
+    assert not (tmp_path / "out.json").exists()
+    (layout / "index.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not an OCI index"):
+        jobs.named_index(layout / "index.json", "x:1", tmp_path / "out.json")
 
 
 def test_an_image_skopeo_cannot_read_is_refused_before_booting(tmp_path: Path) -> None:

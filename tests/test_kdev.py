@@ -6,6 +6,7 @@ or printed, and from the exit code of `b2c-builder run`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ from b2c_builder.boot.kernel import kernel_release
 from tests.conftest import ROOT, Release, require_tool
 from tests.kernel import DebianKernel
 from tests.oci import busybox_layer, make_layout
+from tests.test_e2e_faults import first_partition_offset
 
 pytestmark = [pytest.mark.qemu, pytest.mark.network]
 
@@ -121,6 +123,39 @@ def test_archives_and_exit_codes(
     assert proc.returncode == code, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert f"from-{kind}" in proc.stdout.splitlines()
     assert logged(proc, f"The container 1 exited with status {code}")
+
+
+def test_a_local_image_stays_on_the_cache_disk_from_boot_to_boot(
+    release: Release, images: dict[str, str], tmp_path: Path
+) -> None:
+    """An image given without a reference is named in the job (job.deliver), so the clean-up
+    of a cache (podman image prune) keeps it and the next boot unpacks no layer."""
+    disk = tmp_path / "cache.img"
+    with disk.open("wb") as f:
+        f.truncate(1 << 30)
+
+    def cached(path: str) -> str:
+        """The file ``path`` of the cache filesystem on ``disk`` (debugfs's stdout)."""
+        image = f"{disk}?offset={first_partition_offset(disk)}"
+        command = [require_tool("debugfs"), "-R", f"cat {path}", image]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+    layers = []
+    for n in (1, 2):
+        proc = run(
+            release,
+            "--disk", str(disk),
+            "--cache-device", "auto",
+            "--image", images["oci-archive"],
+            command=("sh", "-c", f"echo boot-{n}; exit 3"),
+        )  # fmt: skip
+        assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert f"boot-{n}" in proc.stdout.splitlines()
+        stored = json.loads(cached("/containers/storage/overlay-images/images.json"))
+        assert [i["names"] for i in stored] == [["localhost/b2c-run/image-1:latest"]], stored
+        layers.append(cached("/containers/storage/overlay-layers/layers.json"))
+    # The same layer, made by the first boot: the second one unpacked nothing.
+    assert layers[0] == layers[1]
 
 
 def test_modules_dir_boots_a_kernel_with_its_own_modules(

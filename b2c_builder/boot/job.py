@@ -296,9 +296,51 @@ def deliver(ref: ImageRef, n: int, workdir: Path) -> Delivery:
         )
     layout = zstd_layout(layout, ref.reference, workdir / f"image-{n}-zstd")
     files = tuple(_layout_files(layout))
+    if not ref.reference:
+        name = f"{LOCAL_IMAGE_NAME}{n}:latest"
+        index = named_index(layout / "index.json", name, workdir / f"image-{n}-index.json")
+        if index is not None:
+            files = tuple((r, index if r == "index.json" else p) for r, p in files)
+            ref_suffix = f":{name}"
     return Delivery(
         f"oci:{guest_base}/layout{ref_suffix}", tuple((f"layout/{r}", p) for r, p in files)
     )
+
+
+# The name the guest's podman gives the job's image N when the user named none: podman
+# stores an image pulled from an OCI layout without a reference under its id only, and on a
+# cache disk the clean-up's `podman image prune` then removed it, so every boot unpacked its
+# layers again. Named, it stays until another image takes the name.
+LOCAL_IMAGE_NAME = "localhost/b2c-run/image-"
+
+# The annotation that names an image in an OCI layout's index.json (image-spec,
+# annotations.md); podman's oci: transport selects an image by it (oci:DIR:NAME).
+REF_NAME = "org.opencontainers.image.ref.name"
+
+
+def named_index(index: Path, name: str, dest: Path) -> Path | None:
+    """Write ``index`` (an OCI layout's index.json) to ``dest`` with its one manifest
+    descriptor annotated as ``name`` (REF_NAME, replacing any name it had) and return
+    ``dest``; None, writing nothing, when the index has not exactly one manifest (a
+    reference must then select the image). Raises ConfigError for an index that is not
+    JSON."""
+    try:
+        document = json.loads(index.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{index}: not an OCI index: {exc}", hint="check the layout: skopeo inspect oci:DIR"
+        ) from exc
+    manifests = document.get("manifests") if isinstance(document, dict) else None
+    if not isinstance(manifests, list) or len(manifests) != 1:
+        return None
+    (descriptor,) = manifests
+    if not isinstance(descriptor, dict):
+        return None
+    annotations = descriptor.get("annotations") or {}
+    descriptor["annotations"] = {**annotations, REF_NAME: name}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(document, separators=(",", ":")) + "\n")
+    return dest
 
 
 # The media types of gzip-compressed layers: OCI's (image-spec, media-types.md) and Docker's
