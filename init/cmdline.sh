@@ -308,7 +308,7 @@ b2c_is_hostname() {
 }
 
 b2c_valid_hostname() {
-    b2c_is_hostname "$2" || b2c_bad "$1" "must be a host name (letters, digits, '.', '-'), not '$2'"
+    b2c_is_hostname "$2" || b2c_bad "$1" "must be a host name (up to 64 letters, digits, '.' and '-', the first a letter or digit), not '$2'"
 }
 
 b2c_valid_ntp_peer() {

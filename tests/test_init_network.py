@@ -168,7 +168,11 @@ def test_kernel_ip_static_defaults_mask_by_class_and_the_first_interface(tmp_pat
             for name in ("eth;0", "enx0123456789abc", ".", "..")
         ),
         *(
-            (f"10.0.2.4::::{host}:eth0", f"'{host}' is not a host name (letters, digits, '.', '-')")
+            (
+                f"10.0.2.4::::{host}:eth0",
+                f"'{host}' is not a host name "
+                "(up to 64 letters, digits, '.' and '-', the first a letter or digit)",
+            )
             for host in ("-lab", "lab_7", "h" * 65)
         ),
     ],

@@ -383,6 +383,7 @@ _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _HOST = re.compile(r"[A-Za-z0-9.:-]+")
 _HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
+_HOSTNAME_RULE = "up to 64 letters, digits, '.' and '-', the first a letter or digit"
 _SIZE = re.compile(r"[0-9]+([KkMmGgTt](i?B)?)?")
 _IFNAME = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 _FSTYPE = re.compile(r"[A-Za-z0-9._-]+")
@@ -464,7 +465,7 @@ def _check_url(value: str) -> list[str]:
 
 def _check_hostname(value: str) -> list[str]:
     if not _full(_HOSTNAME, value):
-        raise Invalid(f"must be a host name (letters, digits, '.', '-'), not {value!r}")
+        raise Invalid(f"must be a host name ({_HOSTNAME_RULE}), not {value!r}")
     return []
 
 
@@ -669,7 +670,7 @@ def _check_kernel_ip(value: str) -> None:
             "(at most 15 letters, digits, '_', '.' or '-')"
         )
     if hostname and not _full(_HOSTNAME, hostname):
-        raise Invalid(f"{hostname!r} is not a host name (letters, digits, '.', '-')")
+        raise Invalid(f"{hostname!r} is not a host name ({_HOSTNAME_RULE})")
     if autoconf not in _KERNEL_IP_AUTOCONF:
         raise Invalid(
             f"unknown autoconfiguration {autoconf!r} (off, none, dhcp, bootp, rarp, both, on, any)"
