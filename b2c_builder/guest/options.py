@@ -872,7 +872,8 @@ def refuse_lint_errors(
     if errors:
         raise ConfigError(
             f"the command line has {len(errors)} error(s): {'; '.join(errors)}; {outcome}",
-            hint="b2c-builder check-cmdline explains each one",
+            hint="fix the options above (b2c-builder check-cmdline 'LINE' checks a line without "
+            "acting on it)",
         )
 
 
