@@ -819,7 +819,8 @@ RUN_SETTINGS = SettingsTable(
         Setting(
             "disks",
             Path,
-            "A disk image (raw or qcow2, read from its first bytes).",
+            "A disk image (raw or qcow2, read from its first bytes). b2c.cache_device auto or "
+            "reset needs one: run refuses them without a disk.",
             flag="--disk",
             parse=Disk.detect,
             repeatable=True,

@@ -461,6 +461,38 @@ def test_wheel_ships_templates_and_init(tmp_path: Path) -> None:
     assert (proc.returncode, proc.stdout) == (0, f"{__version__}\n"), proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "refused"),
+    [
+        (("--cache-device", "auto"), True),
+        (("--append", "b2c.cache_device=reset"), True),
+        (("--cache-device", "auto", "--disk", "DISK"), False),
+        (("--cache-device", "auto", "--qemu-arg=-drive", "--qemu-arg=file=DISK"), False),
+        (("--append", "b2c.cache_device=auto", "--cache-device", "none"), False),
+        ((), False),
+    ],
+)
+def test_run_refuses_a_cache_device_without_a_disk(
+    kernel: Path, tmp_path: Path, args: tuple[str, ...], refused: bool
+) -> None:
+    # The guest would wait 10 s for a disk, then boot without a cache (new-user trial).
+    disk = tmp_path / "cache.img"
+    disk.write_bytes(b"")
+    args = tuple(a.replace("DISK", str(disk)) for a in args)
+    proc = cli(
+        "run", "--kernel", str(kernel), "--initrd", str(plain_initrd(tmp_path)),
+        "--accel", "tcg", "--container", "docker://registry:5000/x sh", *args, "--dry-run",
+    )  # fmt: skip
+    assert "Traceback" not in proc.stderr
+    if refused:
+        assert proc.returncode == 2, proc.stderr
+        assert "asks for a cache disk, but this boot has no disk" in proc.stderr
+        assert "hint: add --disk FILE" in proc.stderr
+        assert proc.stdout == ""
+    else:
+        assert proc.returncode == 0, proc.stderr
+
+
 def test_run_dry_run_with_a_job_prints_the_command(kernel: Path, tmp_path: Path) -> None:
     """A container flag makes a job initrd; a dry run of it has no console nonce to check."""
     proc = cli(

@@ -177,6 +177,20 @@ def _adds_devices(qemu_args: Sequence[str]) -> bool:
     return any("-" + arg.lstrip("-") in _DEVICE_OPTIONS for arg in qemu_args if arg[:1] == "-")
 
 
+def _cache_device(request: RunRequest) -> str | None:
+    """The guest's b2c.cache_device: the flag's (the job is parsed after the kernel command
+    line, init/job.sh), else the last one in --append; None when neither sets it."""
+    flagged = request.b2c.get("b2c.cache_device")
+    if isinstance(flagged, str):
+        return flagged
+    value = None
+    for param, given in options.parse_cmdline(request.append):
+        opt = options.lookup(param)
+        if opt is not None and opt.name == "b2c.cache_device":
+            value = given
+    return value
+
+
 def _set_by_user(request: RunRequest, *names: str) -> bool:
     """True if the run options or --append set one of the options ``names`` (or an alias)."""
     if any(request.b2c.get(name) not in (None, False, []) for name in names):
@@ -245,6 +259,17 @@ def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) ->
             f"two --share options mount on the guest folder {twice}: the second would hide "
             "the first",
             hint="give each share its own guest folder: HOST_DIR:/guest/dir",
+        )
+    if (
+        _cache_device(request) in ("auto", "reset")
+        and not request.disks
+        and not _adds_devices(request.qemu_args)
+    ):
+        raise ConfigError(
+            f"b2c.cache_device={_cache_device(request)} asks for a cache disk, but this boot has "
+            "no disk: the guest would look for one for 10 s, then go on without a cache",
+            hint="add --disk FILE (a raw image: truncate -s 4G cache.img; the first boot "
+            "partitions and formats it)",
         )
     kernel, initrds = _boot_files(request)
     if uncompressed:
