@@ -269,7 +269,9 @@ def deliver(ref: ImageRef, n: int, workdir: Path) -> Delivery:
     """How the local image ``ref`` reaches the guest as the job's image ``n``.
 
     containers-storage images are exported with the host's skopeo (else podman) into
-    ``workdir`` as an oci-archive. Raises ToolError naming the missing tool.
+    ``workdir`` as an oci-archive. An OCI image given without a reference is named
+    ``LOCAL_IMAGE_NAME`` + ``n`` in the guest (named_index). Raises ToolError naming the
+    missing tool, ConfigError for a layout that cannot be delivered.
     """
     guest_base = f"/{JOB_DIR}/image/{n}"
     ref_suffix = f":{ref.reference}" if ref.reference else ""
