@@ -206,6 +206,13 @@ def test_iface_takes_precedence_over_kernel_ip(tmp_path: Path) -> None:
     result = connect(sh, "ip=dhcp b2c.iface=eth0,dhcp")
     assert [c[:2] for c in result.called("udhcpc")] == [["-i", "eth0"]]
     assert "10.0.2.3" not in (sh.root / "etc/resolv.conf").read_text()
+    # check-cmdline says that /init leaves ip= alone, even a malformed one (new-user trial).
+    for line, why in [
+        ("ip=. b2c.iface=eth0,dhcp", "b2c.iface configures the network"),
+        ("ip=dhcp b2c.network=none", "b2c.network=none"),
+    ]:
+        assert [str(p) for p in lint_cmdline(line)] == [f"warning: ip: not applied by /init: {why}"]
+    assert lint_cmdline("b2c.iface=eth0,dhcp") == []
 
 
 @pytest.mark.parametrize("ip", ["", "ip=off", "ip=none"])

@@ -183,11 +183,17 @@ def test_lint_clean_line() -> None:
 
 def test_lint_judges_ip_only_where_init_applies_it() -> None:
     """/init applies ip= when it connects (init/network.sh), unless b2c.iface takes precedence
-    or there is no network; the lint follows (test_init_network checks the same words)."""
+    or there is no network; the lint follows (test_init_network checks the same words) and
+    warns that such an ip= is not applied."""
     error = Problem("error", "ip", "'bogus' is not an IPv4 address")
     assert lint_cmdline("ip=bogus") == [error]
-    assert lint_cmdline("ip=bogus b2c.iface=eth0,dhcp") == []
-    assert lint_cmdline("ip=bogus b2c.network=none") == []
+    # Not judged there, but said to be left alone.
+    assert lint_cmdline("ip=bogus b2c.iface=eth0,dhcp") == [
+        Problem("warning", "ip", "not applied by /init: b2c.iface configures the network")
+    ]
+    assert lint_cmdline("ip=bogus b2c.network=none") == [
+        Problem("warning", "ip", "not applied by /init: b2c.network=none")
+    ]
     assert lint_cmdline("ip=off") == lint_cmdline("ip") == lint_cmdline("ip=dhcp") == []
 
 

@@ -826,11 +826,15 @@ def _cross_check(seen: dict[str, list[str]]) -> list[Problem]:
                     Problem("error", "b2c.volume", f"no b2c.filesystem is named {val!r}")
                 )
     # /init applies ip= only without b2c.iface and with a network (init/network.sh).
-    if not seen.get("b2c.iface") and seen.get("b2c.network", ["auto"])[-1] != "none":
+    no_network = seen.get("b2c.network", ["auto"])[-1] == "none"
+    if not seen.get("b2c.iface") and not no_network:
         try:
             _check_kernel_ip(seen.get("ip", [""])[-1])
         except Invalid as exc:
             problems.append(Problem("error", "ip", str(exc)))
+    elif seen.get("ip"):
+        why = "b2c.iface configures the network" if seen.get("b2c.iface") else "b2c.network=none"
+        problems.append(Problem("warning", "ip", f"not applied by /init: {why}"))
     if seen.get("b2c.swap") and not seen["b2c.swap"][-1].startswith("/") and cache == "none":
         problems.append(Problem("warning", "b2c.swap", "needs a b2c.cache_device (ignored)"))
     return problems
