@@ -298,7 +298,8 @@ b2c_valid_url() {
 }
 
 # b2c_is_hostname NAME: NAME starts with a letter or digit, has only letters, digits, '.' and
-# '-', and at most 64 of them (HOST_NAME_MAX).
+# '-', and at most 64 of them (HOST_NAME_MAX). B2C_HOSTNAME_RULE says it in the errors.
+B2C_HOSTNAME_RULE="up to 64 letters, digits, '.' and '-', the first a letter or digit"
 b2c_is_hostname() {
     case $1 in
         [A-Za-z0-9]*) case $1 in *[!A-Za-z0-9.-]*) return 1 ;; esac ;;
@@ -308,7 +309,7 @@ b2c_is_hostname() {
 }
 
 b2c_valid_hostname() {
-    b2c_is_hostname "$2" || b2c_bad "$1" "must be a host name (up to 64 letters, digits, '.' and '-', the first a letter or digit), not '$2'"
+    b2c_is_hostname "$2" || b2c_bad "$1" "must be a host name ($B2C_HOSTNAME_RULE), not '$2'"
 }
 
 b2c_valid_ntp_peer() {

@@ -121,7 +121,7 @@ b2c_ip_apply() {
         return 1
     }
     [ -z "$host" ] || b2c_is_hostname "$host" || {
-        b2c_error "ip=$1: '$host' is not a host name (up to 64 letters, digits, '.' and '-', the first a letter or digit)"
+        b2c_error "ip=$1: '$host' is not a host name ($B2C_HOSTNAME_RULE)"
         return 1
     }
     [ -z "$host" ] || B2C_IP_HOSTNAME=$host

@@ -260,13 +260,14 @@ def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) ->
             "the first",
             hint="give each share its own guest folder: HOST_DIR:/guest/dir",
         )
+    cache_device = _cache_device(request)
     if (
-        _cache_device(request) in ("auto", "reset")
+        cache_device in ("auto", "reset")
         and not request.disks
         and not _adds_devices(request.qemu_args)
     ):
         raise ConfigError(
-            f"b2c.cache_device={_cache_device(request)} asks for a cache disk, but this boot has "
+            f"b2c.cache_device={cache_device} asks for a cache disk, but this boot has "
             "no disk: the guest would look for one for 10 s, then go on without a cache",
             hint="add --disk FILE (a raw image: truncate -s 4G cache.img; the first boot "
             "partitions and formats it)",
