@@ -25,6 +25,7 @@ from b2c_builder.boot import job as jobs
 from b2c_builder.boot import kernel as kernels
 from b2c_builder.boot import launch
 from b2c_builder.boot.launch import USER_NET_IP
+from b2c_builder.build import kmod
 from b2c_builder.build.compress import compress
 from b2c_builder.build.cpio import read_cpio, write_cpio
 from b2c_builder.build.rootfs import Rootfs
@@ -807,3 +808,75 @@ def test_run_config_carries_the_machine(tmp_path: Path) -> None:
     plan = launch.Plan(tmp_path / "k", (), None, (), ())
     assert launch.run_config(request, plan, None).qemu_machine.microvm
     assert not launch.run_config(launch.RunRequest(), plan, None).qemu_machine.microvm
+
+
+# --- the modules a boot of run can load ------------------------------------------------------
+
+
+def test_boot_needs_follow_the_boots_devices_and_options(tmp_path: Path) -> None:
+    base = launch.RunRequest(kernel=tmp_path / "k", b2c={"b2c.container": ["docker://x/y"]})
+    assert launch.boot_needs(base, network=True) == kmod.BootNeeds(
+        network=True, demand=frozenset({"overlay"})
+    )
+    full = replace(
+        base,
+        disks=(Disk(tmp_path / "disk.img"),),
+        shares=(f"{tmp_path}:/work",),
+        machine="microvm",
+    )
+    assert launch.boot_needs(full, network=False) == kmod.BootNeeds(
+        network=False,
+        devices=frozenset({"virtio_blk"}),
+        demand=frozenset(
+            {"overlay", "ext4", "crc32c_generic", "9p", "9pnet_virtio", "virtio_mmio"}
+        ),
+    )
+    # What run cannot foresee: the whole archive.
+    for unforeseen in (
+        replace(base, append="b2c.insmods=e1000e"),
+        replace(base, append="b2c.modules=e1000e"),
+        replace(base, append="b2c.filesystem=data,type=xfs,src=/dev/vdb"),
+        replace(base, b2c={**base.b2c, "b2c.device_drivers": "nvme"}),
+        replace(base, qemu_args=("-device", "e1000,netdev=n0")),
+    ):
+        assert launch.boot_needs(unforeseen, network=True) is None, unforeseen
+
+
+def _release_with_modules(folder: Path, synthetic: Synthetic) -> Path:  # noqa: F811 - a name
+    """A release folder: a kernel, an image, and the synthetic tree's modules archive with
+    top_d loaded with the network and solo on demand."""
+    release = synthetic.root.name
+    folder.mkdir()
+    (folder / f"linux-{release}.linux_amd64").write_bytes(_bzimage(release))
+    (folder / "initramfs.linux_amd64.cpio").write_bytes(b"")
+    tree = kmod.ModuleTree.from_directory(synthetic.root)
+    manifest = Rootfs()
+    when = {"top_d": kmod.LoadWhen.network, "solo": kmod.LoadWhen.demand}
+    kmod.add_modules(manifest, tree, ["top_d", "solo"], required=(), when=when)
+    archive = folder / f"modules-{release}.linux_amd64.cpio"
+    with archive.open("wb") as out:
+        write_cpio(manifest, out, source_date_epoch=0)
+    return archive
+
+
+def test_run_boots_the_modules_it_can_load(
+    tmp_path: Path,
+    synthetic: Synthetic,  # noqa: F811 - the fixture of test_kmod
+) -> None:
+    archive = _release_with_modules(tmp_path / "releases", synthetic)
+    cache = tmp_path / "cache"
+    request = launch.RunRequest(
+        releases=tmp_path / "releases", cache_dir=cache, b2c={"b2c.container": ["docker://x/y"]}
+    )
+    plan = launch.prepare(request, tmp_path)
+    trimmed = plan.initrds[-1]
+    assert trimmed.parent == cache / "initrd" and trimmed.name.startswith("modules-")
+    names = {kmod.name_of(e.name) for e in read_cpio(trimmed.read_bytes()) if ".ko" in e.name}
+    assert names == {"core_a", "lib_b", "mid_c", "lib_e", "top_d"}  # no solo: nothing asks
+    assert launch.prepare(request, tmp_path).initrds[-1] == trimmed  # cached
+    # Told to load a module by name, the boot gets the whole archive.
+    told = replace(request, append="b2c.insmods=solo")
+    assert launch.prepare(told, tmp_path).initrds[-1] == archive
+    # Nor does run cut an archive that --initrd names.
+    named = replace(request, initrds=(tmp_path / "releases/initramfs.linux_amd64.cpio", archive))
+    assert launch.prepare(named, tmp_path).initrds[-1] == archive

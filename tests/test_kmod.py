@@ -4,6 +4,7 @@ real Debian kernel (network: fetched by our own verified client, tests/kernel.py
 from __future__ import annotations
 
 import gzip
+import io
 import lzma
 import os
 import re
@@ -15,6 +16,7 @@ import pytest
 import zstandard
 
 from b2c_builder.build import kmod
+from b2c_builder.build.cpio import CpioEntry, read_cpio, write_cpio
 from b2c_builder.build.rootfs import Kind, Origin, Rootfs
 from b2c_builder.config import Arch
 from b2c_builder.errors import ExtractError, ResolveError
@@ -438,3 +440,100 @@ def test_compressed_debian_modules(oracle: Oracle, tmp_path: Path) -> None:
     for module in plain:
         data = manifest.read(f"{moddir}/{module.plain_path}")
         assert data == unxz(oracle.modules / module.path), module.name
+
+
+# ---------------------------------------------------------------- one boot's share of an archive
+
+
+def as_cpio(manifest: Rootfs) -> list[CpioEntry]:
+    """``manifest`` written as a newc archive and read back, as run reads a modules archive."""
+    out = io.BytesIO()
+    write_cpio(manifest, out, source_date_epoch=0)
+    return read_cpio(out.getvalue())
+
+
+def scheduled_archive(synthetic: Synthetic) -> list[CpioEntry]:
+    """top_d loaded with the network, lib_e a device driver, solo on demand (kmod.LoadWhen)."""
+    tree = kmod.ModuleTree.from_directory(synthetic.root)
+    manifest = Rootfs()
+    when = {"top_d": kmod.LoadWhen.network, "lib_e": kmod.LoadWhen.device, "solo": "demand"}
+    schedule = {name: kmod.LoadWhen(w) for name, w in when.items()}
+    kmod.add_modules(manifest, tree, ["top_d", "lib_e", "solo"], required=(), when=schedule)
+    return as_cpio(manifest)
+
+
+def index_files(subset: Rootfs) -> dict[str, str]:
+    moddir = f"{kmod.MODULES_DIR}/{KVER}/"
+    return {
+        e.path.removeprefix(moddir): e.data.decode()
+        for e in subset
+        if e.kind is Kind.FILE and not e.path.endswith(".ko")
+    }
+
+
+def test_archive_subset_keeps_a_boots_modules_and_their_dependencies(
+    synthetic: Synthetic,
+) -> None:
+    entries = scheduled_archive(synthetic)
+    cut = kmod.archive_subset(entries, kmod.BootNeeds(network=True))
+    assert cut is not None
+    subset, kept = cut
+    # lib_e is a device driver nobody asked for, but top_d depends on it.
+    assert kept == {"core_a", "lib_b", "mid_c", "lib_e", "top_d"}
+    assert sorted(kmod.name_of(e.path) for e in subset if e.path.endswith(".ko")) == sorted(kept)
+    files = index_files(subset)
+    assert files["modules.dep"] == (DATA / "modules.dep.expected").read_text().replace(
+        "kernel/fs/solo/solo.ko:\n", ""
+    )
+    assert files["modules.alias"] == "alias pci:v00001AF4d* mid_c\n"
+    assert "solo" not in files["modules.order"] and "top_d" in files["modules.order"]
+    assert files["modules.builtin"] == (DATA / "modules.builtin").read_text()
+    listed = [ln for ln in files["b2c.modules"].splitlines() if not ln.startswith("#")]
+    assert listed == ["top_d network", "lib_e device"]
+
+
+def test_archive_subset_by_class(synthetic: Synthetic) -> None:
+    entries = scheduled_archive(synthetic)
+    on_demand = kmod.archive_subset(entries, kmod.BootNeeds(False, demand=frozenset({"solo"})))
+    assert on_demand is not None and on_demand[1] == {"solo"}
+    assert index_files(on_demand[0])["modules.alias"] == "alias fs-solo solo\nalias fs-solo2 solo\n"
+    device = kmod.archive_subset(entries, kmod.BootNeeds(False, devices=frozenset({"lib_e"})))
+    assert device is not None and device[1] == {"lib_e"}
+    nothing = kmod.archive_subset(entries, kmod.BootNeeds(network=False))
+    assert nothing is not None and nothing[1] == set()
+    assert not [e for e in nothing[0] if e.path.endswith(".ko")]
+    assert index_files(nothing[0])["modules.dep"] == ""
+
+
+def test_archive_subset_leaves_other_archives_alone(synthetic: Synthetic) -> None:
+    needs = kmod.BootNeeds(network=True)
+    entries = scheduled_archive(synthetic)
+    extra = Rootfs()
+    extra.add_file("etc/motd", b"hello\n")
+    assert kmod.archive_subset([*entries, *as_cpio(extra)], needs) is None
+    no_dep = [e for e in entries if not e.name.endswith("/modules.dep")]
+    assert kmod.archive_subset(no_dep, needs) is None
+    assert kmod.archive_subset(as_cpio(extra), needs) is None
+
+
+def test_busybox_modprobe_reads_a_cut_archive(tmp_path: Path, synthetic: Synthetic) -> None:
+    require(
+        os.geteuid() == 0
+        or run(["unshare", "-r", "true"], reason="probe", check=False).returncode == 0,
+        "needs root or unprivileged user namespaces to chroot busybox",
+    )
+    cut = kmod.archive_subset(scheduled_archive(synthetic), kmod.BootNeeds(network=True))
+    assert cut is not None
+    root = tmp_path / "bbroot"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy(which("busybox", reason="check modules.dep with busybox"), root / "bin/busybox")
+    write_manifest(cut[0], root)
+    (root / "lib/modules").mkdir(parents=True)
+    (root / kmod.MODULES_DIR / KVER).rename(root / "lib/modules" / os.uname().release)
+    shown = busybox_show_depends(root, "top_d")
+    assert shown[-1].endswith("/kernel/drivers/top/top_d.ko")
+    assert {kmod.name_of(path) for path in shown} == cut[1]
+    for path in shown:
+        assert (root / path.lstrip("/")).is_file()
+    with pytest.raises(AssertionError, match="solo"):
+        busybox_show_depends(root, "solo")

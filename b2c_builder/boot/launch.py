@@ -18,6 +18,7 @@ from pathlib import Path
 from b2c_builder.boot import job as jobs
 from b2c_builder.boot import kernel as kernels
 from b2c_builder.boot import qemu
+from b2c_builder.build import kmod
 from b2c_builder.config import Accel, Arch, Disk, Firmware, run_field
 from b2c_builder.errors import ConfigError
 from b2c_builder.guest import options
@@ -211,6 +212,37 @@ def device_drivers(request: RunRequest) -> str | None:
     return DISK_DRIVER if request.disks else "none"
 
 
+# The modules of the archive's demand class (kmod.LoadWhen.demand: never loaded by /init, the
+# kernel asks modprobe for them) that a boot of run may use: podman's overlay storage always;
+# ext4, and the crc32c it asks for, for a cache or swap on --disk; 9p over virtio for --share;
+# microvm's virtio transport, which the job names (MICROVM_TRANSPORT).
+_DEMAND_ALWAYS = frozenset({"overlay"})
+_DEMAND_DISK = frozenset({"ext4", "crc32c_generic"})
+_DEMAND_SHARE = frozenset({"9p", "9pnet_virtio"})
+# Options whose values may need modules that run cannot foresee: keep the whole archive.
+_MODULE_OPTIONS = ("b2c.insmods", "b2c.device_drivers", "b2c.filesystem", "b2c.nbd")
+
+
+def boot_needs(request: RunRequest, network: bool) -> kmod.BootNeeds | None:
+    """The modules this boot can use (kmod.BootNeeds): its network driver unless the job
+    turns the network off (``network`` False), the disk driver with --disk (see
+    device_drivers) and the filesystems and transports of its disks, shares and machine.
+    None (the whole modules archive) when the user names modules or filesystems, or raw QEMU
+    arguments may add devices."""
+    drivers = device_drivers(request)
+    if drivers is None or _set_by_user(request, *_MODULE_OPTIONS):
+        return None
+    demand = set(_DEMAND_ALWAYS)
+    if request.disks:
+        demand |= _DEMAND_DISK
+    if request.shares:
+        demand |= _DEMAND_SHARE
+    if request.arch.machine(request.machine).microvm:
+        demand.add(MICROVM_TRANSPORT)
+    devices = frozenset(drivers.split(",")) - {"none"}
+    return kmod.BootNeeds(network=network, devices=devices, demand=frozenset(demand))
+
+
 def user_network_ip(request: RunRequest) -> str | None:
     """The kernel ip= value of QEMU's user network (USER_NET_IP) for a boot that brings the
     network up, unless the user configures the network (ip=, b2c.iface, b2c.network) or raw
@@ -220,7 +252,9 @@ def user_network_ip(request: RunRequest) -> str | None:
     return USER_NET_IP
 
 
-def _boot_files(request: RunRequest) -> tuple[Path, tuple[Path, ...]]:
+def _boot_files(request: RunRequest) -> tuple[Path, tuple[Path, ...], Path | None]:
+    """The kernel, the initrds, and the modules archive run chose, always the last initrd (the
+    release's, or the one built from --modules-dir; None when --initrd names them all)."""
     kernel = request.kernel
     releases = kernels.release_folder(request.releases, request.arch)
     if kernel is None:
@@ -233,10 +267,10 @@ def _boot_files(request: RunRequest) -> tuple[Path, tuple[Path, ...]]:
             request.modules_dir, request.arch, request.cache_dir, release=release
         )
     if request.initrds:
-        return kernel, (*request.initrds, *([modules] if modules else []))
+        return kernel, (*request.initrds, *([modules] if modules else [])), modules
     files = kernels.default_boot_files(releases, request.arch, kernel, modules)
     log.info("initrds for kernel %s: %s", files.release, ", ".join(map(str, files.initrds)))
-    return kernel, files.initrds
+    return kernel, files.initrds, files.initrds[-1]
 
 
 def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) -> Plan:
@@ -272,9 +306,11 @@ def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) ->
             hint="add --disk FILE (a raw image: truncate -s 4G cache.img; the first boot "
             "partitions and formats it)",
         )
-    kernel, initrds = _boot_files(request)
+    kernel, initrds, modules = _boot_files(request)
     if uncompressed:
         initrds = tuple(kernels.uncompressed_initrd(p, request.cache_dir) for p in initrds)
+        if modules is not None:
+            modules = initrds[-1]
 
     job = jobs.Job(cmdline=b2c_parameters(request.b2c))
     for opt in overridden_in_append(request):
@@ -311,6 +347,9 @@ def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) ->
         job.cmdline.append(options.compose("b2c.device_drivers", drivers))
     if b2c_boot and network and (address := user_network_ip(request)) is not None:
         job.cmdline.append(options.compose("ip", address))
+    if modules is not None and b2c_boot and (needs := boot_needs(request, network)) is not None:
+        trimmed = kernels.boot_modules_initrd(modules, needs, request.cache_dir)
+        initrds = (*initrds[:-1], trimmed)
     empty = not (job.cmdline or job.containers or job.shares)
     return Plan(kernel, initrds, None if empty else job, shares, images)
 

@@ -39,12 +39,10 @@ from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 from b2c_builder.build import compress
 from b2c_builder.build.compress import CompressError
-from b2c_builder.build.rootfs import Kind, Origin, Rootfs
+from b2c_builder.build.cpio import CpioEntry
+from b2c_builder.build.rootfs import Kind, Origin, Rootfs, normalize
 from b2c_builder.build.tree import HostTree, Tree
 from b2c_builder.config import Arch
 from b2c_builder.errors import ExtractError, ResolveError
@@ -139,6 +137,11 @@ class Module:
 
 def parse_modinfo(data: bytes, *, what: str) -> dict[str, list[str]]:
     """The ``.modinfo`` section of an (uncompressed) module: key -> values, in order."""
+    # Imported here: `run` imports this module for its archives (boot/kernel.py) and pays
+    # every import before QEMU starts; only a build or --modules-dir reads ELF.
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         section = ELFFile(io.BytesIO(data)).get_section_by_name(".modinfo")
     except ELFError as exc:
@@ -456,3 +459,118 @@ def _modules_order(modules: ModuleTree, closure: list[Module]) -> bytes:
     order = (modules.read_optional("modules.order") or b"").decode().split()
     lines = [shipped.pop(name_of(line)) for line in order if name_of(line) in shipped]
     return "".join(f"{line}\n" for line in [*lines, *shipped.values()]).encode()
+
+
+# --- one boot's share of a modules archive ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BootNeeds:
+    """The modules of an archive that one boot can load, by their class in b2c.modules
+    (LoadWhen): every ``boot`` module, the ``network`` ones when ``network``, and the
+    ``device`` and ``demand`` modules named in ``devices`` and ``demand``; each with the
+    modules it depends on (modules.dep)."""
+
+    network: bool
+    devices: frozenset[str] = frozenset()
+    demand: frozenset[str] = frozenset()
+
+    def wants(self, name: str, when: LoadWhen) -> bool:
+        """True if a module ``name`` that b2c.modules schedules ``when`` is for this boot."""
+        match when:
+            case LoadWhen.boot:
+                return True
+            case LoadWhen.network:
+                return self.network
+            case LoadWhen.device:
+                return name in self.devices
+            case LoadWhen.demand:
+                return name in self.demand
+        return True  # pragma: no cover - every LoadWhen is matched above
+
+    def key(self) -> str:
+        """A stable text of these needs, for cache keys."""
+        return f"network={self.network};devices={sorted(self.devices)};demand={sorted(self.demand)}"
+
+
+def parse_load_list(data: bytes) -> dict[str, LoadWhen]:
+    """b2c.modules (load_list's format) -> {module name: when}; a missing or unknown WHEN is
+    ``boot``, as init/modules.sh loads it."""
+    schedule: dict[str, LoadWhen] = {}
+    for line in data.decode(errors="replace").splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        when = words[1] if len(words) > 1 else LoadWhen.boot
+        schedule[canonical_name(words[0])] = (
+            LoadWhen(when) if when in LoadWhen.__members__ else LoadWhen.boot
+        )
+    return schedule
+
+
+def parse_modules_dep(data: bytes) -> dict[str, tuple[str, ...]]:
+    """modules.dep (``path.ko: dep.ko ...``) -> {module name: names of all it depends on}."""
+    deps: dict[str, tuple[str, ...]] = {}
+    for line in data.decode(errors="replace").splitlines():
+        path, sep, rest = line.partition(":")
+        if sep:
+            deps[name_of(path.strip())] = tuple(name_of(dep) for dep in rest.split())
+    return deps
+
+
+def archive_subset(
+    entries: Iterable[CpioEntry], needs: BootNeeds
+) -> tuple[Rootfs, frozenset[str]] | None:
+    """A modules archive (``entries``, as add_modules writes it) cut to the modules ``needs``
+    selects and their dependencies: the other modules' files go, and so do their lines in
+    modules.dep, modules.alias, modules.order and b2c.modules. Returns the new archive and the
+    names of the modules it keeps; None when ``entries`` are not the modules archive of one
+    kernel (a path outside usr/lib/modules/<version>, or no b2c.modules or modules.dep)."""
+    by_path = {normalize(e.name): e for e in entries}
+    by_path.pop("", None)
+    versions = {p.split("/")[3] for p in by_path if p.startswith(f"{MODULES_DIR}/")}
+    if len(versions) != 1:
+        return None
+    moddir = f"{MODULES_DIR}/{versions.pop()}"
+    if any(not (moddir.startswith(p) or p.startswith(f"{moddir}/")) for p in by_path):
+        return None
+    listing, dep = by_path.get(f"{moddir}/{LOAD_LIST}"), by_path.get(f"{moddir}/modules.dep")
+    if listing is None or dep is None:
+        return None
+    depends = parse_modules_dep(dep.data)
+    keep: set[str] = set()
+    for name, when in parse_load_list(listing.data).items():
+        if name in depends and needs.wants(name, when):
+            keep.update((name, *depends[name]))
+    subset = Rootfs()
+    for path, entry in by_path.items():
+        if _suffix(path) is not None and name_of(path) not in keep:
+            continue
+        match entry.kind:
+            case Kind.DIR:
+                subset.add_dir(path, entry.perm)
+            case Kind.SYMLINK:
+                subset.add_symlink(path, entry.target)
+            case Kind.FILE:
+                subset.add_file(path, _kept_lines(path, moddir, entry.data, keep), entry.perm)
+            case _:
+                return None
+    return subset, frozenset(keep)
+
+
+def _kept_lines(path: str, moddir: str, data: bytes, keep: set[str]) -> bytes:
+    """The lines of an index file of ``moddir`` that name a kept module (other files as is)."""
+    name = posixpath.relpath(path, moddir)
+    lines = data.decode(errors="replace").splitlines(keepends=True)
+    if name == "modules.dep" or name == "modules.order":
+        lines = [ln for ln in lines if name_of(ln.partition(":")[0].strip()) in keep]
+    elif name == ALIASES:
+        lines = [ln for ln in lines if ln.split()[2:3] and canonical_name(ln.split()[2]) in keep]
+    elif name == LOAD_LIST:
+        lines = [
+            ln for ln in lines if not ln.split() or ln.startswith("#")
+            or canonical_name(ln.split()[0]) in keep
+        ]  # fmt: skip
+    else:
+        return data
+    return "".join(lines).encode()
