@@ -2,10 +2,6 @@
 # (SC2034/SC2153: globals shared by the init/ libraries; /init is checked whole.)
 # network.sh: b2c.iface, else the kernel's ip=, else DHCP on every eth*/en* interface.
 
-b2c_resolv_conf() {
-    printf '%s' "$B2C_ROOT/etc/resolv.conf"
-}
-
 # b2c_connect: bring the network up; returns 1 (after an error line) if it could not.
 b2c_connect() {
     local spec old_ifs=$IFS
@@ -145,14 +141,21 @@ b2c_ip_apply() {
         b2c_ip_static "$1" "$client" "$gateway" "$netmask" "$device" || return 1
     fi
     if [ -n "$dns0$dns1" ]; then
-        conf=$(b2c_resolv_conf)
-        {
+        conf=$B2C_ROOT/etc/resolv.conf
+        if [ "$autoconf" = dhcp ]; then
+            # Before the servers udhcpc wrote: the new file is written aside, then moved.
+            {
+                for rest in $dns0 $dns1; do
+                    printf 'nameserver %s\n' "$rest"
+                done
+                cat "$conf" 2>/dev/null
+            } >"$conf.new"
+            mv "$conf.new" "$conf"
+        else
             for rest in $dns0 $dns1; do
                 printf 'nameserver %s\n' "$rest"
-            done
-            [ "$autoconf" != dhcp ] || cat "$conf" 2>/dev/null
-        } >"$conf.new"
-        mv "$conf.new" "$conf"
+            done >"$conf"
+        fi
     fi
     b2c_log "Applied ip=$1"
     return 0
@@ -219,7 +222,7 @@ b2c_first_iface() {
 # DNS servers (and domain) the kernel's ip= autoconfiguration got: /proc/net/pnp.
 b2c_pnp_dns() {
     local key value _rest conf
-    conf=$(b2c_resolv_conf)
+    conf=$B2C_ROOT/etc/resolv.conf
     [ -r "$B2C_ROOT/proc/net/pnp" ] || return 0
     : >"$conf.new"
     while read -r key value _rest; do
@@ -320,7 +323,7 @@ b2c_iface_setup() {
         }
     done
     if [ -n "$servers" ]; then
-        conf=$(b2c_resolv_conf)
+        conf=$B2C_ROOT/etc/resolv.conf
         {
             for param in $servers; do
                 printf 'nameserver %s\n' "$param"

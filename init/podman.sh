@@ -144,13 +144,15 @@ b2c_crun_read_only() {
         b2c_warn "could not mount a ramfs for crun: every crun call copies crun first"
         return 0
     fi
-    if cp -p "$crun" "$dir/crun" && mount --bind "$dir/crun" "$crun"; then
-        mount -o remount,bind,ro "$crun" ||
-            b2c_warn "could not make crun's mount read-only: every crun call re-executes crun"
-    else
+    if ! { cp -p "$crun" "$dir/crun" && mount --bind "$dir/crun" "$crun"; }; then
         b2c_warn "could not put crun on a ramfs: every crun call copies crun first"
+    elif mount -o remount,bind,ro "$crun"; then
+        # The ramfs stays mounted on $dir as well: unmounting it would fork once more.
+        return 0
+    else
+        b2c_warn "could not make crun's mount read-only: every crun call re-executes crun"
     fi
-    # The bind mount keeps the ramfs; its first mount point goes (the empty folder stays).
+    # On a failure, the ramfs's own mount point goes (a bound copy keeps the ramfs).
     umount "$dir"
 }
 

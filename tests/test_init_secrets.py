@@ -32,6 +32,11 @@ PASSWORD = "hunter2-p4ss"
             "r/x sh -c 'wget https://***@h.example/f && ./run --password ***'",
         ),
         ("r/x ./run --api-key K3Y-000 --verbose", "r/x ./run --api-key *** --verbose"),
+        # A script with no secret keeps its white space, beside a masked word.
+        (
+            f"--creds ci:{PASSWORD} r/x sh -c '  echo  a  '",
+            "--creds *** r/x sh -c '  echo  a  '",
+        ),
         # Nothing to mask: the spec is shown as written, quotes included.
         ('-v a:/b docker://x sh -c "exit 3"', '-v a:/b docker://x sh -c "exit 3"'),
         # Unbalanced quotes: still masked, word by word.
