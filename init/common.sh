@@ -88,17 +88,24 @@ b2c_error() {
     printf '%sb2c: error: %s\n' "$B2C_TAG" "$*"
 }
 
-# b2c_epoch: B2C_EPOCH = seconds since the Epoch, for the section lines. date(1) runs once
-# (and once more after b2c_set_clock empties $B2C_STATE/epoch_base); then the uptime says how
-# far from it we are, without a process: a fork costs milliseconds under TCG, and every
+# b2c_epoch: B2C_EPOCH = seconds since the Epoch, for the section lines. The clock is read
+# once (and once more after b2c_set_clock empties $B2C_STATE/epoch_base); then the uptime says
+# how far from it we are, without a process: a fork costs milliseconds under TCG, and every
 # section line needs the time. Up to a second behind the clock, like date +%s itself.
 b2c_epoch() {
-    local base=''
+    local base='' rtc=$B2C_ROOT/sys/class/rtc/rtc0 hctosys=''
     b2c_uptime_cs
     { read -r base <"$B2C_ROOT$B2C_STATE/epoch_base"; } 2>/dev/null
     case $base in
         '' | *[!0-9-]* | -)
-            base=$(date +%s 2>/dev/null) || base=0
+            # The first time, when the kernel set the clock from rtc0 (its hctosys says 1),
+            # rtc0's since_epoch is what date +%s says, read without a process. Else, and
+            # once b2c_set_clock has set the clock (epoch_base emptied), date(1).
+            if [ ! -e "$B2C_ROOT$B2C_STATE/epoch_base" ]; then
+                { read -r hctosys <"$rtc/hctosys" && [ "$hctosys" = 1 ] &&
+                    read -r base <"$rtc/since_epoch"; } 2>/dev/null || base=''
+            fi
+            case $base in '' | *[!0-9]*) base=$(date +%s 2>/dev/null) || base=0 ;; esac
             case $base in '' | *[!0-9]*) base=0 ;; esac
             base=$((base * 100 - B2C_UPTIME_CS))
             b2c_state_set epoch_base "$base" 2>/dev/null

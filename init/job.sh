@@ -25,7 +25,8 @@ b2c_job_nonce() {
     local file=$B2C_ROOT$B2C_JOB/nonce nonce=''
     [ -f "$file" ] || return 0
     { read -r nonce <"$file"; } 2>/dev/null
-    rm -f "$file"
+    # Emptied, not removed: the same for anything that reads it later, and no rm process.
+    : >"$file"
     case $nonce in
         *[!0-9a-f]* | '') return 0 ;;
     esac

@@ -119,9 +119,9 @@ def boot_with_nonce(tmp_path: Path, nonce: str) -> tuple[Shell, str]:
     return sh, sh.run("b2c_init").out
 
 
-def test_the_init_tags_its_lines_and_deletes_the_nonce(tmp_path: Path) -> None:
+def test_the_init_tags_its_lines_and_empties_the_nonce(tmp_path: Path) -> None:
     sh, out = boot_with_nonce(tmp_path, NONCE)
-    assert not (sh.root / "etc/b2c/job/nonce").exists()
+    assert (sh.root / "etc/b2c/job/nonce").read_text() == ""  # nothing left to read
     lines = out.removesuffix("\n").split("\n")
     contract = [line for line in lines if "Execution is over" in line]
     assert contract == [
@@ -140,7 +140,7 @@ def test_a_missing_or_malformed_nonce_leaves_the_lines_as_they_were(
 ) -> None:
     sh, out = boot_with_nonce(tmp_path, nonce)
     assert "[b2c:" not in out
-    assert not (sh.root / "etc/b2c/job/nonce").exists()
+    assert (sh.root / "etc/b2c/job/nonce").read_text() == ""
 
 
 def test_each_boot_of_run_gets_its_own_nonce_in_the_job_and_the_parser(

@@ -68,19 +68,23 @@ def test_successful_boot(tmp_path: Path) -> None:
     )
     assert result.status == 0
     assert_console_contract(result, 0, ["poweroff", "-f"])
-    mounts = [
-        (c[1], c[-1].replace(str(sh.root), "")) for c in result.called("mount") if c[0] == "-t"
-    ]
-    assert mounts[:8] == [
+    # The API filesystems: two mount -a passes over /etc/fstab (the second skips what the
+    # first mounted), in this order.
+    fstab = sh.root / "etc/fstab"
+    assert result.called("mount")[:2] == [["-a", "-T", str(fstab)]] * 2
+    mounts = [line.split() for line in fstab.read_text().replace(str(sh.root), "").splitlines()]
+    assert [(fields[2], fields[1]) for fields in mounts] == [
         ("proc", "/proc"),
         ("sysfs", "/sys"),
         ("devtmpfs", "/dev"),
-        ("devpts", "/dev/pts"),
-        ("tmpfs", "/dev/shm"),
         ("tmpfs", "/run"),
         ("tmpfs", "/tmp"),
+        ("devpts", "/dev/pts"),
+        ("tmpfs", "/dev/shm"),
         ("cgroup2", "/sys/fs/cgroup"),
     ]
+    assert mounts[5][3] == "gid=5,mode=0620,ptmxmode=0666"
+    assert not [line for line in result.errors() if "could not mount" in line]
     assert result.called("stty")[0][-4:] == ["cols", "120", "rows", "40"]
     assert (sh.root / "var/tmp").is_dir()
     assert (sh.root / "etc/mtab").readlink() == Path("/proc/self/mounts")
@@ -271,7 +275,7 @@ def test_cache_is_released_before_the_end(tmp_path: Path) -> None:
 
 def test_a_crash_in_the_main_flow_still_shuts_down(tmp_path: Path) -> None:
     sh = Shell(tmp_path)
-    sh.stub("hostname", "exit 9")  # kills the subshell running b2c_main
+    sh.stub("cp", "exit 9")  # kills the subshell running b2c_main (b2c_crun_read_only)
     result = boot(sh, 'b2c.container="docker://a 0"')
     assert_console_contract(result, 1, ["poweroff", "-f"])
     assert "The pipeline failed because of: the init runtime" in log_lines(result)
@@ -369,3 +373,15 @@ def test_podman_collects_garbage_near_a_memory_limit(
     seen = [line.strip() for line in (sh.root / "go-env").read_text().splitlines()]
     assert seen and all(env == expected for env in seen), seen
     assert ("GOMEMLIMIT" in result.out) == expected.startswith("GOGC=off")
+
+
+def test_api_filesystems_that_do_not_mount_are_one_error_and_the_boot_goes_on(
+    tmp_path: Path,
+) -> None:
+    sh = Shell(tmp_path)
+    sh.stub("mount", 'echo "mount: mounting proc on /proc failed: No such device" >&2; return 1')
+    result = sh.run("b2c_mount_early; echo after")
+    assert result.errors() == [
+        "b2c: error: could not mount every file system of /etc/fstab (see mount's messages above)"
+    ]
+    assert result.lines[-1] == "after"

@@ -134,7 +134,7 @@ def test_kernel_ip_static_form_in_user_space(tmp_path: Path) -> None:
     ]
     assert (sh.root / "etc/resolv.conf").read_text() == "nameserver 10.0.2.3\nnameserver 10.0.2.4\n"
     assert (sh.root / "run/b2c/ntpsrv").read_text() == "10.0.2.5\n"
-    assert result.called("hostname") == [["dut-7"]]
+    assert (sh.root / "proc/sys/kernel/hostname").read_text() == "dut-7\n"  # sethostname(2)
     assert "[1.00]: Gave eth1 the address 10.0.2.42/20, gateway 10.0.2.1" in result.lines
     assert lint_cmdline(f"ip={value}") == []
 
@@ -421,6 +421,28 @@ def test_section_times_run_date_once_per_clock(tmp_path: Path) -> None:
     assert epochs == ["epoch=1700000000", "epoch=1700000002", "epoch=1800000000"]
     assert "section_start:1700000002:one" in result.out
     assert len(result.called("date")) == 2
+
+
+@pytest.mark.parametrize(("hctosys", "dates"), [("1", 1), ("0", 2)])
+def test_section_times_start_from_the_rtc_that_set_the_clock(
+    tmp_path: Path, hctosys: str, dates: int
+) -> None:
+    """When the kernel set the clock from rtc0 (hctosys 1), its since_epoch is the first base,
+    with no date(1) process; after b2c_set_clock, date(1) as before."""
+    sh = Shell(tmp_path)
+    sh.write("sys/class/rtc/rtc0/hctosys", f"{hctosys}\n")
+    sh.write("sys/class/rtc/rtc0/since_epoch", "1600000000\n")
+    sh.stub("date", '[ -e "$B2C_ROOT/clock-set" ] && echo 1800000000 || echo 1700000000')
+    sh.stub("rdate", ': >"$B2C_ROOT/clock-set"')
+    result = sh.run(
+        "b2c_parse_cmdline b2c.ntp_peer=10.42.0.1 cmdline || exit 99\n"
+        'b2c_epoch; echo "epoch=$B2C_EPOCH"\n'
+        'b2c_set_clock; b2c_epoch; echo "epoch=$B2C_EPOCH"'
+    )
+    epochs = [line for line in result.lines if line.startswith("epoch=")]
+    first = "1600000000" if hctosys == "1" else "1700000000"
+    assert epochs == [f"epoch={first}", "epoch=1800000000"]
+    assert len(result.called("date")) == dates
 
 
 def test_ntp_from_kernel_ip(tmp_path: Path) -> None:

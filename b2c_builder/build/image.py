@@ -152,6 +152,8 @@ def new_image(arch: Arch) -> Rootfs:
     for directory in ("tmp", "var/tmp"):
         image.add_dir(directory, 0o1777)
     image.add_dir("var/lib/containers")
+    # What mount(8) and podman read for the mount table; /init would otherwise fork ln for it.
+    image.add_symlink("etc/mtab", "/proc/self/mounts")
     image.add_dir(f"usr/lib/{arch.facts.multiarch}")
     # The kernel opens /dev/console for init's stdio before anything is mounted.
     image.add_device("dev/console", Kind.CHAR, 5, 1, 0o600)
