@@ -511,6 +511,9 @@ def test_archive_subset_leaves_other_archives_alone(synthetic: Synthetic) -> Non
     extra = Rootfs()
     extra.add_file("etc/motd", b"hello\n")
     assert kmod.archive_subset([*entries, *as_cpio(extra)], needs) is None
+    beside = Rootfs()
+    beside.add_file("usr/lib/mod", b"a file whose path begins like the modules folder's\n")
+    assert kmod.archive_subset([*entries, *as_cpio(beside)], needs) is None
     no_dep = [e for e in entries if not e.name.endswith("/modules.dep")]
     assert kmod.archive_subset(no_dep, needs) is None
     assert kmod.archive_subset(as_cpio(extra), needs) is None

@@ -532,7 +532,7 @@ def archive_subset(
     if len(versions) != 1:
         return None
     moddir = f"{MODULES_DIR}/{versions.pop()}"
-    if any(not (moddir.startswith(p) or p.startswith(f"{moddir}/")) for p in by_path):
+    if any(not (f"{moddir}/".startswith(f"{p}/") or p.startswith(f"{moddir}/")) for p in by_path):
         return None
     listing, dep = by_path.get(f"{moddir}/{LOAD_LIST}"), by_path.get(f"{moddir}/modules.dep")
     if listing is None or dep is None:
