@@ -9,6 +9,7 @@
 # else one error line naming the kernel option, and 1.
 b2c_kernel_check() {
     b2c_kernel_fs_types
+    b2c_kernel_filesystems
     b2c_kernel_checks || return 1
     if [ ! -e "$B2C_ROOT/sys/fs/cgroup/cgroup.controllers" ]; then
         b2c_error "cgroup2 is not mounted on /sys/fs/cgroup: podman cannot create containers"
@@ -51,8 +52,8 @@ b2c_kernel_probe() {
     esac
     b2c_kernel_has "$3" "$4" && return 0
     # Loaded on demand (init/modules.sh): load it now, then look again.
-    [ -z "$5" ] || ! modprobe -q "$5" </dev/null 2>/dev/null || ! b2c_kernel_has "$3" "$4" ||
-        return 0
+    [ -z "$5" ] || ! modprobe -q "$5" </dev/null 2>/dev/null || ! b2c_kernel_filesystems ||
+        ! b2c_kernel_has "$3" "$4" || return 0
     if [ "$1" = error ]; then
         b2c_error "the kernel lacks $6"
         return 1
@@ -61,15 +62,26 @@ b2c_kernel_probe() {
     return 0
 }
 
+# b2c_kernel_filesystems: B2C_FILESYSTEMS = " NAME NAME ... " of /proc/filesystems, read once
+# for all the probes (again after a modprobe): read(1) reads a byte a system call, and each
+# probe used to read the file up to its name.
+b2c_kernel_filesystems() {
+    local first second
+    B2C_FILESYSTEMS=' '
+    # Lines are "nodev<TAB>NAME" or "<TAB>NAME".
+    while read -r first second; do
+        B2C_FILESYSTEMS="$B2C_FILESYSTEMS${second:-$first} "
+    done <"$B2C_ROOT/proc/filesystems" 2>/dev/null
+    return 0
+}
+
 # b2c_kernel_has KIND NAME: what a kernel option provides is there (see kconfig.ProbeKind).
 b2c_kernel_has() {
-    local first second words
+    local words
     case $1 in
         filesystem)
-            # Lines are "nodev<TAB>NAME" or "<TAB>NAME".
-            while read -r first second; do
-                [ "${second:-$first}" = "$2" ] && return 0
-            done <"$B2C_ROOT/proc/filesystems"
+            [ -n "${B2C_FILESYSTEMS:-}" ] || b2c_kernel_filesystems
+            case $B2C_FILESYSTEMS in *" $2 "*) return 0 ;; esac
             return 1
             ;;
         controller)
