@@ -874,6 +874,14 @@ def test_run_boots_the_modules_it_can_load(
     names = {kmod.name_of(e.name) for e in read_cpio(trimmed.read_bytes()) if ".ko" in e.name}
     assert names == {"core_a", "lib_b", "mid_c", "lib_e", "top_d"}  # no solo: nothing asks
     assert launch.prepare(request, tmp_path).initrds[-1] == trimmed  # cached
+    # A dry run cuts nothing, and says what the boot would keep.
+    dry = launch.prepare(request, tmp_path, uncompressed=False)
+    assert dry.initrds[-1] == archive
+    assert dry.modules == kmod.BootNeeds(network=True, demand=frozenset({"overlay"}))
+    assert launch.describe(dry)[0] == (
+        f"# {archive}: only the modules this boot can load go to the guest: its network "
+        "driver, overlay, with their dependencies and the archive's boot modules"
+    )
     # Told to load a module by name, the boot gets the whole archive.
     told = replace(request, append="b2c.insmods=solo")
     assert launch.prepare(told, tmp_path).initrds[-1] == archive

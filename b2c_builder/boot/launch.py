@@ -107,13 +107,16 @@ class RunRequest:
 
 @dataclass(frozen=True)
 class Plan:
-    """A resolved run: the boot files, the job (None: nothing to hand over) and the shares."""
+    """A resolved run: the boot files, the job (None: nothing to hand over) and the shares;
+    ``modules``, when the modules archive (the last initrd) is booted cut to them (see
+    boot_needs; a dry run names them without cutting)."""
 
     kernel: Path
     initrds: tuple[Path, ...]
     job: jobs.Job | None
     shares: tuple[jobs.Share, ...]
     images: tuple[jobs.ImageRef, ...]
+    modules: kmod.BootNeeds | None = None
 
 
 def b2c_parameters(values: Mapping[str, str | bool | Sequence[str] | None]) -> list[str]:
@@ -347,11 +350,14 @@ def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) ->
         job.cmdline.append(options.compose("b2c.device_drivers", drivers))
     if b2c_boot and network and (address := user_network_ip(request)) is not None:
         job.cmdline.append(options.compose("ip", address))
-    if modules is not None and b2c_boot and (needs := boot_needs(request, network)) is not None:
-        trimmed = kernels.boot_modules_initrd(modules, needs, request.cache_dir)
-        initrds = (*initrds[:-1], trimmed)
+    needs = boot_needs(request, network) if modules is not None and b2c_boot else None
+    if needs is not None and uncompressed:
+        initrds = (
+            *initrds[:-1],
+            kernels.boot_modules_initrd(initrds[-1], needs, request.cache_dir),
+        )
     empty = not (job.cmdline or job.containers or job.shares)
-    return Plan(kernel, initrds, None if empty else job, shares, images)
+    return Plan(kernel, initrds, None if empty else job, shares, images, needs)
 
 
 def new_nonce() -> str:
@@ -385,10 +391,19 @@ def run_config(
 
 
 def describe(plan: Plan) -> list[str]:
-    """Comment lines for --dry-run: what the job initrd would carry."""
+    """Comment lines for --dry-run: the modules the boot would keep, and what the job initrd
+    would carry."""
+    lines = []
+    if (needs := plan.modules) is not None:
+        kept = [*(["its network driver"] if needs.network else []), *sorted(needs.devices)]
+        lines.append(
+            f"# {plan.initrds[-1]}: only the modules this boot can load go to the guest: "
+            + ", ".join([*kept, *sorted(needs.demand)])
+            + ", with their dependencies and the archive's boot modules"
+        )
     if plan.job is None:
-        return []
-    lines = [f"# job cmdline: {' '.join(plan.job.cmdline) or '(none)'}"]
+        return lines
+    lines += [f"# job cmdline: {' '.join(plan.job.cmdline) or '(none)'}"]
     lines += [
         f"# container {n}: {shlex.join(c.argv)}" for n, c in enumerate(plan.job.containers, 1)
     ]
