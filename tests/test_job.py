@@ -260,8 +260,9 @@ def test_the_job_carries_arguments_byte_for_byte(tmp_path: Path, layout: Path) -
     assert f"{base}/{len(argv)}" not in files
     assert files["etc/b2c/job/share/1/path"].data == b"/work"
     assert files["etc/b2c/job/share/1/tag"].data == b"b2c_share1"
-    # The layout as delivered: its gzip layer recompressed as zstd (zstd_layout) in the workdir.
-    delivered = tmp_path / "image-1-zstd"
+    # The layout as delivered: its gzip layer decompressed (plain_layout; run's default 2G of
+    # RAM holds it) in the workdir.
+    delivered = tmp_path / "image-1-plain"
     assert jobs.gzip_layers(layout) == 1 and jobs.gzip_layers(delivered) == 0
     assert (
         files["etc/b2c/job/image/1/layout/oci-layout"].data
@@ -888,3 +889,90 @@ def test_run_boots_the_modules_it_can_load(
     # Nor does run cut an archive that --initrd names.
     named = replace(request, initrds=(tmp_path / "releases/initramfs.linux_amd64.cpio", archive))
     assert launch.prepare(named, tmp_path).initrds[-1] == archive
+
+
+# --- local images delivered uncompressed ------------------------------------------------------
+
+
+def test_layers_reach_the_guest_uncompressed_within_the_limit(tmp_path: Path) -> None:
+    require_tool("skopeo")
+    busybox = Path(require_tool("busybox")).resolve()
+    layer_tar = busybox_layer(busybox)
+    source = make_layout(tmp_path / "src", layer_tar, cmd=["/bin/sh"])
+    before = sorted(p.name for p in (source / "blobs/sha256").iterdir())
+    ref = jobs.ImageRef.parse(f"oci:{source}:latest")
+    delivery = jobs.deliver(ref, 1, tmp_path / "w", plain_limit=len(layer_tar))
+    delivered = tmp_path / "w/image-1-plain"
+    assert {p for _, p in delivery.files} <= set(delivered.rglob("*"))
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["image-1-plain"]
+    manifest = _image_manifest(delivered)
+    (layer,) = manifest["layers"]
+    assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar"
+    # The layer's digest is now its diff ID: the config, and so the image's id, are the same.
+    assert (delivered / "blobs" / layer["digest"].replace(":", "/")).read_bytes() == layer_tar
+    config = manifest["config"]["digest"].replace(":", "/")
+    diff_ids = json.loads((delivered / "blobs" / config).read_text())["rootfs"]["diff_ids"]
+    assert diff_ids == [layer["digest"]]
+    assert sorted(p.name for p in (source / "blobs/sha256").iterdir()) == before
+    # One byte more than the limit allows: zstd, as before.
+    jobs.deliver(ref, 2, tmp_path / "w", plain_limit=len(layer_tar) - 1)
+    assert not (tmp_path / "w/image-2-plain").exists()
+    assert _image_manifest(tmp_path / "w/image-2-zstd")["layers"][0]["mediaType"].endswith("zstd")
+
+
+def test_an_image_index_is_not_delivered_uncompressed(tmp_path: Path) -> None:
+    """Copied on its own, an index would keep only the host's platform: it goes whole, as
+    zstd (skopeo copy --all)."""
+    require_tool("skopeo")
+    busybox = Path(require_tool("busybox")).resolve()
+    layout = make_layout(tmp_path / "src", busybox_layer(busybox), cmd=["/bin/sh"])
+    (entry,) = json.loads((layout / "index.json").read_text())["manifests"]
+    nested = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": entry["mediaType"],
+                    "digest": entry["digest"],
+                    "size": entry["size"],
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                }
+            ],
+        }
+    ).encode()
+    digest = hashlib.sha256(nested).hexdigest()
+    (layout / "blobs/sha256" / digest).write_bytes(nested)
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": f"sha256:{digest}",
+                "size": len(nested),
+                "annotations": {jobs.REF_NAME: "multi"},
+            }
+        ],
+    }
+    (layout / "index.json").write_text(json.dumps(index))
+    assert jobs.plain_layout(layout, "multi", tmp_path / "plain", 1 << 30) is None
+    assert not (tmp_path / "plain").exists()
+    jobs.deliver(jobs.ImageRef.parse(f"oci:{layout}:multi"), 1, tmp_path / "w", plain_limit=1 << 30)
+    assert (tmp_path / "w/image-1-zstd/index.json").is_file()
+
+
+def test_run_delivers_uncompressed_what_still_fits_in_the_guests_ram(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mib = 2**20
+    assert launch.plain_limit("2G") == (2048 - 512 - 128) * mib // 3
+    assert launch.plain_limit("1G") == 128 * mib
+    assert launch.plain_limit("512") == 0  # QEMU's default unit: MiB
+    for memory in ("1G", "2G", "8G"):
+        limit = launch.plain_limit(memory)
+        blob = tmp_path / f"blob-{memory}"
+        with blob.open("wb") as out:  # sparse: only its size counts
+            out.truncate(limit)
+        job = jobs.Job(images=[jobs.Delivery("oci:/x", (("layout/blob", blob),))])
+        monkeypatch.setattr(jobs, "layers_size", lambda _files, size=limit: size)
+        jobs.check_memory(memory, 100 * mib, job, cache_disk=False)  # fits: no ConfigError

@@ -246,6 +246,21 @@ def boot_needs(request: RunRequest, network: bool) -> kmod.BootNeeds | None:
     return kmod.BootNeeds(network=network, devices=devices, demand=frozenset(demand))
 
 
+# What check_memory (boot/job.py) leaves the release's own initrds, when it judges a local
+# image delivered uncompressed: its image and modules take 60-70 MiB.
+_INITRDS_ROOM = 128 * jobs.MiB
+
+
+def plain_limit(memory: str) -> int:
+    """The unpacked size (bytes) up to which a local image's layers go to the guest
+    uncompressed (jobs.plain_layout) for a guest of ``memory`` (QEMU's -m): the largest L
+    that check_memory still lets boot, the job holding L, podman's tmpfs storage 2 L (the
+    staged blobs and the unpacked layers, at most half the RAM), beside jobs.BASE_MEMORY
+    and _INITRDS_ROOM. 0 (zstd layers) below about 700 MiB."""
+    ram = jobs.parse_memory(memory)
+    return max(0, min((ram - jobs.BASE_MEMORY - _INITRDS_ROOM) // 3, ram // 4))
+
+
 def user_network_ip(request: RunRequest) -> str | None:
     """The kernel ip= value of QEMU's user network (USER_NET_IP) for a boot that brings the
     network up, unless the user configures the network (ip=, b2c.iface, b2c.network) or raw
@@ -332,7 +347,9 @@ def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) ->
         mounts += ["-w", shares[0].guest]
     for n, ref in enumerate(images, 1):
         if ref.transport.local:
-            delivery = jobs.deliver(ref, len(job.images) + 1, workdir)
+            delivery = jobs.deliver(
+                ref, len(job.images) + 1, workdir, plain_limit=plain_limit(request.memory)
+            )
             job.images.append(delivery)
             guest_ref = delivery.guest_ref
         else:
