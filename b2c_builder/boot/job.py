@@ -405,7 +405,7 @@ _IMAGE_MANIFESTS = frozenset(
 def plain_layout(layout: Path, reference: str, dest: Path, limit: int) -> Path | None:
     """The image of ``layout`` (``reference`` selects it) in ``dest`` with every layer stored
     uncompressed, when it is one image manifest (not an index: the copy would pick the
-    host's platform) whose compressed layers unpack to at most ``limit`` bytes; the host's
+    host's platform) whose layers unpack to at most ``limit`` bytes; the host's
     skopeo decompresses them (``copy --dest-decompress`` into a dir: image, then ``copy
     --dest-oci-accept-uncompressed-layers`` into ``dest``). None, writing nothing, when one
     of these does not hold, there is no layer to decompress, or skopeo is missing or fails
@@ -413,8 +413,8 @@ def plain_layout(layout: Path, reference: str, dest: Path, limit: int) -> Path |
 
     Podman in the guest then decompresses nothing: a 16 MiB gzip layer (38 MiB of files)
     came to the container's first output in 6.56 s instead of 6.92 s as zstd (TCG, 4 boots
-    each). The cost is RAM: the job holds the layers uncompressed, hence the limit (run: an
-    eighth of --memory). Diff IDs and config stay the same; the manifest's digest does not.
+    each). The cost is RAM: the job holds the layers uncompressed, hence the limit (run's:
+    launch.plain_limit). Diff IDs and config stay the same; the manifest's digest does not.
     """
     if limit <= 0 or shutil.which("skopeo") is None:
         return None
@@ -429,15 +429,16 @@ def plain_layout(layout: Path, reference: str, dest: Path, limit: int) -> Path |
         _IMAGE_MANIFESTS
     ):
         return None
-    blobs = []
+    blobs, compressed = [], 0
     for layer in manifest.get("layers") or ():
-        if not isinstance(layer, dict) or layer.get("mediaType") not in COMPRESSED_LAYERS:
-            continue
+        if not isinstance(layer, dict):
+            return None
         algorithm, _, encoded = str(layer.get("digest", "")).partition(":")
         if not (algorithm.isalnum() and encoded.isalnum()):
             return None
         blobs.append(layout / "blobs" / algorithm / encoded)
-    if not blobs or not all(blob.is_file() for blob in blobs) or layers_size(blobs) > limit:
+        compressed += layer.get("mediaType") in COMPRESSED_LAYERS
+    if not compressed or not all(blob.is_file() for blob in blobs) or layers_size(blobs) > limit:
         return None
     staged = dest.with_name(dest.name + ".dir")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -456,7 +457,7 @@ def plain_layout(layout: Path, reference: str, dest: Path, limit: int) -> Path |
         return None
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-    log.info("Decompressed the image's %d layer(s) for the guest", len(blobs))
+    log.info("Decompressed the image's %d layer(s) for the guest", compressed)
     return dest
 
 
