@@ -637,12 +637,17 @@ def _image_manifest(layout: Path) -> Any:
     return json.loads((layout / "blobs" / algorithm / encoded).read_text())
 
 
-def test_gzip_layers_reach_the_guest_recompressed_as_zstd(tmp_path: Path) -> None:
+def _gzip_source(tmp_path: Path) -> tuple[bytes, Path, list[str]]:
+    """A busybox layer, the layout in ``tmp_path``/src holding it gzip-compressed, and the
+    names of that layout's blobs (to check that delivering it writes nothing there)."""
     require_tool("skopeo")
-    busybox = Path(require_tool("busybox")).resolve()
-    layer_tar = busybox_layer(busybox)
+    layer_tar = busybox_layer(Path(require_tool("busybox")).resolve())
     source = make_layout(tmp_path / "src", layer_tar, cmd=["/bin/sh"])
-    before = sorted(p.name for p in (source / "blobs/sha256").iterdir())
+    return layer_tar, source, sorted(p.name for p in (source / "blobs/sha256").iterdir())
+
+
+def test_gzip_layers_reach_the_guest_recompressed_as_zstd(tmp_path: Path) -> None:
+    layer_tar, source, before = _gzip_source(tmp_path)
     assert jobs.gzip_layers(source) == 1
     delivery = jobs.deliver(jobs.ImageRef.parse(f"oci:{source}:latest"), 1, tmp_path / "w")
     assert delivery.guest_ref == "oci:/etc/b2c/job/image/1/layout:latest"
@@ -895,11 +900,7 @@ def test_run_boots_the_modules_it_can_load(
 
 
 def test_layers_reach_the_guest_uncompressed_within_the_limit(tmp_path: Path) -> None:
-    require_tool("skopeo")
-    busybox = Path(require_tool("busybox")).resolve()
-    layer_tar = busybox_layer(busybox)
-    source = make_layout(tmp_path / "src", layer_tar, cmd=["/bin/sh"])
-    before = sorted(p.name for p in (source / "blobs/sha256").iterdir())
+    layer_tar, source, before = _gzip_source(tmp_path)
     ref = jobs.ImageRef.parse(f"oci:{source}:latest")
     delivery = jobs.deliver(ref, 1, tmp_path / "w", plain_limit=len(layer_tar))
     delivered = tmp_path / "w/image-1-plain"

@@ -383,11 +383,21 @@ def gzip_layers(layout: Path) -> int:
         count += sum(isinstance(x, dict) and x.get("mediaType") in GZIP_LAYERS for x in layers)
         for manifest in document.get("manifests") or ():
             digest = manifest.get("digest", "") if isinstance(manifest, dict) else ""
-            algorithm, _, encoded = str(digest).partition(":")
-            if encoded and encoded.isalnum() and algorithm.isalnum() and digest not in seen:
+            blob = blob_path(layout, digest)
+            if blob is not None and digest not in seen:
                 seen.add(digest)
-                pending.append(layout / "blobs" / algorithm / encoded)
+                pending.append(blob)
     return count
+
+
+def blob_path(layout: Path, digest: object) -> Path | None:
+    """Where the OCI layout ``layout`` keeps the blob of ``digest`` ("ALGORITHM:ENCODED",
+    image-spec image-layout.md), or None when the digest is not of that form (letters and
+    digits only on each side: it never leaves blobs/)."""
+    algorithm, _, encoded = str(digest).partition(":")
+    if not (algorithm.isalnum() and encoded.isalnum()):
+        return None
+    return layout / "blobs" / algorithm / encoded
 
 
 # The media types of compressed layers (image-spec media-types.md, and Docker's), which
@@ -431,12 +441,10 @@ def plain_layout(layout: Path, reference: str, dest: Path, limit: int) -> Path |
         return None
     blobs, compressed = [], 0
     for layer in manifest.get("layers") or ():
-        if not isinstance(layer, dict):
+        blob = blob_path(layout, layer.get("digest", "")) if isinstance(layer, dict) else None
+        if blob is None:
             return None
-        algorithm, _, encoded = str(layer.get("digest", "")).partition(":")
-        if not (algorithm.isalnum() and encoded.isalnum()):
-            return None
-        blobs.append(layout / "blobs" / algorithm / encoded)
+        blobs.append(blob)
         compressed += layer.get("mediaType") in COMPRESSED_LAYERS
     if not compressed or not all(blob.is_file() for blob in blobs) or layers_size(blobs) > limit:
         return None

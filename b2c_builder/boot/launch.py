@@ -270,9 +270,9 @@ def user_network_ip(request: RunRequest) -> str | None:
     return USER_NET_IP
 
 
-def _boot_files(request: RunRequest) -> tuple[Path, tuple[Path, ...], Path | None]:
-    """The kernel, the initrds, and the modules archive run chose, always the last initrd (the
-    release's, or the one built from --modules-dir; None when --initrd names them all)."""
+def _boot_files(request: RunRequest) -> tuple[Path, tuple[Path, ...], bool]:
+    """The kernel, the initrds, and whether the last initrd is a modules archive run chose
+    (the release's, or the one built from --modules-dir; not when --initrd names them all)."""
     kernel = request.kernel
     releases = kernels.release_folder(request.releases, request.arch)
     if kernel is None:
@@ -285,10 +285,10 @@ def _boot_files(request: RunRequest) -> tuple[Path, tuple[Path, ...], Path | Non
             request.modules_dir, request.arch, request.cache_dir, release=release
         )
     if request.initrds:
-        return kernel, (*request.initrds, *([modules] if modules else [])), modules
+        return kernel, (*request.initrds, *([modules] if modules else [])), modules is not None
     files = kernels.default_boot_files(releases, request.arch, kernel, modules)
     log.info("initrds for kernel %s: %s", files.release, ", ".join(map(str, files.initrds)))
-    return kernel, files.initrds, files.initrds[-1]
+    return kernel, files.initrds, True
 
 
 def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) -> Plan:
@@ -324,11 +324,9 @@ def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) ->
             hint="add --disk FILE (a raw image: truncate -s 4G cache.img; the first boot "
             "partitions and formats it)",
         )
-    kernel, initrds, modules = _boot_files(request)
+    kernel, initrds, run_modules = _boot_files(request)
     if uncompressed:
         initrds = tuple(kernels.uncompressed_initrd(p, request.cache_dir) for p in initrds)
-        if modules is not None:
-            modules = initrds[-1]
 
     job = jobs.Job(cmdline=b2c_parameters(request.b2c))
     for opt in overridden_in_append(request):
@@ -367,7 +365,7 @@ def prepare(request: RunRequest, workdir: Path, *, uncompressed: bool = True) ->
         job.cmdline.append(options.compose("b2c.device_drivers", drivers))
     if b2c_boot and network and (address := user_network_ip(request)) is not None:
         job.cmdline.append(options.compose("ip", address))
-    needs = boot_needs(request, network) if modules is not None and b2c_boot else None
+    needs = boot_needs(request, network) if run_modules and b2c_boot else None
     if needs is not None and uncompressed:
         initrds = (
             *initrds[:-1],
