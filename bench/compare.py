@@ -7,17 +7,11 @@ registry, no cache disk, TCG, one vCPU, 1 GiB), unless its options say otherwise
 
     python -m bench.compare [--runs N] [--releases DIR] [--json FILE] VARIANT [VARIANT ...]
 
-    VARIANT      NAME, or NAME=OPTIONS, OPTIONS being shell-quoted words among:
-    --floor            the busybox-only floor of `make bench` instead of the release
-    --releases DIR     this variant's release folder (kernel, image, modules archive)
-    --image FILE       this variant's initramfs image instead of its release's
-    --overlay DIR      the files of DIR as one more initrd, over the image's (an /init...)
-    --append WORDS     more kernel command-line words (kernel and /init options)
-    --qemu-arg ARG     one more QEMU argument (repeatable; --qemu-arg=-cpu for one that
-                       starts with '-'; like run's, it keeps the whole modules archive)
-
     e.g. python -m bench.compare base 'traced=--append trace_event=sched:sched_switch' \\
              'old=--releases /tmp/old-release'
+
+The VARIANT options (--floor, --releases, --image, --overlay, --append, --qemu-arg) are listed
+in VARIANT_HELP, which --help prints. The first VARIANT is the reference.
 
 Why interleaved, and in a balanced order: this machine's timings drift by 5-15 % from one
 quarter of an hour to the next, so variants measured one after the other compare periods, not
@@ -47,7 +41,7 @@ from b2c_builder.boot import kernel as kernels
 from b2c_builder.boot import launch
 from b2c_builder.build.cpio import write_cpio
 from b2c_builder.build.rootfs import Rootfs
-from b2c_builder.config import Accel
+from b2c_builder.config import Accel, Arch
 from b2c_builder.errors import B2CError
 from bench.__main__ import floor_initramfs, timed_boot
 from bench.phases import DESCRIPTIONS, PHASES, Event, spreads
@@ -68,6 +62,20 @@ class Variant:
     overlay: Path | None = None
     append: str = ""
     qemu_args: tuple[str, ...] = ()
+
+
+VARIANT_HELP = """\
+A VARIANT is NAME, or NAME=OPTIONS quoted as one word ('base=--append quiet'), OPTIONS among:
+  --floor            the busybox-only floor of `make bench` instead of the release
+  --releases DIR     this variant's release folder (kernel, image, modules archive)
+  --image FILE       this variant's initramfs image instead of its release's
+  --overlay DIR      the files of DIR as one more initrd, over the image's (an /init...)
+  --append WORDS     more kernel command-line words (kernel and /init options)
+  --qemu-arg ARG     one more QEMU argument (repeatable; --qemu-arg=-cpu for one that
+                     starts with '-'; like run's, it keeps the whole modules archive)
+The first VARIANT is the reference: every first output is also given as a difference to
+its own (and as a ratio to a --floor variant's, when there is one).
+"""
 
 
 class VariantError(ValueError):
@@ -98,8 +106,13 @@ def parse_variant(text: str) -> Variant:
     try:
         # parse_known_args: parse_args would exit on unknown words, exit_on_error or not.
         args, unknown = _variant_parser().parse_known_args(shlex.split(words))
-    except (ValueError, argparse.ArgumentError) as exc:  # shlex's unbalanced quotes, argparse
+    except ValueError as exc:  # shlex's unbalanced quotes
         raise VariantError(f"variant {name!r}: {exc}") from exc
+    except argparse.ArgumentError as exc:
+        raise VariantError(
+            f"variant {name!r}: {exc} (quote the whole variant as one word: "
+            f"'{name}=--append \"WORD WORD\"')"
+        ) from exc
     if unknown:
         raise VariantError(f"variant {name!r}: unrecognized arguments: {' '.join(unknown)}")
     variant = Variant(
@@ -208,7 +221,8 @@ def markdown(variants: list[Variant], runs: dict[str, list[dict[str, Event]]]) -
     table = {name: spreads(runs[name]) for name in names}
     lines = [
         f"{len(runs[names[0]])} boots each, interleaved in a balanced order; seconds from "
-        "QEMU's start, median (min-max)",
+        "QEMU's start, median (min-max); a blank cell: that variant's boots never printed the "
+        "phase's line (the floor has no /init phases; `quiet` hides the kernel's)",
         "",
         "| phase | " + " | ".join(names) + " |",
         "| --- |" + " --- |" * len(names),
@@ -238,10 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.compare",
         description=summary,
-        epilog="VARIANT options: --floor, --releases DIR, --image FILE, --overlay DIR, "
-        "--append WORDS, --qemu-arg ARG (see bench/compare.py).",
+        epilog=VARIANT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("variants", nargs="+", metavar="VARIANT", help="NAME[=OPTIONS]")
+    parser.add_argument(
+        "variants", nargs="+", metavar="VARIANT", help="NAME[=OPTIONS], the first the reference"
+    )
     parser.add_argument(
         "--runs",
         type=int,
@@ -258,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     except VariantError as exc:
         parser.error(str(exc))
     names = [v.name for v in variants]
-    if len(set(names)) != len(names):
-        parser.error(f"two variants have the same name: {' '.join(names)}")
+    if (twice := next((n for n in names if names.count(n) > 1), None)) is not None:
+        parser.error(f"two variants are named {twice!r}: give each its own name")
     if args.releases is not None and not args.releases.is_dir():
         parser.error(f"--releases {args.releases} is not a folder")
     orders = williams_orders(len(variants))
@@ -271,6 +287,17 @@ def main(argv: list[str] | None = None) -> int:
             f"note: the order is balanced over a multiple of {len(orders)} runs, not {runs_count}",
             file=sys.stderr,
         )
+    for folder in {v.releases for v in variants if v.releases} | {args.releases} - {None}:
+        assert folder is not None
+        try:
+            kernels.default_boot_files(
+                kernels.release_folder(folder, Arch.host()), Arch.host(), None, None
+            )
+        except B2CError as exc:
+            parser.error(
+                f"{folder} is not a release folder ({exc.message}): give --releases a folder "
+                "that `make build` or `make release` wrote"
+            )
     work = Path(tempfile.mkdtemp(prefix="b2c-compare-"))
     try:
         releases = args.releases or build_release(work / "release", shared_cache()).output

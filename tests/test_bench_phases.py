@@ -137,7 +137,9 @@ def test_a_bad_variant_is_named_with_what_is_wrong(text: str, message: str) -> N
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["a", "a=--floor"], "two variants have the same name: a a"),
+        (["a", "b", "a=--floor"], "two variants are named 'a': give each its own name"),
+        (["q=--append", "quiet"], "quote the whole variant as one word: 'q=--append \"WORD"),
+        (["--releases", "/", "a"], "/ is not a release folder (no kernel for amd64 in"),
         (["a=--bogus"], "variant 'a': unrecognized arguments: --bogus"),
         (["--runs", "0", "a"], "--runs must be at least 1, not 0"),
         (["--releases", "/nonexistent", "a"], "--releases /nonexistent is not a folder"),
