@@ -276,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [v.name for v in variants]
     if (twice := next((n for n in names if names.count(n) > 1), None)) is not None:
         parser.error(f"two variants are named {twice!r}: give each its own name")
+    if args.json is not None and not args.json.parent.is_dir():
+        parser.error(f"--json {args.json}: the folder {args.json.parent} does not exist")
     if args.releases is not None and not args.releases.is_dir():
         parser.error(f"--releases {args.releases} is not a folder")
     orders = williams_orders(len(variants))

@@ -140,6 +140,7 @@ def test_a_bad_variant_is_named_with_what_is_wrong(text: str, message: str) -> N
         (["a", "b", "a=--floor"], "two variants are named 'a': give each its own name"),
         (["q=--append", "quiet"], "quote the whole variant as one word: 'q=--append \"WORD"),
         (["--releases", "/", "a"], "/ is not a release folder (no kernel for amd64 in"),
+        (["--json", "/nonexistent/runs.json", "a"], "the folder /nonexistent does not exist"),
         (["a=--bogus"], "variant 'a': unrecognized arguments: --bogus"),
         (["--runs", "0", "a"], "--runs must be at least 1, not 0"),
         (["--releases", "/nonexistent", "a"], "--releases /nonexistent is not a folder"),
