@@ -26,6 +26,7 @@ import argparse
 import io
 import json
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -44,7 +45,7 @@ from b2c_builder.errors import ConfigError
 from bench.phases import DESCRIPTIONS, PHASES, Event, Spread, events, spreads
 from tests.conftest import Release, build_release, shared_cache
 from tests.oci import busybox_layer, make_layout
-from tests.registry import start_registry
+from tests.registry import Registry, start_registry
 
 HERE = Path(__file__).resolve().parent
 MARKER = "B2C-BENCH-42"
@@ -64,6 +65,17 @@ def floor_initramfs(path: Path) -> Path:
     with path.open("wb") as out:
         write_cpio(rootfs, out, source_date_epoch=0)
     return path
+
+
+def push_bench_image(registry: Registry, work: Path) -> tuple[Path, str]:
+    """Push the bench's image (the host's busybox, /bin/sh) to ``registry`` as bench:latest.
+    Returns its OCI layout (under ``work``) and the b2c.container spec with which the guest
+    pulls it and runs COMMAND."""
+    busybox = Path(shutil.which("busybox") or "/bin/busybox")
+    layout = make_layout(work / "oci", busybox_layer(busybox), cmd=["/bin/sh"])
+    registry.push(layout, "bench")
+    ref = f"docker://{registry.guest_host}/bench:latest"
+    return layout, f"--tls-verify=false {ref} {shlex.join(COMMAND)}"
 
 
 def timed_boot(request: launch.RunRequest) -> dict[str, Event]:
@@ -172,15 +184,11 @@ def main() -> None:
     }
     registry = start_registry(work / "registry")
     try:
-        layout = make_layout(
-            work / "oci", busybox_layer(Path(shutil.which("busybox") or "")), cmd=["/bin/sh"]
-        )
-        registry.push(layout, "bench")
+        layout, spec = push_bench_image(registry, work)
         archive = work / "bench.tar"
         subprocess.run(  # noqa: S603 - an argument list
             ["skopeo", "copy", "-q", f"oci:{layout}:latest", f"oci-archive:{archive}"], check=True
         )
-        ref = f"docker://{registry.guest_host}/bench:latest"
         base = launch.RunRequest(
             kernel=release.kernel,
             releases=release.output,
@@ -189,7 +197,6 @@ def main() -> None:
             timeout=300.0,
             machine=args.machine,
         )
-        spec = f"--tls-verify=false {ref} sh -c 'echo B2C-BENCH-$((6*7))'"
         disk = work / "cache.img"
         # Made once: the warm-up round partitions it and pulls the image, later rounds find both.
         kept = _fresh_disk(work / "kept-cache.img")

@@ -43,10 +43,9 @@ from b2c_builder.build.cpio import write_cpio
 from b2c_builder.build.rootfs import Rootfs
 from b2c_builder.config import Accel, Arch
 from b2c_builder.errors import B2CError
-from bench.__main__ import floor_initramfs, timed_boot
+from bench.__main__ import floor_initramfs, push_bench_image, timed_boot
 from bench.phases import DESCRIPTIONS, PHASES, Event, spreads
 from tests.conftest import build_release, shared_cache
-from tests.oci import busybox_layer, make_layout
 from tests.registry import start_registry
 
 
@@ -63,6 +62,9 @@ class Variant:
     append: str = ""
     qemu_args: tuple[str, ...] = ()
 
+
+# Every boot's architecture, as `make bench`'s (it boots amd64 guests: bench/__main__.py).
+ARCH = Arch.amd64
 
 VARIANT_HELP = """\
 A VARIANT is NAME, or NAME=OPTIONS quoted as one word ('base=--append quiet'), OPTIONS among:
@@ -289,12 +291,10 @@ def main(argv: list[str] | None = None) -> int:
             f"note: the order is balanced over a multiple of {len(orders)} runs, not {runs_count}",
             file=sys.stderr,
         )
-    for folder in {v.releases for v in variants if v.releases} | {args.releases} - {None}:
-        assert folder is not None
+    folders = {f for f in (args.releases, *(v.releases for v in variants)) if f is not None}
+    for folder in sorted(folders):
         try:
-            kernels.default_boot_files(
-                kernels.release_folder(folder, Arch.host()), Arch.host(), None, None
-            )
+            kernels.default_boot_files(kernels.release_folder(folder, ARCH), ARCH, None, None)
         except B2CError as exc:
             parser.error(
                 f"{folder} is not a release folder ({exc.message}): give --releases a folder "
@@ -303,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="b2c-compare-"))
     try:
         releases = args.releases or build_release(work / "release", shared_cache()).output
-        base = launch.RunRequest(releases=releases, accel=Accel.tcg, memory="1G", timeout=300.0)
+        base = launch.RunRequest(
+            releases=releases, arch=ARCH, accel=Accel.tcg, memory="1G", timeout=300.0
+        )
         runs = boot_rounds(variants, orders, runs_count, base, work)
     except B2CError as exc:
         print(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
@@ -332,13 +334,7 @@ def boot_rounds(
     runs: dict[str, list[dict[str, Event]]] = {v.name: [] for v in variants}
     registry = start_registry(work / "registry")
     try:
-        busybox = Path(shutil.which("busybox") or "/bin/busybox")
-        layout = make_layout(work / "oci", busybox_layer(busybox), cmd=["/bin/sh"])
-        registry.push(layout, "bench")
-        spec = (
-            f"--tls-verify=false docker://{registry.guest_host}/bench:latest "
-            "sh -c 'echo B2C-BENCH-$((6*7))'"
-        )
+        _, spec = push_bench_image(registry, work)
         requests = {v.name: variant_request(v, base, spec, work) for v in variants}
         for round_no in range(runs_count + 1):
             order = range(len(variants)) if round_no == 0 else orders[(round_no - 1) % len(orders)]

@@ -21,6 +21,14 @@ from tests.conftest import ROOT, Release
 MARKER = "B2C-BENCH-42"
 
 
+def _run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` from the project's root, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )  # fmt: skip
+
+
 def test_first_output_is_the_markers_line_even_with_a_kernel_message_on_it() -> None:
     # Seen on the floor: printk wrote "tsc: Refined ..." between the marker and its newline.
     lines = [
@@ -46,10 +54,7 @@ def test_a_line_that_only_contains_the_marker_is_not_the_first_output() -> None:
     ],
 )
 def test_bad_bench_arguments_fail_before_building(args: list[str], message: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
-    )  # fmt: skip
+    proc = _run_module("bench", *args)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and "work dir" not in proc.stdout
 
@@ -148,10 +153,7 @@ def test_a_bad_variant_is_named_with_what_is_wrong(text: str, message: str) -> N
     ],
 )
 def test_bad_compare_arguments_fail_before_building(args: list[str], message: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.compare", *args],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
-    )  # fmt: skip
+    proc = _run_module("bench.compare", *args)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not proc.stdout
 
