@@ -78,8 +78,11 @@ def push_bench_image(registry: Registry, work: Path) -> tuple[Path, str]:
     return layout, f"--tls-verify=false {ref} {shlex.join(COMMAND)}"
 
 
-def timed_boot(request: launch.RunRequest) -> dict[str, Event]:
-    """Boot ``request`` through `run`'s own path and return its phase events."""
+def timed_boot(request: launch.RunRequest, console: Path | None = None) -> dict[str, Event]:
+    """Boot ``request`` through `run`'s own path and return its phase events. With
+    ``console``, also write the boot's console there, a line each as ``SECONDS LINE``
+    (seconds from QEMU's start, 3 decimals, as the phases count them), even when the boot
+    never prints the marker."""
     with jobs.workdir() as tmp:
         plan = launch.prepare(request, tmp)
         job_initrd = plan.job.write(tmp / "job.cpio") if plan.job is not None else None
@@ -87,6 +90,8 @@ def timed_boot(request: launch.RunRequest) -> dict[str, Event]:
         lines: list[tuple[float, str]] = []
         result = qemu.boot(cfg, echo=lambda line: lines.append((time.monotonic(), line)))
     origin = result.started
+    if console is not None:
+        console.write_text("".join(f"{t - origin:7.3f} {line}\n" for t, line in lines))
     found = events([(t - origin, line) for t, line in lines], MARKER, result.duration)
     if "first_output" not in found:
         tail = "\n".join(line for _, line in lines[-40:])

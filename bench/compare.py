@@ -5,7 +5,8 @@ options moves a figure (not collected by pytest; `make bench` stays the committe
 Every variant boots what `make bench`'s "registry" column boots (the busybox image from a local
 registry, no cache disk, TCG, one vCPU, 1 GiB), unless its options say otherwise:
 
-    python -m bench.compare [--runs N] [--releases DIR] [--json FILE] VARIANT [VARIANT ...]
+    python -m bench.compare [--runs N] [--releases DIR] [--json FILE] [--console DIR]
+                            VARIANT [VARIANT ...]
 
     e.g. python -m bench.compare base 'traced=--append trace_event=sched:sched_switch' \\
              'old=--releases /tmp/old-release'
@@ -270,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
         "--releases", type=Path, help="the release folder of every variant that names none"
     )
     parser.add_argument("--json", type=Path, help="also write every boot's phases there")
+    parser.add_argument(
+        "--console",
+        type=Path,
+        metavar="DIR",
+        help="also keep every boot's console there, as NAME.warm-up.log and NAME.run-N.log "
+        "(each line after its seconds from QEMU's start); made if missing",
+    )
     args = parser.parse_args(argv)
     try:
         variants = [parse_variant(text) for text in args.variants]
@@ -300,13 +308,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"{folder} is not a release folder ({exc.message}): give --releases a folder "
                 "that `make build` or `make release` wrote"
             )
+    if args.console is not None:
+        try:
+            args.console.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--console {args.console}: {exc.strerror or exc}")
     work = Path(tempfile.mkdtemp(prefix="b2c-compare-"))
     try:
         releases = args.releases or build_release(work / "release", shared_cache()).output
         base = launch.RunRequest(
             releases=releases, arch=ARCH, accel=Accel.tcg, memory="1G", timeout=300.0
         )
-        runs = boot_rounds(variants, orders, runs_count, base, work)
+        runs = boot_rounds(variants, orders, runs_count, base, work, args.console)
     except B2CError as exc:
         print(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
         return 1
@@ -327,10 +340,13 @@ def boot_rounds(
     runs_count: int,
     base: launch.RunRequest,
     work: Path,
+    console: Path | None = None,
 ) -> dict[str, list[dict[str, Event]]]:
     """A warm-up round in the given order (not counted), then ``runs_count`` rounds in the
     design's orders, cycling through its rows; each boot's phase events, per variant name.
-    Exits (SystemExit) when a boot never prints the marker (bench.__main__.timed_boot)."""
+    With ``console`` (a folder), each boot's console goes to NAME.warm-up.log or
+    NAME.run-N.log there. Exits (SystemExit) when a boot never prints the marker
+    (bench.__main__.timed_boot); that boot's console is kept too."""
     runs: dict[str, list[dict[str, Event]]] = {v.name: [] for v in variants}
     registry = start_registry(work / "registry")
     try:
@@ -340,8 +356,9 @@ def boot_rounds(
             order = range(len(variants)) if round_no == 0 else orders[(round_no - 1) % len(orders)]
             for index in order:
                 name = variants[index].name
-                found = timed_boot(requests[name])
                 label = "warm-up" if round_no == 0 else f"run {round_no}"
+                log = None if console is None else console / f"{name}.{label.replace(' ', '-')}.log"
+                found = timed_boot(requests[name], log)
                 print(
                     f"boot   {name:<12} {label}: first output {found['first_output'].host:5.2f} s",
                     file=sys.stderr,

@@ -149,6 +149,7 @@ def test_a_bad_variant_is_named_with_what_is_wrong(text: str, message: str) -> N
         (["a=--bogus"], "variant 'a': unrecognized arguments: --bogus"),
         (["--runs", "0", "a"], "--runs must be at least 1, not 0"),
         (["--releases", "/nonexistent", "a"], "--releases /nonexistent is not a folder"),
+        (["--console", "/dev/null/logs", "a"], "--console /dev/null/logs: Not a directory"),
         ([], "the following arguments are required: VARIANT"),
     ],
 )
@@ -180,12 +181,14 @@ def test_an_overlay_folder_becomes_a_cpio_the_kernel_unpacks_over_the_image(
 def test_compare_boots_each_variant_and_prints_the_phase_table(
     release: Release, tmp_path: Path
 ) -> None:
-    # Two variants, one counted round each (plus the warm-up): the floor, and the release
-    # with an /init option; the table has both columns, the deltas and the floor ratio.
-    out = tmp_path / "runs.json"
+    # Two variants, two counted rounds (plus the warm-up): the floor, and the release with an
+    # /init option; the table has both columns, the deltas and the floor ratio; --console
+    # keeps each boot's console, timed as the phases are.
+    out, logs = tmp_path / "runs.json", tmp_path / "logs" / "compare"
     proc = subprocess.run(
         [sys.executable, "-m", "bench.compare", "--runs", "2", "--releases",
-         str(release.output), "--json", str(out), "fl=--floor", "b2c=--append b2c.pipefail"],
+         str(release.output), "--json", str(out), "--console", str(logs), "fl=--floor",
+         "b2c=--append b2c.pipefail"],
         capture_output=True, text=True, timeout=900, cwd=ROOT, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -203,3 +206,12 @@ def test_compare_boots_each_variant_and_prints_the_phase_table(
     assert [len(boots["fl"]), len(boots["b2c"])] == [2, 2]
     assert all("pull" in boot for boot in boots["b2c"]) and "pull" not in boots["fl"][0]
     assert proc.stderr.count("warm-up") == 2 and proc.stderr.count("run 2:") == 2
+    assert sorted(p.name for p in logs.iterdir()) == [
+        f"{name}.{label}.log" for name in ("b2c", "fl") for label in ("run-1", "run-2", "warm-up")
+    ]
+    for name in ("b2c", "fl"):
+        for n, boot in enumerate(boots[name], 1):
+            console = (logs / f"{name}.run-{n}.log").read_text().splitlines()
+            marked = [line for line in console if line[8:].strip().startswith(MARKER)]
+            assert marked and marked[0].startswith(f"{boot['first_output']['host']:7.3f} ")
+    assert "b2c.pipefail" in (logs / "b2c.warm-up.log").read_text()
