@@ -30,6 +30,7 @@ variant's first output against the first variant's (and the floor's, when one is
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shlex
 import shutil
@@ -117,7 +118,15 @@ def parse_variant(text: str) -> Variant:
             f"'{name}=--append \"WORD WORD\"')"
         ) from exc
     if unknown:
-        raise VariantError(f"variant {name!r}: unrecognized arguments: {' '.join(unknown)}")
+        # --append takes one word: the next ones of an unquoted list come back unknown.
+        rest = list(itertools.takewhile(lambda word: not word.startswith("-"), unknown))
+        hint = (
+            f' (--append takes one word: quote several as --append "{args.append} '
+            f'{" ".join(rest)}")'
+            if args.append and rest
+            else ""
+        )
+        raise VariantError(f"variant {name!r}: unrecognized arguments: {' '.join(unknown)}{hint}")
     variant = Variant(
         name,
         floor=args.floor,

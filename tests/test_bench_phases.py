@@ -127,6 +127,11 @@ def test_variants_parse_from_a_name_and_shell_quoted_options(tmp_path: Path) -> 
         ("=--floor", "the name before '=' must be"),
         ("a b=--floor", "the name before '=' must be"),
         ("x=--cpu max", "unrecognized arguments: --cpu max"),
+        (
+            "t=--append trace_event=sched:sched_switch trace_buf_size=32M quiet --floor",
+            "unrecognized arguments: trace_buf_size=32M quiet (--append takes one word: quote "
+            'several as --append "trace_event=sched:sched_switch trace_buf_size=32M quiet")',
+        ),
         ("x=--append", "expected one argument"),
         ("x=--append 'quiet", "No closing quotation"),
         ("x=--releases /nonexistent", "--releases /nonexistent is not a folder"),
