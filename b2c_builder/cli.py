@@ -480,7 +480,8 @@ def check_extra_args(
     The document is read as /init reads it: a UTF-8 byte-order mark at its start is dropped
     and CR is white space (CRLF line ends are fine); NUL or control bytes, a byte-order mark
     elsewhere and any parameter that is not a b2c option are errors. Exit code 0: clean
-    (warnings allowed); 2: at least one error (the boot would stop before any container).
+    (warnings allowed); 2: at least one error (the boot would stop before any container), or
+    DOCUMENT cannot be read.
     """
     from b2c_builder.guest.options import lint_extra_args
 
@@ -490,7 +491,7 @@ def check_extra_args(
         try:
             data = document.read_bytes()
         except OSError as exc:
-            raise B2CError(
+            raise ConfigError(
                 f"cannot read {document}: {exc.strerror}", hint="check the path"
             ) from exc
         problems.extend(lint_extra_args(data))

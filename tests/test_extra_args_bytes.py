@@ -113,8 +113,12 @@ def test_check_extra_args_command(tmp_path: Path) -> None:
         "error: extra: 'quiet' is not a b2c option",
         "warning: b2c.iface: comes too late in the extra command line",
     ]
-    proc = b2c("check-extra-args", str(tmp_path / "missing"))
-    assert proc.returncode != 0 and "cannot read" in proc.stderr and "Traceback" not in proc.stderr
+    # A document that cannot be read is an input error, 2 as for kconfig --check and diff.
+    missing = tmp_path / "missing"
+    proc = b2c("check-extra-args", str(missing))
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot read {missing}: No such file or directory" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
 def test_lint_extra_args_reports_late_options_once_the_bytes_are_fine() -> None:
