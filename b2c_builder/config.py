@@ -447,6 +447,19 @@ def _check_folder(path: Path, option: str) -> None:
         )
 
 
+def make_folder(path: Path, option: str) -> None:
+    """Create the folder ``path`` given to ``option`` (and its parents) if it is missing,
+    before any download: ConfigError naming both when the file system refuses, which
+    _check_folder cannot foresee (a pseudo file system such as /proc, a read-only mount)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"{option} {path}: cannot create this folder: {exc.strerror or exc}",
+            hint=f"pass {option} a folder on a disk you can write to (or leave out {option})",
+        ) from exc
+
+
 # --- the settings of build and run --------------------------------------------------------
 
 
@@ -971,6 +984,12 @@ class ReleaseConfig:
     modules: tuple[str, ...] = release_field("modules")
     default_cmdline: str = release_field("default_cmdline")
     podman: PodmanVariant = release_field("podman")
+
+    def __post_init__(self) -> None:
+        # The folder checks of BuildConfig, before the release creates --output; the builds'
+        # own configs check the rest (their output is a staging folder inside --output).
+        _check_folder(self.output, "--output")
+        _check_folder(self.cache_dir, "--cache-dir")
 
     def targets(self) -> tuple[Arch, ...]:
         """The architectures to build, in table order, each once."""

@@ -104,17 +104,58 @@ def test_build_refuses_bad_input_before_downloading(dead_mirror: str, case: str)
     assert proc.returncode == 2, "a ConfigError exits with 2"
 
 
+# build, and release for one architecture; each writes nothing into the repository.
+FOLDER_COMMANDS = {
+    "build": ("build",),
+    "release": ("release", "--arch", "amd64"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(FOLDER_COMMANDS))
 @pytest.mark.parametrize("option", ["--output", "--cache-dir"])
-def test_build_refuses_a_file_where_a_folder_goes(
-    dead_mirror: str, tmp_path: Path, option: str
+def test_build_and_release_refuse_a_file_where_a_folder_goes(
+    dead_mirror: str, tmp_path: Path, option: str, command: str
 ) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder\n")
+    other = "--cache-dir" if option == "--output" else "--output"
     for path in (a_file, a_file / "below"):
-        proc = cli("build", "--mirror", dead_mirror, option, str(path))
-        assert_clear_error(proc, option, str(a_file), "not a directory")
+        proc = cli(
+            *FOLDER_COMMANDS[command],
+            "--mirror",
+            dead_mirror,
+            option,
+            str(path),
+            other,
+            str(tmp_path / "other"),
+        )
+        assert_clear_error(proc, option, str(a_file), "exists and is not a directory")
+        assert proc.returncode == 2, "a ConfigError exits with 2"
         assert "127.0.0.1" not in proc.stderr
     assert a_file.read_text() == "not a folder\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+@pytest.mark.parametrize("command", sorted(FOLDER_COMMANDS))
+def test_a_cache_dir_that_cannot_be_created_is_refused_before_downloading(
+    dead_mirror: str, tmp_path: Path, command: str
+) -> None:
+    """/proc takes no new folder, not even from root (whom os.access lets write anywhere)."""
+    cache = Path("/proc/b2c-builder-cache")
+    proc = cli(
+        *FOLDER_COMMANDS[command],
+        "--mirror",
+        dead_mirror,
+        "--cache-dir",
+        str(cache),
+        "--output",
+        str(tmp_path / "out"),
+    )
+    assert_clear_error(proc, "--cache-dir", str(cache))
+    assert proc.returncode == 2, "a ConfigError exits with 2"
+    assert "127.0.0.1" not in proc.stderr
+    assert "Errno" not in proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from b2c_builder.build.cpio import write_cpio
 from b2c_builder.build.debian import deb, download, index, resolve, sources
 from b2c_builder.build.release import release_version
 from b2c_builder.build.rootfs import BUILDER, Kind, Origin, Rootfs
-from b2c_builder.config import Arch, BuildConfig, PodmanVariant
+from b2c_builder.config import Arch, BuildConfig, PodmanVariant, make_folder
 from b2c_builder.digest import file_sha256
 from b2c_builder.errors import B2CError, SizeError
 from b2c_builder.guest import render
@@ -63,6 +63,7 @@ def build(cfg: BuildConfig) -> BuildResult:
         )
     # Checked before any download: a bad --default-cmdline must not cost a fetch.
     init_settings = render.InitSettings(version=__version__, default_cmdline=cfg.default_cmdline)
+    make_folder(cfg.cache_dir, "--cache-dir")
     session = download.make_session()
     mirror = cfg.mirror or sources.default_mirror()
     with step(f"Reading the Debian archive index ({cfg.suite}/{cfg.arch})"):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from b2c_builder import __version__
-from b2c_builder.config import BuildConfig, ReleaseConfig
+from b2c_builder.config import BuildConfig, ReleaseConfig, make_folder
 from b2c_builder.digest import file_sha256
 from b2c_builder.errors import B2CError, VerifyError
 from b2c_builder.log import log, step
@@ -90,7 +90,8 @@ def make_release(cfg: ReleaseConfig, builder: Builder | None = None) -> ReleaseR
 
         builder = build
     targets = cfg.targets()
-    cfg.output.mkdir(parents=True, exist_ok=True)
+    make_folder(cfg.cache_dir, "--cache-dir")
+    make_folder(cfg.output, "--output")
     stage = Path(tempfile.mkdtemp(prefix=".b2c-release-", dir=cfg.output))
     try:
         results = []
