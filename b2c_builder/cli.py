@@ -123,7 +123,10 @@ def build(settings: dict[str, object]) -> None:
 @_with_settings(RELEASE_SETTINGS)
 def release(settings: dict[str, object]) -> None:
     """Build every architecture (with Debian's kernel) into releases/<version>/ with
-    SHA256SUMS; the folder appears, or is replaced, only once every build succeeded."""
+    SHA256SUMS; the folder appears, or is replaced, only once every build succeeded.
+
+    Every architecture's packages are fetched before the first build: a mirror that lacks
+    some fails first, naming them, with the --arch options of the architectures it serves."""
     from b2c_builder.build.release import make_release
 
     def action() -> None:

@@ -33,6 +33,10 @@ class FetchError(B2CError):
     """A download failed (network, HTTP status, timeout)."""
 
 
+class MissingError(FetchError):
+    """The mirror answered 404 Not Found: it lacks a file (one its index may well list)."""
+
+
 class VerifyError(B2CError):
     """A signature, checksum or size does not match: the input is not trusted."""
 

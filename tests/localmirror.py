@@ -5,6 +5,10 @@
         archive = open_archive(session, mirror.url, mirror.suite, mirror.arch,
                                keyring=mirror.keyring, cache_dir=tmp_path / "cache")
         mirror.tamper_deb("hello")   # then fetching hello fails with VerifyError
+        mirror.unserve_deb("hello")  # then fetching it fails with HTTP 404
+
+``more_arches`` serves more architectures beside ``arch``: each architecture's Packages lists
+the packages of that Architecture (and of ``all``).
 
 The .debs are built by the real ``dpkg-deb --build``; InRelease is clearsigned by a
 throwaway ed25519 key made by ``gpg --quick-gen-key`` in a private GNUPGHOME and exported
@@ -276,7 +280,8 @@ class FakeSource:
 
 class LocalMirror:
     """A signed one-suite, one-component archive under ``directory/debian``, served on
-    127.0.0.1 while the context is open. ``url`` ends in /debian like a real mirror."""
+    127.0.0.1 while the context is open. ``url`` ends in /debian like a real mirror. It
+    serves ``arch`` and ``more_arches``."""
 
     def __init__(
         self,
@@ -286,13 +291,15 @@ class LocalMirror:
         key: GpgKey | None = None,
         suite: str = "trixie",
         arch: str = "amd64",
+        more_arches: Sequence[str] = (),
         date: int = DEFAULT_DATE,
         extra_release_fields: Mapping[str, str] | None = None,
         sources: Sequence[FakeSource] = (),
     ) -> None:
         self.root = directory / "debian"
         self.suite, self.arch, self.date = suite, arch, date
-        self.packages = {p.name: p for p in packages}
+        self.arches = (arch, *more_arches)
+        self.packages = {(p.name, p.architecture): p for p in packages}
         self.sources = {s.name: s for s in sources}
         self._own_key = key is None
         self.key = key or GpgKey()
@@ -316,6 +323,7 @@ class LocalMirror:
 
     @property
     def packages_path(self) -> Path:
+        """The Packages file of ``arch``."""
         return self.dists / f"main/binary-{self.arch}/Packages"
 
     @property
@@ -326,14 +334,22 @@ class LocalMirror:
     def keyring(self) -> Path:
         return self.key.keyring
 
-    def deb_path(self, name: str) -> Path:
-        return self.root / self.packages[name].filename
+    def package(self, name: str, arch: str | None = None) -> FakePackage:
+        """The package ``name`` of ``arch`` (default: ``arch``), else of Architecture all."""
+        found = self.packages.get((name, arch or self.arch)) or self.packages.get((name, "all"))
+        assert found is not None, f"the mirror has no {name} for {arch or self.arch}"
+        return found
 
-    def packages_text(self) -> str:
+    def deb_path(self, name: str, arch: str | None = None) -> Path:
+        return self.root / self.package(name, arch).filename
+
+    def packages_text(self, arch: str | None = None) -> str:
+        """The Packages file of ``arch`` (default: ``arch``)."""
         stanzas = []
-        for name in sorted(self.packages):
-            package = self.packages[name]
-            data = self.deb_path(name).read_bytes()
+        for (_name, architecture), package in sorted(self.packages.items()):
+            if architecture not in (arch or self.arch, "all"):
+                continue
+            data = (self.root / package.filename).read_bytes()
             stanzas.append(
                 package.control().replace(
                     "Description:",
@@ -344,16 +360,16 @@ class LocalMirror:
         return "\n".join(stanzas)
 
     def publish(self) -> None:
-        """(Re)write Packages, Packages.xz, Release and a freshly signed InRelease."""
-        text = self.packages_text().encode()
-        self.packages_path.parent.mkdir(parents=True, exist_ok=True)
-        self.packages_path.write_bytes(text)
-        xz = lzma.compress(text, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64)
-        self.packages_path.with_suffix(".xz").write_bytes(xz)
-        files = {
-            f"main/binary-{self.arch}/Packages": text,
-            f"main/binary-{self.arch}/Packages.xz": xz,
-        }
+        """(Re)write every Packages and Packages.xz, Release and a freshly signed InRelease."""
+        files = {}
+        for arch in self.arches:
+            text = self.packages_text(arch).encode()
+            xz = lzma.compress(text, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64)
+            files[f"main/binary-{arch}/Packages"] = text
+            files[f"main/binary-{arch}/Packages.xz"] = xz
+        for path, data in files.items():
+            (self.dists / path).parent.mkdir(parents=True, exist_ok=True)
+            (self.dists / path).write_bytes(data)
         if self.sources:
             sources = "\n".join(
                 self.sources[n].stanza(self.root) for n in sorted(self.sources)
@@ -369,7 +385,7 @@ class LocalMirror:
             "Suite": "stable",
             "Codename": self.suite,
             "Date": email.utils.formatdate(self.date, usegmt=True).replace("GMT", "UTC"),
-            "Architectures": f"all {self.arch}",
+            "Architectures": " ".join(["all", *self.arches]),
             "Components": "main",
             "Description": "b2c-builder test archive",
             **self._extra,
@@ -394,6 +410,11 @@ class LocalMirror:
         """Replace Packages.xz with a valid xz whose content differs from what Release signs."""
         text = self.packages_path.read_bytes() + b"\nPackage: evil\nVersion: 6.6.6\n"
         self.packages_path.with_suffix(".xz").write_bytes(lzma.compress(text))
+
+    def unserve_deb(self, name: str, arch: str | None = None) -> None:
+        """Remove a .deb that the index still lists: the mirror answers 404 for it, as a
+        partial mirror does for an architecture it lists but does not carry."""
+        self.deb_path(name, arch).unlink()
 
     def tamper_deb(self, name: str) -> None:
         """Flip one byte in the middle of a .deb (same size, different SHA256)."""

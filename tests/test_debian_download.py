@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from b2c_builder.build.debian import download
-from b2c_builder.errors import FetchError, VerifyError
+from b2c_builder.errors import FetchError, MissingError, VerifyError
 from tests.localmirror import FakePackage, GpgKey, LocalMirror
 
 DATA = b"0123456789abcdef" * 5000
@@ -102,10 +102,11 @@ def test_size_mismatch(mirror: LocalMirror, session: requests.Session, tmp_path:
 def test_http_404_names_the_url(
     mirror: LocalMirror, session: requests.Session, tmp_path: Path
 ) -> None:
+    """A 404 is a MissingError (a release tells the architectures a mirror lacks by it)."""
     url = f"{mirror.url}/pool/main/n/nope/nope_1_amd64.deb"
-    with pytest.raises(FetchError) as err:
+    with pytest.raises(MissingError) as err:
         download.fetch(session, url, "0" * 64, 1, tmp_path / "cache")
-    assert url in err.value.message and "404" in err.value.message
+    assert url in err.value.message and "HTTP 404" in err.value.message
 
 
 def free_port() -> int:

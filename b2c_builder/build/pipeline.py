@@ -56,26 +56,9 @@ class BuildResult:
 
 def build(cfg: BuildConfig) -> BuildResult:
     """Build the release described by ``cfg``; nothing reaches cfg.output unless all succeed."""
-    if not cfg.verify_signature:
-        log.warning(
-            "!!! --no-verify-signature: the archive index is NOT authenticated; "
-            "anyone on the path to the mirror can change what goes into the image !!!"
-        )
-    # Checked before any download: a bad --default-cmdline must not cost a fetch.
-    init_settings = render.InitSettings(version=__version__, default_cmdline=cfg.default_cmdline)
-    make_folder(cfg.cache_dir, "--cache-dir")
+    init_settings = check_before_download(cfg)
     session = download.make_session()
-    mirror = cfg.mirror or sources.default_mirror()
-    with step(f"Reading the Debian archive index ({cfg.suite}/{cfg.arch})"):
-        archive = index.open_archive(
-            session,
-            mirror,
-            cfg.suite,
-            cfg.arch,
-            keyring=cfg.keyring,
-            verify_signature=cfg.verify_signature,
-            cache_dir=cfg.cache_dir,
-        )
+    archive = read_index(session, cfg)
     epoch = cfg.source_date_epoch if cfg.source_date_epoch is not None else archive.date
     version = release_version(cfg.suite, archive.date)
     log.info("SOURCE_DATE_EPOCH=%d, release version %s", epoch, version)
@@ -86,15 +69,7 @@ def build(cfg: BuildConfig) -> BuildResult:
     if cfg.podman is PodmanVariant.trimmed:
         host_archive = None
         if cfg.arch is not Arch.host():  # cross build: the Go toolchain must run here
-            host_archive = index.open_archive(
-                session,
-                mirror,
-                cfg.suite,
-                Arch.host(),
-                keyring=cfg.keyring,
-                verify_signature=cfg.verify_signature,
-                cache_dir=cfg.cache_dir,
-            )
+            host_archive = read_index(session, cfg, Arch.host())
         trimmed = podman.build_trimmed(session, archive, cfg, host_archive=host_archive)
         image.use_podman(staging, trimmed)
     with step("Selecting the image contents"):
@@ -168,6 +143,60 @@ def build(cfg: BuildConfig) -> BuildResult:
     return final
 
 
+def check_before_download(cfg: BuildConfig) -> render.InitSettings:
+    """What a build checks before its first download (a bad --default-cmdline or an
+    unusable --cache-dir must not cost a fetch), and the /init settings it renders."""
+    if not cfg.verify_signature:
+        log.warning(
+            "!!! --no-verify-signature: the archive index is NOT authenticated; "
+            "anyone on the path to the mirror can change what goes into the image !!!"
+        )
+    init_settings = render.InitSettings(version=__version__, default_cmdline=cfg.default_cmdline)
+    make_folder(cfg.cache_dir, "--cache-dir")
+    return init_settings
+
+
+def read_index(
+    session: requests.Session, cfg: BuildConfig, arch: Arch | None = None
+) -> index.Archive:
+    """The verified index of ``cfg``'s mirror and suite for ``arch`` (default: cfg.arch)."""
+    arch = arch or cfg.arch
+    mirror = cfg.mirror or sources.default_mirror()
+    with step(f"Reading the Debian archive index ({cfg.suite}/{arch})"):
+        return index.open_archive(
+            session,
+            mirror,
+            cfg.suite,
+            arch,
+            keyring=cfg.keyring,
+            verify_signature=cfg.verify_signature,
+            cache_dir=cfg.cache_dir,
+        )
+
+
+def prefetch(cfg: BuildConfig) -> Fetched:
+    """What build(cfg) downloads before it extracts anything: the index, then every .deb of
+    the image and of the kernel package, verified, into cfg.cache_dir (which the build then
+    reads again without a download). A release fetches every architecture's first, so that
+    a mirror lacking one architecture's files fails before any image is built."""
+    check_before_download(cfg)
+    with download.make_session() as session:
+        return fetch_packages(session, read_index(session, cfg), cfg)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A build's packages, resolved and their .debs fetched and verified (in the cache)."""
+
+    image: tuple[index.Package, ...]  # the image's search space
+    kernel: tuple[index.Package, ...]  # the kernel package's (none without --kernel-package)
+    debs: dict[str, Path]  # the cached .deb of each, by package name
+
+    def packages(self) -> dict[tuple[str, str], index.Package]:
+        """Every package fetched, by (name, version): the SBOM's .deb SHA256s."""
+        return {(p.name, p.version): p for p in [*self.image, *self.kernel]}
+
+
 @dataclass(frozen=True)
 class Staged:
     """The extracted packages: the image's search space, and the kernel package's files."""
@@ -188,9 +217,9 @@ def kernel_packages(archive: index.Archive, name: str) -> list[index.Package]:
     ]
 
 
-def stage_packages(session: requests.Session, archive: index.Archive, cfg: BuildConfig) -> Staged:
-    """Resolve the image's packages and the kernel package together, download and verify
-    every .deb once, and extract each set into its own staging manifest (in memory)."""
+def fetch_packages(session: requests.Session, archive: index.Archive, cfg: BuildConfig) -> Fetched:
+    """Resolve the image's packages and the kernel package together, then download and
+    verify every .deb once (a cached one is only hashed again)."""
     with step("Resolving dependencies"):
         image.check_archive_has_packages(archive)
         image_packages = resolve.closure(archive, [*image.PACKAGES, *cfg.extra_packages])
@@ -207,16 +236,22 @@ def stage_packages(session: requests.Session, archive: index.Archive, cfg: Build
             )
             for pkg in [*image_packages, *kernel]
         }
+    return Fetched(tuple(image_packages), tuple(kernel), debs)
+
+
+def stage_packages(session: requests.Session, archive: index.Archive, cfg: BuildConfig) -> Staged:
+    """Fetch the packages (fetch_packages) and extract the image's and the kernel package's
+    each into its own staging manifest (in memory)."""
+    fetched = fetch_packages(session, archive, cfg)
     with step("Extracting packages"):
         staging = deb.new_staging(cfg.arch)
-        for pkg in image_packages:
-            deb.extract_into(staging, debs[pkg.name], Origin(pkg.name, pkg.version))
+        for pkg in fetched.image:
+            deb.extract_into(staging, fetched.debs[pkg.name], Origin(pkg.name, pkg.version))
         kernel_staging = deb.new_staging(cfg.arch) if cfg.kernel_package else None
-        for pkg in kernel:
+        for pkg in fetched.kernel:
             assert kernel_staging is not None
-            deb.extract_into(kernel_staging, debs[pkg.name], Origin(pkg.name, pkg.version))
-    fetched = {(p.name, p.version): p for p in [*image_packages, *kernel]}
-    return Staged(staging, kernel_staging, fetched)
+            deb.extract_into(kernel_staging, fetched.debs[pkg.name], Origin(pkg.name, pkg.version))
+    return Staged(staging, kernel_staging, fetched.packages())
 
 
 def write_archive(rootfs: Rootfs, path: Path, cfg: BuildConfig, epoch: int) -> Artifact:

@@ -7,6 +7,7 @@
         initramfs.linux_<arch>.spdx.json        SPDX 2.3 SBOM: packages, versions, relations
         linux-<kver>.linux_<arch>               Debian's kernel
         modules-<kver>.linux_<arch>.cpio.zst    its modules, beside the image
+        dtbs-<kver>.linux_<arch>.cpio.zst       its device trees (arm64, riscv64)
         SHA256SUMS                              every other file, for ``sha256sum -c``
 
 The version is ``<project version>+<suite>.<YYYYMMDD>``, the date being the Date field of the
@@ -14,6 +15,8 @@ signed InRelease every build verified (UTC): a local version label in the sense 
 and a valid Debian version, so two releases sort by snapshot. The folder is assembled in a
 hidden staging folder beside it and renamed into place only once every architecture is
 built: a failed or interrupted release leaves the previous folder of that version whole.
+Every architecture's packages are fetched before the first build (fetch_every_architecture):
+a mirror that lacks some fails before any build, naming what it lacks.
 """
 
 from __future__ import annotations
@@ -21,16 +24,16 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from b2c_builder import __version__
-from b2c_builder.config import BuildConfig, ReleaseConfig, make_folder
+from b2c_builder.config import Arch, BuildConfig, ReleaseConfig, make_folder
 from b2c_builder.digest import file_sha256
-from b2c_builder.errors import B2CError, VerifyError
+from b2c_builder.errors import B2CError, MissingError, VerifyError
 from b2c_builder.log import log, step
 
 if TYPE_CHECKING:
@@ -77,30 +80,36 @@ class ReleaseResult:
 
 
 Builder = Callable[[BuildConfig], "BuildResult"]
+Fetcher = Callable[[BuildConfig], object]  # downloads, into the cache, what that build needs
 
 
-def make_release(cfg: ReleaseConfig, builder: Builder | None = None) -> ReleaseResult:
-    """Build every architecture of ``cfg`` (``builder``: pipeline.build) into
-    ``cfg.output/<version>/``, write SHA256SUMS and put the folder in place, replacing a
-    previous folder of the same version only then. Raises what a build raises (nothing is
-    left behind), or VerifyError when the archive changed between two architectures' builds
-    (their InRelease dates differ: the release would mix two snapshots)."""
-    if builder is None:
-        from b2c_builder.build.pipeline import build
+def make_release(
+    cfg: ReleaseConfig, builder: Builder | None = None, fetcher: Fetcher | None = None
+) -> ReleaseResult:
+    """Fetch the packages of every architecture of ``cfg`` (``fetcher``: pipeline.prefetch;
+    see fetch_every_architecture), then build each (``builder``: pipeline.build, which finds
+    them in the download cache) into ``cfg.output/<version>/``, write SHA256SUMS and put the
+    folder in place, replacing a previous folder of the same version only then. Raises what
+    a fetch or a build raises (nothing is left behind), or VerifyError when the archive
+    changed between two architectures' builds (their InRelease dates differ: the release
+    would mix two snapshots)."""
+    from b2c_builder.build import pipeline
 
-        builder = build
-    targets = cfg.targets()
+    builder = builder or pipeline.build
+    fetcher = fetcher or pipeline.prefetch
     make_folder(cfg.cache_dir, "--cache-dir")
     make_folder(cfg.output, "--output")
     stage = Path(tempfile.mkdtemp(prefix=".b2c-release-", dir=cfg.output))
     try:
+        configs = [cfg.build_config(arch, stage / f".build-{arch}") for arch in cfg.targets()]
+        fetch_every_architecture(configs, fetcher)
         results = []
-        for arch in targets:
-            with step(f"Release: building {arch}"):
-                result = builder(cfg.build_config(arch, stage / f".build-{arch}"))
+        for build_cfg in configs:
+            with step(f"Release: building {build_cfg.arch}"):
+                result = builder(build_cfg)
             for path in _files_of(result):
                 os.replace(path, stage / path.name)
-            shutil.rmtree(stage / f".build-{arch}")  # the per-file .sha256: SHA256SUMS says it
+            shutil.rmtree(build_cfg.output)  # the per-file .sha256: SHA256SUMS says it
             results.append(result)
         dates = {r.archive_date for r in results}
         if len(dates) > 1:
@@ -119,6 +128,34 @@ def make_release(cfg: ReleaseConfig, builder: Builder | None = None) -> ReleaseR
         return ReleaseResult(final, version, files, tuple(results))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def fetch_every_architecture(configs: Sequence[BuildConfig], fetcher: Fetcher) -> None:
+    """Run ``fetcher`` for every build of a release before any is built. An architecture
+    whose files the mirror lacks (HTTP 404: a mirror may list .debs in its index that it
+    does not serve) does not stop the others' fetches, which tell the architectures it
+    serves; then one MissingError names each lacking architecture with its missing file,
+    and its hint the --arch options that release the others. Other errors stop at once."""
+    missing: dict[Arch, MissingError] = {}
+    for n, build_cfg in enumerate(configs, 1):
+        try:
+            with step(f"Release: fetching the packages of {build_cfg.arch}"):
+                fetcher(build_cfg)
+        except MissingError as exc:
+            going_on = " (the other architectures are fetched, to tell which the mirror serves)"
+            log.warning("%s: %s%s", build_cfg.arch, exc.message, going_on * (n < len(configs)))
+            missing[build_cfg.arch] = exc
+    if not missing:
+        return
+    served = " ".join(f"--arch {c.arch}" for c in configs if c.arch not in missing)
+    raise MissingError(
+        f"the mirror lacks files of {', '.join(missing)}, nothing was built: "
+        + "; ".join(f"{arch}: {exc.message}" for arch, exc in missing.items()),
+        hint=f'release the architectures it serves: {served} (make release RELEASE_ARGS="'
+        f'{served}"), or pass another --mirror or --suite'
+        if served
+        else "pass another --mirror, or another --suite",
+    )
 
 
 def _umask() -> int:

@@ -22,7 +22,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from b2c_builder.digest import file_sha256
-from b2c_builder.errors import FetchError, VerifyError
+from b2c_builder.errors import FetchError, MissingError, VerifyError
 from b2c_builder.log import log, progress
 
 TIMEOUT = (5.0, 30.0)  # (connect, read) seconds, for every request
@@ -66,12 +66,15 @@ def _get(session: requests.Session, url: str) -> Iterator[requests.Response]:
             hint="check the network and the mirror (--mirror URL)",
         ) from exc
     with response:
+        if response.status_code == 404:
+            raise MissingError(
+                f"cannot download {url}: HTTP 404 {response.reason}",
+                hint="check --mirror, --suite and --arch",
+            )
         if response.status_code != 200:
             raise FetchError(
                 f"cannot download {url}: HTTP {response.status_code} {response.reason}",
-                hint="check --mirror, --suite and --arch"
-                if response.status_code == 404
-                else "the mirror may be overloaded; try again or pass another --mirror",
+                hint="the mirror may be overloaded; try again or pass another --mirror",
             )
         try:
             yield response
