@@ -413,7 +413,8 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE
 
 
 def parse_size(text: str) -> int:
-    """'20MiB', '20M', '512KiB', '1048576' -> bytes (binary multiples)."""
+    """'20MiB', '20MB', '20M', '512KiB', '1048576' -> bytes: every unit is binary (MB is
+    MiB), as --max-size's help says."""
     match = _SIZE_RE.match(text)
     if not match:
         raise ConfigError(f"cannot read {text!r} as a size", hint="e.g. 20MiB, 512KiB, 1048576")
@@ -640,7 +641,9 @@ BUILD_SETTINGS = SettingsTable(
         Setting(
             "max_size",
             str,
-            "Fail above this compressed size (binary multiples: KiB, MiB, GiB).",
+            "Fail above this compressed size, in bytes or binary units: K, KB or KiB = 1024 "
+            "bytes, M, MB or MiB = 1024 KiB, G, GB or GiB = 1024 MiB (so 20MB is 20MiB, "
+            "20971520 bytes).",
             DEFAULT_MAX_SIZE,
             parse=parse_size,
             shown_default=format_size(DEFAULT_MAX_SIZE),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import pytest
 from elftools.elf.enums import ENUM_E_MACHINE
@@ -11,7 +12,7 @@ from elftools.elf.enums import ENUM_E_MACHINE
 from b2c_builder import run
 from b2c_builder.boot import qemu
 from b2c_builder.build import elf
-from b2c_builder.config import ARCHES, Arch
+from b2c_builder.config import ARCHES, BUILD_SETTINGS, RELEASE_SETTINGS, Arch, parse_size
 from b2c_builder.errors import ConfigError
 from b2c_builder.guest import kconfig
 
@@ -85,3 +86,18 @@ def test_elf_matches_reads_byte_order_and_machine_from_the_row(arch: Arch) -> No
     assert not elf.matches(dataclasses.replace(info, elfclass=32), arch)
     others = [a for a in Arch if a.facts.elf_machine != facts.elf_machine]
     assert not any(elf.matches(info, other) for other in others)
+
+
+def test_max_size_help_states_the_units_parse_size_reads() -> None:
+    """--max-size reads MB as MiB: its help says which unit is which, and its example (20MB)
+    in bytes, in words checked here against parse_size."""
+    text = BUILD_SETTINGS["max_size"].description
+    assert RELEASE_SETTINGS["max_size"].description == text
+    units = re.findall(r"\b(\w), (\wB) or (\wiB) = 1024 (bytes|\wiB)\b", text)
+    assert [u[:3] for u in units] == [("K", "KB", "KiB"), ("M", "MB", "MiB"), ("G", "GB", "GiB")]
+    for *names, base in units:
+        size = 1024 * (1 if base == "bytes" else parse_size(f"1{base}"))
+        assert {parse_size(f"1{name}") for name in names} == {size}, names
+    example = re.search(r"so (\d+)MB is \1MiB, (\d+) bytes", text)
+    assert example is not None, text
+    assert parse_size(f"{example[1]}MB") == parse_size(f"{example[1]}MiB") == int(example[2])
