@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from b2c_builder.build.pipeline import Artifact, BuildResult
 from b2c_builder.config import ARCHES, Arch, BuildConfig, ReleaseConfig
 from b2c_builder.digest import file_sha256
 from b2c_builder.errors import B2CError, MissingError, SizeError, VerifyError
-from tests.conftest import b2c, require, require_tool, shared_cache
+from tests.conftest import ROOT, b2c, require, require_tool, shared_cache
 from tests.localmirror import FakePackage, GpgKey, LocalMirror
 
 DATE = 1_795_824_000  # 2026-11-28 00:00:00 UTC
@@ -51,8 +52,10 @@ def fake_builder(
     tag: bytes = b"v1",
     dates: dict[Arch, int] | None = None,
     fail: Arch | None = None,
+    dtbs: bool = False,
 ) -> Callable[[BuildConfig], BuildResult]:
-    """A builder writing a few bytes per file, as pipeline.build lays them out."""
+    """A builder writing a few bytes per file, as pipeline.build lays them out (with
+    ``dtbs``, a device-tree archive too, as the arm64 and riscv64 kernels give)."""
 
     def build(cfg: BuildConfig) -> BuildResult:
         seen.append(cfg)
@@ -76,6 +79,9 @@ def fake_builder(
             modules=_artifact(
                 out / f"modules-{KVER}-{cfg.arch}.linux_{cfg.arch}.cpio.zst", tag + b" modules"
             ),
+            dtbs=_artifact(out / f"dtbs-{KVER}-{cfg.arch}.linux_{cfg.arch}.cpio.zst", b"dtbs")
+            if dtbs
+            else None,
         )
 
     return build
@@ -147,6 +153,30 @@ def test_sha256sums_is_what_sha256sum_checks(tmp_path: Path) -> None:
     proc = sha256sum_check(result.folder)
     assert proc.returncode == 1
     assert f"{victim.name}: FAILED" in proc.stdout
+
+
+def readme_release_table() -> list[str]:
+    """The file names (with <arch>, <kver>) of the README's table of the release folder."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n### The release folder\n", 1)[1].split("\n#", 1)[0]
+    return re.findall(r"^\| `([^`]+)` \|", section, flags=re.MULTILINE)
+
+
+def test_the_readme_names_every_file_of_a_release(tmp_path: Path) -> None:
+    """Each file of a release (device trees included) matches a row of the README's table."""
+    result = release.make_release(config(tmp_path), fake_builder([], dtbs=True), fetch_nothing)
+    rows = readme_release_table()
+    patterns = {
+        row: re.compile(
+            re.escape(row).replace("<arch>", "(?P<arch>[a-z0-9]+)").replace("<kver>", ".+")
+        )
+        for row in rows
+    }
+    unnamed = [n for n in result.files if not any(p.fullmatch(n) for p in patterns.values())]
+    assert unnamed == [], f"not in the README's release folder table: {unnamed}"
+    assert any(name.startswith("dtbs-") for name in result.files)
+    named = [row for row, p in patterns.items() if any(p.fullmatch(n) for n in result.files)]
+    assert named == rows, "a row of the table names no file of a release"
 
 
 def test_sha256sums_lists_every_file_sorted(tmp_path: Path) -> None:

@@ -5,6 +5,9 @@ relationships, a trimmed podman's build inputs) and for reproducible bytes."""
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 from spdx_tools.spdx.model.document import Document
@@ -16,6 +19,7 @@ from b2c_builder import __version__
 from b2c_builder.build import pipeline, podman, spdx
 from b2c_builder.build.debian import index
 from b2c_builder.build.rootfs import BUILDER, Origin, Rootfs
+from tests.conftest import ROOT, require
 
 EPOCH = 1_764_288_000  # 2025-11-28 00:00:00 UTC
 BUSYBOX = spdx.DebianPackage("busybox-static", "1:1.37.0-6+b3", "amd64", "a" * 64)
@@ -201,3 +205,29 @@ def test_the_build_names_the_packages_that_gave_files() -> None:
         spdx.DebianPackage("busybox-static", "1:1.37.0-6", "amd64", "a" * 64),
         spdx.DebianPackage("libx1", "2.0", "", None),
     )
+
+
+def readme_validation_command() -> list[str]:
+    """The README's command that validates an SBOM, as words (its file argument last)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    (line,) = [line for line in lines if line.startswith(".venv/bin/pyspdxtools ")]
+    return shlex.split(line)
+
+
+def test_the_readme_validates_the_sbom_with_pyspdxtools(tmp_path: Path) -> None:
+    """The README's `.venv/bin/pyspdxtools -i FILE` (spdx-tools' own command): silent and 0
+    for our document, 1 naming the problem once the document is broken."""
+    *command, sbom = readme_validation_command()
+    assert command == [".venv/bin/pyspdxtools", "-i"] and sbom.endswith(".spdx.json")
+    tool = Path(sys.executable).parent / "pyspdxtools"  # .venv/bin/ of this checkout
+    require(tool.is_file(), f"{tool} is missing (make deps-test installs spdx-tools)")
+    good = write(tmp_path, make())
+    proc = subprocess.run([str(tool), *command[1:], str(good)], capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    doc = json.loads(good.read_text())
+    doc["packages"][0]["SPDXID"] = "not an id"
+    bad = tmp_path / "bad.spdx.json"
+    bad.write_text(json.dumps(doc))
+    proc = subprocess.run([str(tool), *command[1:], str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "The document is invalid" in proc.stderr and "not an id" in proc.stderr
