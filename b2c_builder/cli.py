@@ -295,7 +295,8 @@ def check_cmdline(
     """
     from b2c_builder.boot import bootcfg
     from b2c_builder.boot.qemu import added_by_run
-    from b2c_builder.guest.options import Problem, lint_cmdline
+    from b2c_builder.guest.hostlint import check_cmdline as check
+    from b2c_builder.guest.options import Problem
 
     problems: list[Problem] = []
     if fmt is None:
@@ -308,7 +309,7 @@ def check_cmdline(
         except ConfigError as exc:
             problems.append(Problem("error", "cmdline", f"{exc.message} ({exc.hint})"))
             added = ""
-    problems = lint_cmdline(cmdline, arch=arch, added=added) + problems
+    problems = check(cmdline, arch=arch, added=added) + problems
     for problem in problems:
         print(problem)
     if any(p.severity == "error" for p in problems):
@@ -353,13 +354,13 @@ def bootcfg(
     nothing is printed when it has an error.
     """
     from b2c_builder.boot import bootcfg as entries
-    from b2c_builder.guest.options import refuse_lint_errors
+    from b2c_builder.guest.hostlint import refuse_errors
 
     def action() -> None:
         line = _compose_line(append, b2c, fmt)
         entry = entries.BootEntry(kernel, tuple(initrd or ()), line, label)
         text = entries.render(fmt, entry)
-        refuse_lint_errors(
+        refuse_errors(
             line, arch=arch, added=entries.added_text(fmt, entry), outcome="nothing was written"
         )
         sys.stdout.write(text)
@@ -389,13 +390,13 @@ def iso(
     command line is checked first; nothing is written when it has an error.
     """
     from b2c_builder.boot import iso as isos
-    from b2c_builder.guest.options import refuse_lint_errors
+    from b2c_builder.guest.hostlint import refuse_errors
 
     def action() -> None:
         line = _compose_line(append, b2c, Format.syslinux)
         cfg = isos.IsoConfig(kernel, tuple(initrd or ()), line, output, label)
         isos.loader_files(cfg)  # refuses what a loader cannot pass, before the lint
-        refuse_lint_errors(
+        refuse_errors(
             line, arch=Arch.amd64, added=isos.added_text(cfg), outcome="nothing was written"
         )
         print(isos.make_iso(cfg))
@@ -482,7 +483,7 @@ def check_extra_args(
     elsewhere and any parameter that is not a b2c option are errors. Exit code 0: clean
     (warnings allowed); 2: at least one error (the boot would stop before any container).
     """
-    from b2c_builder.guest.options import lint_extra_args
+    from b2c_builder.guest.hostlint import check_extra_args as check
 
     problems = []
 
@@ -493,7 +494,7 @@ def check_extra_args(
             raise B2CError(
                 f"cannot read {document}: {exc.strerror}", hint="check the path"
             ) from exc
-        problems.extend(lint_extra_args(data))
+        problems.extend(check(data))
 
     _guard(action)
     for problem in problems:

@@ -16,13 +16,95 @@ def test_clean_line_exits_zero() -> None:
     assert proc.stdout == ""
 
 
-def test_malformed_value_is_an_error_and_unknown_option_a_warning() -> None:
+NO_CONTAINER = (
+    "warning: cmdline: no b2c.container, b2c.post_container or b2c.service: the boot runs no "
+    "container"
+)
+
+
+def test_malformed_value_and_unknown_option_are_errors() -> None:
     proc = b2c("check-cmdline", "b2c.poweroff_delay=abc b2c.no_such_option=1 quiet")
     assert proc.returncode == 2
     lines = proc.stdout.splitlines()
     assert any(line.startswith("error: b2c.poweroff_delay") for line in lines), lines
-    assert any(line.startswith("warning: b2c.no_such_option") for line in lines), lines
+    assert "error: b2c.no_such_option: unknown option (/init would ignore it); " in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_a_misspelt_option_is_an_error_naming_the_option_meant() -> None:
+    """/init warns about an unknown b2c option and boots without it (the container is lost);
+    the host refuses it, with the closest name from the option table."""
+    proc = b2c("check-cmdline", 'console=ttyS0 b2c.containr="docker://r/j:1" b2c.cache_device=auto')
+    assert proc.returncode == 2
+    assert proc.stdout.splitlines() == [
+        "error: b2c.containr: unknown option (/init would ignore it); did you mean b2c.container?",
+        NO_CONTAINER,
+    ]
+    # An alias is a name too; nothing close: the README's table.
+    assert "did you mean b2c.run_post?" in b2c("check-cmdline", "b2c.run_pots=x").stdout
+    proc = b2c("check-cmdline", "b2c.container=docker://r/j:1 b2c.frobnicate")
+    assert proc.stdout == (
+        "error: b2c.frobnicate: unknown option (/init would ignore it); the README's option "
+        "table lists them\n"
+    )
+
+
+def test_a_value_close_to_a_keyword_gets_it_suggested() -> None:
+    proc = b2c(
+        "check-cmdline",
+        "b2c.container=docker://r/j:1 b2c.cache_device=autoo b2c.cache_evict=unusd "
+        "b2c.ntp_peer=autoo",
+    )
+    assert proc.returncode == 2
+    assert proc.stdout.splitlines() == [
+        "error: b2c.cache_evict: must be unused, never or all, not 'unusd'; did you mean unused?",
+        "error: b2c.cache_device: no b2c.filesystem is named 'autoo'; did you mean auto?",
+        # A valid host name, so a warning.
+        "warning: b2c.ntp_peer: 'autoo' is read as a name, not as the keyword auto: did you "
+        "mean b2c.ntp_peer=auto?",
+    ]
+    # A filesystem of that name exists: no suggestion; a name far from any keyword: none.
+    line = "b2c.container=r/j b2c.filesystem=autoo,src=x,type=9p b2c.cache_device=autoo"
+    assert b2c("check-cmdline", line).stdout == ""
+    proc = b2c("check-cmdline", "b2c.container=r/j b2c.cache_device=nfsroot")
+    assert proc.stdout == "error: b2c.cache_device: no b2c.filesystem is named 'nfsroot'\n"
+
+
+def test_a_line_without_a_container_is_a_warning() -> None:
+    proc = b2c("check-cmdline", "console=ttyS0 b2c.cache_device=auto")
+    assert (proc.returncode, proc.stdout) == (0, NO_CONTAINER + "\n")
+    for line in ["b2c.run=r/j", "b2c.service=r/db", "b2c.extra_args_url=https://h/args"]:
+        assert b2c("check-cmdline", line).stdout == "", line
+
+
+def test_bootcfg_iso_and_run_refuse_a_misspelt_option(tmp_path: Path) -> None:
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"MZ not a kernel")
+    initrd = tmp_path / "initrd.cpio"
+    initrd.write_bytes(b"070701")
+    typo = "b2c.containr=docker://r/j:1"
+    for args in [
+        ("bootcfg", "--format", "pxelinux", "--kernel", "K", "--initrd", "I", "--append", typo),
+        ("iso", "--kernel", str(kernel), "--initrd", str(initrd), "--append", typo,
+         "--output", str(tmp_path / "b2c.iso")),
+        ("run", "--kernel", str(kernel), "--initrd", str(initrd), "--accel", "tcg",
+         "--dry-run", "--append", typo),
+    ]:  # fmt: skip
+        proc = b2c(*args)
+        assert (proc.returncode, proc.stdout) == (2, ""), (args, proc.stdout, proc.stderr)
+        assert "did you mean b2c.container?" in proc.stderr
+    assert not (tmp_path / "b2c.iso").exists()
+
+
+def test_check_extra_args_refuses_a_misspelt_option(tmp_path: Path) -> None:
+    document = tmp_path / "args"
+    document.write_bytes(b"b2c.containr=docker://r/j:1 b2c.cache_device=autoo\n")
+    proc = b2c("check-extra-args", str(document))
+    assert proc.returncode == 2
+    assert proc.stdout.splitlines() == [
+        "error: b2c.containr: unknown option (/init would ignore it); did you mean b2c.container?",
+        "error: b2c.cache_device: no b2c.filesystem is named 'autoo'; did you mean auto?",
+    ]
 
 
 # --- the line as a whole: length, stray bytes, secrets ------------------------------------
@@ -30,7 +112,7 @@ def test_malformed_value_is_an_error_and_unknown_option_a_warning() -> None:
 RUN_ADDS = "console=ttyS0 panic=-1 "  # what `b2c-builder run` puts in front (qemu.kernel_cmdline)
 
 
-def line_of(size: int, *, prefix: str = "b2c.pipefail x=") -> str:
+def line_of(size: int, *, prefix: str = "b2c.container=r/i:1 x=") -> str:
     """A valid command line of exactly ``size`` bytes."""
     return prefix + "a" * (size - len(prefix))
 
@@ -74,7 +156,7 @@ def test_bom_and_cr_are_errors() -> None:
     assert lines[0].startswith("error: cmdline: a UTF-8 byte-order mark (EF BB BF) at byte 0")
     # Byte offsets: the BOM is 3 bytes, then 33 ASCII characters.
     assert lines[1].startswith("error: cmdline: a carriage return (CR) at byte 36")
-    assert len(lines) == 2, lines
+    assert lines[2:] == [NO_CONTAINER]
 
 
 def test_a_quote_never_closed_is_a_warning_naming_what_it_swallows() -> None:
@@ -96,7 +178,7 @@ def test_a_quote_never_closed_is_a_warning_naming_what_it_swallows() -> None:
     proc = b2c("check-cmdline", 'quiet b2c.hostname="foo')
     assert proc.stdout == (
         "warning: cmdline: a double quote at byte 19 is never closed: the kernel ends that "
-        "value with the line; close the quote\n"
+        f"value with the line; close the quote\n{NO_CONTAINER}\n"
     )
 
 

@@ -21,7 +21,7 @@ from b2c_builder.boot import qemu
 from b2c_builder.build import kmod
 from b2c_builder.config import Accel, Arch, Disk, Firmware, run_field
 from b2c_builder.errors import ConfigError
-from b2c_builder.guest import options
+from b2c_builder.guest import hostlint, options
 from b2c_builder.log import log
 
 # Options whose presence means the guest needs its network (values of the b2c flags, or
@@ -447,7 +447,7 @@ def launch(request: RunRequest) -> int:
             job = job if job is not None else jobs.Job()
             job.nonce = new_nonce()
         if request.check:  # what /init would reject: the line and the job's b2c options
-            options.refuse_lint_errors(
+            hostlint.refuse_errors(
                 request.append,
                 job=job.cmdline if job is not None else (),
                 outcome="nothing was booted",

@@ -87,6 +87,18 @@ class ValueKind(StrEnum):
             ValueKind.unsupported: "-",
         }[self]
 
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        """The words with a meaning of their own in this kind's values (``auto``...), for
+        the host's suggestions (hostlint); those of a flag's value are not listed."""
+        return {
+            ValueKind.ntp_peer: ("none", "auto"),
+            ValueKind.device_drivers: ("auto", "none"),
+            ValueKind.cache_device: ("none", "auto", "reset"),
+            ValueKind.network: ("auto", "none"),
+            ValueKind.cache_evict: ("unused", "never", "all"),
+        }.get(self, ())
+
 
 @dataclass(frozen=True)
 class Option:
@@ -749,6 +761,8 @@ def compose(name: str, value: str | None) -> str:
 
 # --- the linter -------------------------------------------------------------------------
 
+UNKNOWN_OPTION = "unknown option (ignored)"  # /init's warning (the host's check: hostlint)
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -785,7 +799,7 @@ def lint_cmdline(
         option = lookup(name)
         if option is None:
             if name.startswith("b2c."):
-                problems.append(Problem("warning", name, "unknown option (ignored)"))
+                problems.append(Problem("warning", name, UNKNOWN_OPTION))
             continue
         if option.kind is ValueKind.unsupported:
             problems.append(Problem("warning", name, option.meaning))
@@ -854,31 +868,6 @@ _URL_PASSWORD = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 
 def _byte_offset(text: str, index: int) -> int:
     return len(text[:index].encode())
-
-
-def refuse_lint_errors(
-    cmdline: str,
-    *,
-    arch: str | None = None,
-    added: str = "",
-    job: Sequence[str] = (),
-    outcome: str,
-) -> None:
-    """Lint ``cmdline`` (``lint_cmdline``) before a command acts on it: every problem is
-    printed on stderr (``warning: OPTION: MESSAGE`` / ``error: ...``); errors then raise one
-    ConfigError naming each of them and ``outcome`` (what was not done, e.g. "nothing was
-    written"). The checks of ``b2c-builder check-cmdline``, run by bootcfg, iso and run
-    (``job``: see lint_cmdline)."""
-    problems = lint_cmdline(cmdline, arch=arch, added=added, job=job)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    errors = [f"{p.option}: {p.message}" for p in problems if p.severity == "error"]
-    if errors:
-        raise ConfigError(
-            f"the command line has {len(errors)} error(s): {'; '.join(errors)}; {outcome}",
-            hint="fix the options above (b2c-builder check-cmdline 'LINE' checks a line without "
-            "acting on it)",
-        )
 
 
 def check_length(cmdline: str, arch: str, *, added: str = "") -> Problem | None:

@@ -1,0 +1,144 @@
+"""The host's reading of a kernel command line, before a command acts on it.
+
+``options.lint_cmdline`` says what /init would say about a line (the parity tests hold it
+to the shell's words). A command on the host can stop a mistake before anything boots, so
+check-cmdline, bootcfg, iso, run, check-extra-args and build's --default-cmdline read the
+line through ``check_cmdline``, which is stricter:
+
+- an unknown ``b2c.*`` option is an error (/init warns and ignores it), with the closest
+  known name (``did you mean b2c.container?``);
+- a value close to one of its option's keywords gets that keyword as a suggestion
+  (``b2c.cache_device=autoo``: an error, as no b2c.filesystem is named so, with ``auto``);
+- a line that names no container warns that the boot runs none.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Sequence
+
+from b2c_builder.errors import ConfigError
+from b2c_builder.guest.options import (
+    OPTIONS,
+    UNKNOWN_OPTION,
+    Problem,
+    lint_cmdline,
+    lint_extra_args,
+    lookup,
+    parse_cmdline,
+)
+
+_B2C_NAMES = tuple(name for opt in OPTIONS for name in opt.names if name.startswith("b2c."))
+_CONTAINERS = ("b2c.container", "b2c.post_container", "b2c.service")
+
+
+def closest(word: str, choices: Sequence[str]) -> str | None:
+    """The choice ``word`` most likely misspells (difflib's ratio, at least 0.75), else None."""
+    matches = difflib.get_close_matches(word, choices, n=1, cutoff=0.75)
+    return matches[0] if matches else None
+
+
+def _unknown(name: str) -> Problem:
+    short = {n.removeprefix("b2c."): n for n in _B2C_NAMES}
+    match = closest(name.removeprefix("b2c."), list(short))
+    advice = f"did you mean {short[match]}?" if match else "the README's option table lists them"
+    return Problem("error", name, f"unknown option (/init would ignore it); {advice}")
+
+
+def _keyword_problems(
+    params: list[tuple[str, str | None]], problems: list[Problem]
+) -> list[Problem]:
+    """``problems`` with a suggestion added to an option's error when its value is close to
+    a keyword of that option, or a warning when such a value is valid (read as a name); not
+    when it names a b2c.filesystem of the line."""
+    out = list(problems)
+    filesystems = {v.split(",")[0] for n, v in params if n == "b2c.filesystem" and v}
+    for name, value in params:
+        option = lookup(name)
+        if option is None or value is None or value in (*option.kind.keywords, *filesystems):
+            continue
+        if (keyword := closest(value, option.kind.keywords)) is None:
+            continue
+        errors = [i for i, p in enumerate(out) if p.option == name and p.severity == "error"]
+        for i in errors:
+            out[i] = Problem("error", name, f"{out[i].message}; did you mean {keyword}?")
+        if not errors:
+            out.append(
+                Problem(
+                    "warning",
+                    name,
+                    f"{value!r} is read as a name, not as the keyword {keyword}: "
+                    f"did you mean {name}={keyword}?",
+                )
+            )
+    return out
+
+
+def _no_container(params: list[tuple[str, str | None]]) -> list[Problem]:
+    names = {opt.name for name, _ in params if (opt := lookup(name)) is not None}
+    if names & {*_CONTAINERS, "b2c.extra_args_url"}:
+        return []
+    return [
+        Problem(
+            "warning",
+            "cmdline",
+            f"no {', '.join(_CONTAINERS[:2])} or {_CONTAINERS[2]}: the boot runs no container",
+        )
+    ]
+
+
+def _stricter(problems: list[Problem]) -> list[Problem]:
+    """/init's unknown-option warnings, as the host's errors."""
+    return [
+        _unknown(p.option) if (p.severity, p.message) == ("warning", UNKNOWN_OPTION) else p
+        for p in problems
+    ]
+
+
+def check_cmdline(
+    cmdline: str,
+    *,
+    arch: str | None = None,
+    added: str = "",
+    job: Sequence[str] = (),
+) -> list[Problem]:
+    """``options.lint_cmdline`` read as the host reads it before acting (see the module's
+    docstring): its problems, made stricter, and the host's own."""
+    problems = lint_cmdline(cmdline, arch=arch, added=added, job=job)
+    params = [*parse_cmdline(cmdline), *parse_cmdline(" ".join(job))]
+    problems = _keyword_problems(params, _stricter(problems))
+    return problems + _no_container(params)
+
+
+def check_extra_args(data: bytes) -> list[Problem]:
+    """``options.lint_extra_args`` made stricter as check_cmdline is (a b2c.extra_args_url
+    document need not name a container: the command line may)."""
+    problems = _stricter(lint_extra_args(data))
+    text = data.removeprefix(b"\xef\xbb\xbf").decode("latin-1")
+    return _keyword_problems(parse_cmdline(text), problems)
+
+
+def refuse_errors(
+    cmdline: str,
+    *,
+    arch: str | None = None,
+    added: str = "",
+    job: Sequence[str] = (),
+    outcome: str,
+) -> None:
+    """Check ``cmdline`` (``check_cmdline``) before a command acts on it: every problem is
+    printed on stderr (``warning: OPTION: MESSAGE`` / ``error: ...``); errors then raise one
+    ConfigError naming each of them and ``outcome`` (what was not done, e.g. "nothing was
+    written"). The checks of ``b2c-builder check-cmdline``, run by bootcfg, iso and run
+    (``job``: see options.lint_cmdline)."""
+    problems = check_cmdline(cmdline, arch=arch, added=added, job=job)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    errors = [f"{p.option}: {p.message}" for p in problems if p.severity == "error"]
+    if errors:
+        raise ConfigError(
+            f"the command line has {len(errors)} error(s): {'; '.join(errors)}; {outcome}",
+            hint="fix the options above (b2c-builder check-cmdline 'LINE' checks a line without "
+            "acting on it)",
+        )
