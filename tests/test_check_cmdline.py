@@ -159,13 +159,13 @@ def test_bom_and_cr_are_errors() -> None:
     assert lines[2:] == [NO_CONTAINER]
 
 
-def test_a_quote_never_closed_is_a_warning_naming_what_it_swallows() -> None:
+def test_a_quote_never_closed_is_an_error_naming_where_and_what_it_swallows() -> None:
     # The kernel reads the rest of the line into b2c.container's value (lib/cmdline.c), so
     # b2c.pipefail is no option any more; with the quote closed the line is clean.
     proc = b2c("check-cmdline", 'quiet b2c.container="-ti docker://r/i:1 b2c.pipefail')
-    assert proc.returncode == 0
+    assert proc.returncode == 2
     assert proc.stdout.splitlines() == [
-        "warning: cmdline: a double quote at byte 20 is never closed: the kernel reads the "
+        "error: cmdline: a double quote at byte 20 is never closed: the kernel reads the "
         "rest of the line ('-ti docker://r/i:1 b2c.pipefail') into one value, so no option "
         "after it counts; close the quote"
     ]
@@ -174,12 +174,43 @@ def test_a_quote_never_closed_is_a_warning_naming_what_it_swallows() -> None:
     # Quotes opened and closed inside a word, as the kernel allows, are balanced.
     proc = b2c("check-cmdline", 'b2c.container="a"b" c"')
     assert (proc.returncode, proc.stdout) == (0, "")
-    # Nothing after it: only its own value ends with the line.
-    proc = b2c("check-cmdline", 'quiet b2c.hostname="foo')
+    # Nothing after it: only its own value ends with the line (and what a loader appends).
+    proc = b2c("check-cmdline", 'quiet b2c.container=r/j b2c.hostname="foo')
+    assert proc.returncode == 2
     assert proc.stdout == (
-        "warning: cmdline: a double quote at byte 19 is never closed: the kernel ends that "
-        f"value with the line; close the quote\n{NO_CONTAINER}\n"
+        "error: cmdline: a double quote at byte 37 is never closed: the kernel ends that "
+        "value with the line (with anything a boot loader appends after it); close the quote\n"
     )
+
+
+def test_words_after_an_unquoted_value_are_a_warning_with_the_quoted_form() -> None:
+    """The kernel ends an unquoted value at the first space: the container's command goes
+    to /init as arguments. A warning, not an error: such words may be the kernel's flags."""
+    proc = b2c("check-cmdline", "b2c.container=docker://r/j:1 sh -c make check")
+    assert proc.returncode == 0
+    assert proc.stdout.splitlines() == [
+        "warning: b2c.container: 'sh -c make check' after its unquoted value: they reach "
+        "/init as arguments, not b2c.container (the kernel keeps its own flags, such as quiet "
+        "or ro); if that is its value, quote it: "
+        'b2c.container="docker://r/j:1 sh -c make check"'
+    ]
+    # The kernel's flags at the end are left out; a " inside becomes ' in the quoted form.
+    proc = b2c("check-cmdline", "b2c.run=r/j b2c.hostname=my host quiet ro")
+    assert proc.stdout.splitlines() == [
+        "warning: b2c.hostname: 'host' after its unquoted value: it reaches /init as an "
+        "argument, not b2c.hostname (the kernel keeps its own flags, such as quiet or ro); if "
+        'that is its value, quote it: b2c.hostname="my host"'
+    ]
+    proc = b2c("check-cmdline", 'b2c.container=r/j sh -c "make check" b2c.pipefail')
+    assert proc.stdout.endswith("""quote it: b2c.container="r/j sh -c 'make check'"\n""")
+    # Quoted values, options, `--` and flags after a value that holds no words are fine.
+    for line in [
+        'b2c.container="r/j sh" quiet',
+        "b2c.container=r/j b2c.pipefail",
+        "b2c.container=r/j -- sh",
+        "b2c.container=r/j b2c.cache_device=auto quiet ro",
+    ]:
+        assert b2c("check-cmdline", line).stdout == "", line
 
 
 @pytest.mark.parametrize(
@@ -239,6 +270,6 @@ def test_run_lints_append_apart_from_its_job(tmp_path: Path) -> None:
         "run", "--kernel", str(kernel), "--initrd", str(initrd), "--accel", "tcg", "--dry-run",
         "--append", 'quiet b2c.hostname="foo', "--container", "-ti docker://r/i:1",
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 2, proc.stderr
     assert "b2c.hostname" not in proc.stderr
     assert "is never closed: the kernel ends that value with the line" in proc.stderr

@@ -9,6 +9,8 @@ line through ``check_cmdline``, which is stricter:
   known name (``did you mean b2c.container?``);
 - a value close to one of its option's keywords gets that keyword as a suggestion
   (``b2c.cache_device=autoo``: an error, as no b2c.filesystem is named so, with ``auto``);
+- words without '=' right after a b2c option's unquoted value get a warning: the kernel
+  hands them to /init as arguments (or keeps them, as quiet or ro), never to the option;
 - a line that names no container warns that the boot runs none.
 """
 
@@ -23,6 +25,8 @@ from b2c_builder.guest.options import (
     OPTIONS,
     UNKNOWN_OPTION,
     Problem,
+    ValueKind,
+    kernel_params,
     lint_cmdline,
     lint_extra_args,
     lookup,
@@ -75,6 +79,56 @@ def _keyword_problems(
     return out
 
 
+# The kernel's own flags that often follow a b2c option: after a value that cannot hold a
+# space (b2c.cache_device=auto quiet) they are what they look like.
+_KERNEL_FLAGS = frozenset(
+    {"quiet", "ro", "rw", "debug", "splash", "nosplash", "single", "nomodeset", "noapic", "nosmp"}
+)
+_WORDS = (ValueKind.podman_args, ValueKind.command)
+
+
+def _bare_words(cmdline: str) -> list[Problem]:
+    """A warning for each b2c option whose unquoted value is followed by words without '='
+    (``b2c.container=docker://r/j:1 sh -c make check``): the kernel ends the value at the
+    first space and hands those words to /init as arguments (or keeps those it knows, such
+    as quiet). Only a warning, since they may be the kernel's own flags: such flags at the end
+    are left out, and after a value that cannot be words (b2c.cache_device=auto quiet) they
+    are not reported."""
+    params = kernel_params(cmdline)
+    problems: list[Problem] = []
+    for k, param in enumerate(params):
+        if not param.name.startswith("b2c.") or param.value is None:
+            continue
+        if '"' in cmdline[param.start : param.end]:
+            continue
+        bare = []
+        for word in params[k + 1 :]:
+            if word.value is not None or word.name.startswith("b2c.") or word.name == "--":
+                break
+            bare.append(word)
+        option = lookup(param.name)
+        words_value = option is not None and option.kind in _WORDS
+        while bare[1:] and bare[-1].name in _KERNEL_FLAGS:
+            bare.pop()  # b2c.hostname=my host quiet: quiet is the kernel's
+        if not bare or (bare[0].name in _KERNEL_FLAGS and len(bare) == 1 and not words_value):
+            continue
+        words = cmdline[param.end : bare[-1].end].strip()
+        value = cmdline[param.start + len(param.name) + 1 : bare[-1].end].replace('"', "'")
+        they = (
+            "they reach /init as arguments" if len(bare) > 1 else "it reaches /init as an argument"
+        )
+        problems.append(
+            Problem(
+                "warning",
+                param.name,
+                f"{words!r} after its unquoted value: {they}, not {param.name} (the kernel "
+                f"keeps its own flags, such as quiet or ro); if that is its value, quote it: "
+                f'{param.name}="{value}"',
+            )
+        )
+    return problems
+
+
 def _no_container(params: list[tuple[str, str | None]]) -> list[Problem]:
     names = {opt.name for name, _ in params if (opt := lookup(name)) is not None}
     if names & {*_CONTAINERS, "b2c.extra_args_url"}:
@@ -108,7 +162,7 @@ def check_cmdline(
     problems = lint_cmdline(cmdline, arch=arch, added=added, job=job)
     params = [*parse_cmdline(cmdline), *parse_cmdline(" ".join(job))]
     problems = _keyword_problems(params, _stricter(problems))
-    return problems + _no_container(params)
+    return problems + _bare_words(cmdline) + _no_container(params)
 
 
 def check_extra_args(data: bytes) -> list[Problem]:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import NamedTuple
 
 from b2c_builder.config import Arch
 from b2c_builder.errors import ConfigError
@@ -315,19 +316,35 @@ def lookup(name: str) -> Option | None:
 # --- the kernel's splitting rules -------------------------------------------------------
 
 
+class Param(NamedTuple):
+    """One parameter of a command line, as the kernel's next_arg() splits it, and where it
+    is: ``cmdline[start:end]`` is its text as written (quotes included)."""
+
+    name: str
+    value: str | None
+    start: int
+    end: int
+
+
 def parse_cmdline(cmdline: str) -> list[tuple[str, str | None]]:
     """Split a command line exactly as the kernel's next_arg() does.
 
     ``param="a b"`` and ``"param=a b"`` give ('param', 'a b'); there are no escapes; a
     parameter without '=' has the value None. Interior quotes are kept, as the kernel does.
     """
-    out: list[tuple[str, str | None]] = []
+    return [(param.name, param.value) for param in kernel_params(cmdline)]
+
+
+def kernel_params(cmdline: str) -> list[Param]:
+    """``parse_cmdline``, with where each parameter is written."""
+    out: list[Param] = []
     pos, n = 0, len(cmdline)
     while True:
         while pos < n and cmdline[pos] in KERNEL_SPACE:
             pos += 1
         if pos >= n:
             return out
+        start = pos
         quoted = cmdline[pos] == '"'
         if quoted:
             pos += 1
@@ -358,7 +375,7 @@ def parse_cmdline(cmdline: str) -> list[tuple[str, str | None]]:
         else:
             param, value = text[:equals], text[value_start:]
             value = value.split("\0", 1)[0]
-        out.append((param.split("\0", 1)[0], value))
+        out.append(Param(param.split("\0", 1)[0], value, start, i))
         pos = i + 1 if i < n else i
 
 
@@ -941,8 +958,8 @@ def _shorten(text: str, limit: int = 40) -> str:
 
 
 def line_problems(cmdline: str, *, arch: str | None = None, added: str = "") -> list[Problem]:
-    """Problems of the line as a whole: a UTF-8 byte-order mark or a CR (errors), a double
-    quote never closed and secrets (warnings, see ``secret_problems``), and with ``arch`` its
+    """Problems of the line as a whole: a UTF-8 byte-order mark, a CR or a double quote never
+    closed (errors), secrets (warnings, see ``secret_problems``), and with ``arch`` its
     length (``check_length``)."""
     problems: list[Problem] = []
     if (bom := cmdline.find("\ufeff")) >= 0:
@@ -973,10 +990,13 @@ def line_problems(cmdline: str, *, arch: str | None = None, added: str = "") -> 
                 "so no option after it counts"
             )
         else:
-            effect = "the kernel ends that value with the line"
+            effect = (
+                "the kernel ends that value with the line (with anything a boot loader "
+                "appends after it)"
+            )
         where = f"a double quote at byte {_byte_offset(cmdline, quote)}"
         problems.append(
-            Problem("warning", "cmdline", f"{where} is never closed: {effect}; close the quote")
+            Problem("error", "cmdline", f"{where} is never closed: {effect}; close the quote")
         )
     problems += secret_problems(cmdline)
     if arch is not None and (length := check_length(cmdline, arch, added=added)):
