@@ -363,6 +363,7 @@ def bootcfg(
         refuse_errors(
             line, arch=arch, added=entries.added_text(fmt, entry), outcome="nothing was written"
         )
+        entries.require_initrd(entry)
         sys.stdout.write(text)
 
     _guard(action)
@@ -389,6 +390,7 @@ def iso(
     Needs Debian's xorriso, isolinux, syslinux-common, systemd-boot-efi and mtools. The
     command line is checked first; nothing is written when it has an error.
     """
+    from b2c_builder.boot import bootcfg as entries
     from b2c_builder.boot import iso as isos
     from b2c_builder.guest.hostlint import refuse_errors
 
@@ -399,6 +401,7 @@ def iso(
         refuse_errors(
             line, arch=Arch.amd64, added=isos.added_text(cfg), outcome="nothing was written"
         )
+        entries.require_initrd(isos.boot_entry(cfg))
         print(isos.make_iso(cfg))
 
     _guard(action)

@@ -358,7 +358,7 @@ def test_cli_prints_the_entry() -> None:
 def test_cli_b2c_flags_take_the_form_grub_can_pass() -> None:
     proc = b2c(
         *("bootcfg", "--format", "grub", "--kernel", "/vmlinuz", "--append", "console=ttyS0"),
-        *("--container", "docker://r/i:1 sh -c true", "--pipefail"),
+        *("--initrd", "/initrd", "--container", "docker://r/i:1 sh -c true", "--pipefail"),
     )
     assert proc.returncode == 0, proc.stderr
     linux = next(line for line in proc.stdout.splitlines() if "linux " in line)
@@ -379,6 +379,21 @@ def test_cli_refuses_before_writing_anything() -> None:
     assert (proc.returncode, proc.stdout) == (2, "")
     assert "error: cmdline: 2035 bytes + 24 added by the boot loader" in proc.stderr
     assert "nothing was written" in proc.stderr
+
+
+def test_cli_refuses_an_entry_without_an_initrd(tmp_path: Path) -> None:
+    """b2c's /init is in the image: an entry without it cannot boot (the kernel panics)."""
+    proc = b2c("bootcfg", "--format", "pxelinux", "--kernel", KERNEL, "--append", "b2c.run=r/j")
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert "no --initrd: the kernel would start without the b2c image" in proc.stderr
+    assert "the image (initramfs.linux_<arch>.cpio.<ext>), then the modules archive" in (
+        proc.stderr
+    )
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"MZ not a kernel")
+    output = tmp_path / "b2c.iso"
+    proc = b2c("iso", "--kernel", str(kernel), "--output", str(output), "--append", "b2c.run=r")
+    assert proc.returncode == 2 and "no --initrd" in proc.stderr and not output.exists()
 
 
 def test_check_cmdline_with_a_format_reports_its_quoting_and_additions() -> None:

@@ -456,6 +456,20 @@ def render(fmt: Format, entry: BootEntry) -> str:
     return _systemd_boot(entry)
 
 
+def require_initrd(entry: BootEntry) -> None:
+    """Refuse an entry without an initrd: b2c's /init is in the image, an initrd, so the
+    kernel would start without it and panic (no root file system). Nothing documents a case
+    for one (a kernel with the image built in is not something b2c-builder makes)."""
+    if not entry.initrds:
+        raise ConfigError(
+            "no --initrd: the kernel would start without the b2c image and its /init, and "
+            "panic (no root file system); nothing was written",
+            hint="give --initrd twice: the image "
+            "(initramfs.linux_<arch>.cpio.<ext>), then the modules archive "
+            "(modules-<kernel release>.linux_<arch>.cpio.<ext>) of the release folder",
+        )
+
+
 def loader_settings(fmt: Format) -> str:
     """``loader/loader.conf`` for systemd-boot: no menu, no timeout (``render`` prints the
     entry only)."""
