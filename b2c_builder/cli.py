@@ -323,6 +323,7 @@ def _compose_line(append: str, b2c: dict[str, object] | None, fmt: Format | None
 
     params = launch.b2c_parameters(dict(b2c or {}))  # type: ignore[arg-type]
     if fmt is Format.grub:
+        bootcfg.grub_check_flags(dict(b2c or {}))
         params = [bootcfg.grub_parameter(p) for p in params]
     return " ".join([p for p in [append] if p] + params)
 

@@ -381,6 +381,29 @@ def test_cli_refuses_before_writing_anything() -> None:
     assert "nothing was written" in proc.stderr
 
 
+def test_cli_names_the_grub_character_of_a_flag_where_it_was_typed() -> None:
+    """bootcfg's own quoting puts '"' around a --container value with spaces: the error names
+    the user's character (') and its byte in the value, not that quote."""
+    proc = b2c(
+        *("bootcfg", "--format", "grub", "--kernel", KERNEL, "--initrd", INITRDS[0]),
+        *("--container", "docker://r/j:1 sh -c 'echo hi'"),
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert (
+        'GRUB cannot pass "\'" at byte 21 of --container "docker://r/j:1 sh -c \'echo hi\'": '
+        "its linux command writes every ' of an argument with a backslash in front"
+    ) in proc.stderr
+    assert "at byte 14" not in proc.stderr and "b2c.extra_args_url=URL" in proc.stderr
+    # A repeatable flag's later value, and a backslash, the same way.
+    proc = b2c(
+        *("bootcfg", "--format", "grub", "--kernel", KERNEL, "--initrd", INITRDS[0]),
+        *("--container", "r/j:1 true", "--container", "r/k:1 a\\b", "--pipefail"),
+    )
+    assert proc.returncode == 2 and "GRUB cannot pass '\\\\' at byte 7 of --container" in (
+        proc.stderr
+    )
+
+
 def test_cli_refuses_an_entry_without_an_initrd(tmp_path: Path) -> None:
     """b2c's /init is in the image: an entry without it cannot boot (the kernel panics)."""
     proc = b2c("bootcfg", "--format", "pxelinux", "--kernel", KERNEL, "--append", "b2c.run=r/j")

@@ -32,11 +32,13 @@ The rules, from each loader's source:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePosixPath
 
 from b2c_builder.errors import ConfigError
+from b2c_builder.guest.options import lookup
 
 
 class Format(StrEnum):
@@ -265,6 +267,28 @@ def grub_parameter(param: str) -> str:
         if " " in inner and not any(c in inner for c in _GRUB_ESCAPED) and "  " not in inner:
             return f'"{name}={inner}"'
     return param
+
+
+def grub_check_flags(values: Mapping[str, object]) -> None:
+    """Refuse a b2c flag's value (``{option name: value or list of values}``, as
+    launch.b2c_parameters takes them) that GRUB cannot pass, naming the character and its
+    byte in the value as typed: on the composed line, the first character refused would be
+    the double quote bootcfg's own quoting put around the value."""
+    for name, given in values.items():
+        items = [given] if isinstance(given, str) else given if isinstance(given, list) else []
+        for value in (item for item in items if isinstance(item, str)):
+            for index, char in enumerate(value):
+                if char not in _GRUB_ESCAPED:
+                    continue
+                option = lookup(name)
+                flag = option.flag if option is not None else name
+                raise Unexpressible(
+                    f"GRUB cannot pass {char!r} at byte {len(value[:index].encode())} of "
+                    f"{flag} {value!r}: its linux command writes every {char} of an argument "
+                    "with a backslash in front (grub-core/lib/cmdline.c)",
+                    hint="put the option in a file served over HTTP(S) and pass "
+                    f"b2c.extra_args_url=URL, or use {_OTHERS}",
+                )
 
 
 def grub_quote(word: str) -> str:
