@@ -321,9 +321,15 @@ def _compose_line(append: str, b2c: dict[str, object] | None, fmt: Format | None
     ``"name=value"`` form it can pass)."""
     from b2c_builder.boot import bootcfg, launch
 
-    params = launch.b2c_parameters(dict(b2c or {}))  # type: ignore[arg-type]
     if fmt is Format.grub:
-        bootcfg.grub_check_flags(dict(b2c or {}))
+        bootcfg.grub_check_flags(dict(b2c or {}))  # GRUB passes neither ' nor "
+    hint = (
+        "group words with '...' instead (/init splits podman's words at both quotes, without "
+        "expansion), or put the option in a file served over HTTP(S) and pass "
+        "b2c.extra_args_url=URL"
+    )
+    params = launch.b2c_parameters(dict(b2c or {}), quote_hint=hint)  # type: ignore[arg-type]
+    if fmt is Format.grub:
         params = [bootcfg.grub_parameter(p) for p in params]
     return " ".join([p for p in [append] if p] + params)
 

@@ -404,6 +404,19 @@ def test_cli_names_the_grub_character_of_a_flag_where_it_was_typed() -> None:
     )
 
 
+def test_cli_hint_for_a_double_quote_in_a_flag_applies_to_bootcfg() -> None:
+    """run's hint (exact arguments after `--`) means nothing to bootcfg, which has no `--`."""
+    proc = b2c(
+        *("bootcfg", "--format", "pxelinux", "--kernel", KERNEL, "--initrd", INITRDS[0]),
+        *("--container", 'docker://r/j:1 sh -c "echo hi"'),
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert "the kernel command line cannot carry a double quote" in proc.stderr
+    assert "`--`" not in proc.stderr
+    assert "hint: group words with '...' instead" in proc.stderr
+    assert "b2c.extra_args_url=URL" in proc.stderr
+
+
 def test_cli_refuses_an_entry_without_an_initrd(tmp_path: Path) -> None:
     """b2c's /init is in the image: an entry without it cannot boot (the kernel panics)."""
     proc = b2c("bootcfg", "--format", "pxelinux", "--kernel", KERNEL, "--append", "b2c.run=r/j")

@@ -746,13 +746,17 @@ def validate(kind: ValueKind, value: str | None) -> list[str]:
     return _VALIDATORS[kind](value)
 
 
-def compose(name: str, value: str | None) -> str:
+RUN_QUOTE_HINT = "put exact arguments after `--` (they reach the guest in a file), or use '...'"
+
+
+def compose(name: str, value: str | None, *, quote_hint: str = RUN_QUOTE_HINT) -> str:
     """One kernel command-line parameter for option ``name``: ``name``, ``name=value`` or
     ``name="value"`` (quoted when the value holds white space or is empty).
 
     The kernel's splitter (lib/cmdline.c next_arg) has no escape: a value can never hold a
-    ``"``, and /init refuses newlines. Raises ConfigError for those and for any value the
-    option's validator rejects.
+    ``"``, and /init refuses newlines. Raises ConfigError for those (with ``quote_hint``
+    for a ``"``: what the calling command offers instead, by default run's) and for any
+    value the option's validator rejects.
     """
     opt = lookup(name)
     if opt is None:
@@ -761,7 +765,7 @@ def compose(name: str, value: str | None) -> str:
     if value is not None and ('"' in value or "\0" in value):
         raise ConfigError(
             f"{flag} {value!r}: the kernel command line cannot carry a double quote",
-            hint="put exact arguments after `--` (they reach the guest in a file), or use '...'",
+            hint=quote_hint,
         )
     try:
         validate(opt.kind, value)
