@@ -296,9 +296,10 @@ def check_cmdline(
     from b2c_builder.boot import bootcfg
     from b2c_builder.boot.qemu import added_by_run
     from b2c_builder.guest.hostlint import check_cmdline as check
-    from b2c_builder.guest.options import Problem
+    from b2c_builder.guest.options import RUN, Problem
 
     problems: list[Problem] = []
+    added_by = RUN if fmt is None else fmt.loader
     if fmt is None:
         added = added_by_run(cmdline, arch)
     else:
@@ -309,7 +310,7 @@ def check_cmdline(
         except ConfigError as exc:
             problems.append(Problem("error", "cmdline", f"{exc.message} ({exc.hint})"))
             added = ""
-    problems = check(cmdline, arch=arch, added=added) + problems
+    problems = check(cmdline, arch=arch, added=added, added_by=added_by) + problems
     for problem in problems:
         print(problem)
     if any(p.severity == "error" for p in problems):
@@ -368,7 +369,11 @@ def bootcfg(
         entry = entries.BootEntry(kernel, tuple(initrd or ()), line, label)
         text = entries.render(fmt, entry)
         refuse_errors(
-            line, arch=arch, added=entries.added_text(fmt, entry), outcome="nothing was written"
+            line,
+            arch=arch,
+            added=entries.added_text(fmt, entry),
+            added_by=fmt.loader,
+            outcome="nothing was written",
         )
         entries.require_initrd(entry)
         sys.stdout.write(text)
@@ -406,7 +411,11 @@ def iso(
         cfg = isos.IsoConfig(kernel, tuple(initrd or ()), line, output, label)
         isos.loader_files(cfg)  # refuses what a loader cannot pass, before the lint
         refuse_errors(
-            line, arch=Arch.amd64, added=isos.added_text(cfg), outcome="nothing was written"
+            line,
+            arch=Arch.amd64,
+            added=isos.added_text(cfg),
+            added_by="ISOLINUX or systemd-boot",
+            outcome="nothing was written",
         )
         entries.require_initrd(isos.boot_entry(cfg))
         print(isos.make_iso(cfg))

@@ -377,7 +377,7 @@ def test_cli_refuses_before_writing_anything() -> None:
     long_line = "b2c.pipefail x=" + "a" * 2020
     proc = b2c("bootcfg", "--format", "pxelinux", "--kernel", KERNEL, "--append", long_line)
     assert (proc.returncode, proc.stdout) == (2, "")
-    assert "error: cmdline: 2035 bytes + 24 added by the boot loader" in proc.stderr
+    assert "error: cmdline: 2035 bytes + 24 added by PXELINUX" in proc.stderr
     assert "nothing was written" in proc.stderr
 
 

@@ -140,13 +140,40 @@ def test_cli_length_error_counts_what_run_adds() -> None:
     proc = b2c("check-cmdline", fits + "a")
     assert proc.returncode == 2
     (line,) = proc.stdout.splitlines()
-    assert line.startswith("error: cmdline: 2025 bytes + 23 added by the boot loader")
+    assert line.startswith(
+        "error: cmdline: 2025 bytes + 23 added by b2c-builder run ('console=ttyS0 panic=-1')"
+    )
     assert "COMMAND_LINE_SIZE" in line and "amd64" in line
+    assert "(an x86 kernel under QEMU boots to silence)" in line
     # arm64: run adds console=ttyAMA0 (two bytes more), so the same line no longer fits.
     proc = b2c("check-cmdline", "--arch", "arm64", fits)
     assert proc.returncode == 2
-    assert proc.stdout.startswith("error: cmdline: 2024 bytes + 25 added by the boot loader")
+    assert proc.stdout.startswith("error: cmdline: 2024 bytes + 25 added by b2c-builder run")
     assert "arm64 kernel's COMMAND_LINE_SIZE" in proc.stdout
+    # The x86 remark is for an x86 kernel only.
+    assert "x86" not in proc.stdout
+    proc = b2c("check-cmdline", "--arch", "riscv64", line_of(1024))
+    assert proc.returncode == 2 and "1024 bytes of the riscv64 kernel's" in proc.stdout
+    assert "x86" not in proc.stdout
+
+
+def test_a_boot_loader_is_named_and_no_qemu_remark_is_made() -> None:
+    """With --format (and in bootcfg), what the loader adds is named after it, and the remark
+    about QEMU's direct boot does not apply; bootcfg prints the error once."""
+    proc = b2c("check-cmdline", "--format", "pxelinux", "--kernel", "K", line_of(2040))
+    assert proc.returncode == 2
+    assert "added by PXELINUX ('BOOT_IMAGE=K')" in proc.stdout and "x86" not in proc.stdout
+    proc = b2c(
+        *("bootcfg", "--format", "pxelinux", "--kernel", "K", "--initrd", "I"),
+        *("--arch", "riscv64", "--append", line_of(1010)),
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.count("COMMAND_LINE_SIZE") == 1, proc.stderr
+    assert "added by PXELINUX ('BOOT_IMAGE=K  initrd=I')" in proc.stderr
+    assert "x86" not in proc.stderr
+    assert "the command line has 1 error(s) (cmdline), printed above; nothing was written" in (
+        proc.stderr
+    )
 
 
 def test_bom_and_cr_are_errors() -> None:
@@ -255,7 +282,8 @@ def test_run_refuses_an_over_long_line_at_once(tmp_path: Path) -> None:
     proc = b2c(*common, "--append", line_of(2048 - len(RUN_ADDS)), "--dry-run")
     assert proc.returncode == 2
     assert "qemu-system" not in proc.stdout
-    assert "--append: 2025 bytes + 23 added by the boot loader" in proc.stderr
+    assert "--append: 2025 bytes + 23 added by b2c-builder run" in proc.stderr
+    assert "(an x86 kernel under QEMU boots to silence)" in proc.stderr
     assert "COMMAND_LINE_SIZE" in proc.stderr and "Traceback" not in proc.stderr
 
 

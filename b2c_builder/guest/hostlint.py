@@ -155,11 +155,12 @@ def check_cmdline(
     *,
     arch: str | None = None,
     added: str = "",
+    added_by: str = "the boot loader",
     job: Sequence[str] = (),
 ) -> list[Problem]:
     """``options.lint_cmdline`` read as the host reads it before acting (see the module's
     docstring): its problems, made stricter, and the host's own."""
-    problems = lint_cmdline(cmdline, arch=arch, added=added, job=job)
+    problems = lint_cmdline(cmdline, arch=arch, added=added, added_by=added_by, job=job)
     params = [*parse_cmdline(cmdline), *parse_cmdline(" ".join(job))]
     problems = _keyword_problems(params, _stricter(problems))
     return problems + _bare_words(cmdline) + _no_container(params)
@@ -178,21 +179,23 @@ def refuse_errors(
     *,
     arch: str | None = None,
     added: str = "",
+    added_by: str = "the boot loader",
     job: Sequence[str] = (),
     outcome: str,
 ) -> None:
     """Check ``cmdline`` (``check_cmdline``) before a command acts on it: every problem is
     printed on stderr (``warning: OPTION: MESSAGE`` / ``error: ...``); errors then raise one
-    ConfigError naming each of them and ``outcome`` (what was not done, e.g. "nothing was
-    written"). The checks of ``b2c-builder check-cmdline``, run by bootcfg, iso and run
-    (``job``: see options.lint_cmdline)."""
-    problems = check_cmdline(cmdline, arch=arch, added=added, job=job)
+    ConfigError counting them and naming their options (not repeating them) with ``outcome``
+    (what was not done, e.g. "nothing was written"). The checks of ``b2c-builder
+    check-cmdline``, run by bootcfg, iso and run (``job``: see options.lint_cmdline)."""
+    problems = check_cmdline(cmdline, arch=arch, added=added, added_by=added_by, job=job)
     for problem in problems:
         print(problem, file=sys.stderr)
-    errors = [f"{p.option}: {p.message}" for p in problems if p.severity == "error"]
+    errors = [p for p in problems if p.severity == "error"]
     if errors:
+        where = ", ".join(dict.fromkeys(p.option for p in errors))
         raise ConfigError(
-            f"the command line has {len(errors)} error(s): {'; '.join(errors)}; {outcome}",
+            f"the command line has {len(errors)} error(s) ({where}), printed above; {outcome}",
             hint="fix the options above (b2c-builder check-cmdline 'LINE' checks a line without "
             "acting on it)",
         )

@@ -801,6 +801,7 @@ def lint_cmdline(
     source: str = "cmdline",
     arch: str | None = None,
     added: str = "",
+    added_by: str = "the boot loader",
     job: Sequence[str] = (),
 ) -> list[Problem]:
     """What /init would complain about for this command line, without booting.
@@ -808,13 +809,14 @@ def lint_cmdline(
     ``source="extra"`` checks a b2c.extra_args_url document (options acting before it is
     fetched are reported as ignored). A kernel command line (``source="cmdline"``) is also
     checked as a whole (``line_problems``): a byte-order mark, a CR, secret-looking values
-    and, when ``arch`` is given, its length with ``added`` (what the boot loader adds).
+    and, when ``arch`` is given, its length with ``added`` (what ``added_by``, the boot loader
+    or RUN, adds).
     ``job`` holds the parameters of `run`'s job, which /init parses on their own after the
     command line (init/job.sh): a quote left open in ``cmdline`` cannot reach them.
     """
     problems: list[Problem] = []
     if source == "cmdline":
-        problems += line_problems(cmdline, arch=arch, added=added)
+        problems += line_problems(cmdline, arch=arch, added=added, added_by=added_by)
     seen: dict[str, list[str]] = {}
     for name, value in [*parse_cmdline(cmdline), *parse_cmdline(" ".join(job))]:
         option = lookup(name)
@@ -891,28 +893,37 @@ def _byte_offset(text: str, index: int) -> int:
     return len(text[:index].encode())
 
 
-def check_length(cmdline: str, arch: str, *, added: str = "") -> Problem | None:
-    """An error when ``cmdline`` plus ``added`` (what the boot loader or ``b2c-builder run``
-    puts around it, e.g. ``BOOT_IMAGE=/vmlinuz ``) does not fit the ``arch`` kernel's
-    COMMAND_LINE_SIZE bytes (UTF-8, terminating NUL included; ``ArchFacts.command_line_size``
-    in config.ARCHES), else None.
+RUN = "b2c-builder run"  # an ``added_by``: run's direct kernel boot under QEMU
 
-    Pure. The kernel silently cuts a longer line; under QEMU's direct kernel boot an x86
-    kernel given 2048 bytes or more prints nothing at all. Raises ValueError when ``arch``
-    is not an Arch value.
+
+def check_length(
+    cmdline: str, arch: str, *, added: str = "", added_by: str = "the boot loader"
+) -> Problem | None:
+    """An error when ``cmdline`` plus ``added`` (what ``added_by``, a boot loader such as
+    PXELINUX or RUN, puts around it, e.g. ``BOOT_IMAGE=/vmlinuz ``) does not fit the ``arch``
+    kernel's COMMAND_LINE_SIZE bytes (UTF-8, terminating NUL included;
+    ``ArchFacts.command_line_size`` in config.ARCHES), else None.
+
+    Pure. The kernel silently cuts a longer line; under QEMU's direct kernel boot (RUN) an
+    x86 kernel given 2048 bytes or more prints nothing at all, which the message says then.
+    Raises ValueError when ``arch`` is not an Arch value.
     """
     limit = Arch(arch).facts.command_line_size
     own, extra = len(cmdline.encode()), len(added.encode())
     if own + extra + 1 <= limit:
         return None
-    with_added = f" + {extra} added by the boot loader ({added.strip()!r})" if extra else ""
+    with_added = f" + {extra} added by {added_by} ({added.strip()!r})" if extra else ""
+    silence = (
+        " (an x86 kernel under QEMU boots to silence)"
+        if added_by == RUN and Arch(arch) is Arch.amd64
+        else ""
+    )
     return Problem(
         "error",
         "cmdline",
         f"{own} bytes{with_added} + the terminating NUL = {own + extra + 1} bytes, over the "
         f"{limit} bytes of the {arch} kernel's COMMAND_LINE_SIZE: the kernel would cut the "
-        f"last {own + extra + 1 - limit} bytes (an x86 kernel under QEMU boots to silence); "
-        f"{EXTRA_ARGS_HINT}",
+        f"last {own + extra + 1 - limit} bytes{silence}; {EXTRA_ARGS_HINT}",
     )
 
 
@@ -961,10 +972,12 @@ def _shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def line_problems(cmdline: str, *, arch: str | None = None, added: str = "") -> list[Problem]:
+def line_problems(
+    cmdline: str, *, arch: str | None = None, added: str = "", added_by: str = "the boot loader"
+) -> list[Problem]:
     """Problems of the line as a whole: a UTF-8 byte-order mark, a CR or a double quote never
     closed (errors), secrets (warnings, see ``secret_problems``), and with ``arch`` its
-    length (``check_length``)."""
+    length (``check_length``, with ``added`` and ``added_by``)."""
     problems: list[Problem] = []
     if (bom := cmdline.find("\ufeff")) >= 0:
         problems.append(
@@ -1003,7 +1016,7 @@ def line_problems(cmdline: str, *, arch: str | None = None, added: str = "") -> 
             Problem("error", "cmdline", f"{where} is never closed: {effect}; close the quote")
         )
     problems += secret_problems(cmdline)
-    if arch is not None and (length := check_length(cmdline, arch, added=added)):
+    if arch is not None and (length := check_length(cmdline, arch, added=added, added_by=added_by)):
         problems.append(length)
     return problems
 
