@@ -301,3 +301,27 @@ def test_run_lints_append_apart_from_its_job(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "b2c.hostname" not in proc.stderr
     assert "is never closed: the kernel ends that value with the line" in proc.stderr
+
+
+def test_a_single_quoted_value_says_the_kernel_groups_only_in_double_quotes() -> None:
+    proc = b2c("check-cmdline", "b2c.container='docker://r/j:1 sh -c make'")
+    assert proc.returncode == 2
+    assert proc.stdout.splitlines() == [
+        "error: b2c.container: unbalanced ' quote in \"'docker://r/j:1\"; the kernel groups "
+        "words only inside double quotes, so the value ended at the first space: write "
+        'b2c.container="docker://r/j:1 sh -c make"'
+    ]
+    # One single-quoted word is fine: /init removes the quotes.
+    assert b2c("check-cmdline", "b2c.container='docker://r/j:1'").stdout == ""
+
+
+def test_an_option_given_twice_gets_a_note_naming_the_one_init_keeps() -> None:
+    line = "b2c.run=r/j b2c.cache_device=auto b2c.pipefail b2c.cache_device=none b2c.pipefail"
+    proc = b2c("check-cmdline", line)
+    assert (proc.returncode, proc.stdout) == (
+        0,
+        "note: b2c.cache_device: given 2 times: /init keeps the last one ('none')\n",
+    )
+    # The same value twice, and repeatable options, are no news.
+    line = "b2c.run=r/j b2c.run=r/k b2c.hostname=h b2c.hostname=h"
+    assert b2c("check-cmdline", line).stdout == ""

@@ -11,6 +11,10 @@ line through ``check_cmdline``, which is stricter:
   (``b2c.cache_device=autoo``: an error, as no b2c.filesystem is named so, with ``auto``);
 - words without '=' right after a b2c option's unquoted value get a warning: the kernel
   hands them to /init as arguments (or keeps them, as quiet or ro), never to the option;
+- a value in single quotes gets an error saying that the kernel groups words only inside
+  double quotes, with the double-quoted form;
+- an option that takes one value, given several different ones, gets a note naming the
+  one /init keeps (the last);
 - a line that names no container warns that the boot runs none.
 """
 
@@ -85,6 +89,35 @@ _KERNEL_FLAGS = frozenset(
     {"quiet", "ro", "rw", "debug", "splash", "nosplash", "single", "nomodeset", "noapic", "nosmp"}
 )
 _WORDS = (ValueKind.podman_args, ValueKind.command)
+_AFTER_VALUE = "after its unquoted value"
+
+
+def _single_quoted(cmdline: str, problems: list[Problem]) -> list[Problem]:
+    """``problems`` with the error of a value the user single-quoted
+    (``b2c.container='docker://r/j:1 sh'``: an unbalanced ' in 'docker://r/j:1) saying why,
+    with the double-quoted form; that value's words-after warning goes (the error says it)."""
+    out = list(problems)
+    drop: set[int] = set()
+    params = kernel_params(cmdline)
+    for k, param in enumerate(params):
+        raw = cmdline[param.start : param.end]
+        if not (param.value or "").startswith("'") or '"' in raw or param.value == "'":
+            continue
+        rest = [p for p in params[k + 1 :] if p.value is None]
+        end = next((p.end for p in rest if p.name.endswith("'")), param.end)
+        inner = cmdline[param.start + len(param.name) + 2 : end].removesuffix("'")
+        why = (
+            f"the kernel groups words only inside double quotes, so the value ended at the "
+            f'first space: write {param.name}="{inner}"'
+        )
+        for i, problem in enumerate(out):
+            if problem.option != param.name:
+                continue
+            if problem.severity == "error" and "unbalanced ' quote" in problem.message:
+                out[i] = Problem("error", param.name, f"{problem.message}; {why}")
+            elif _AFTER_VALUE in problem.message:
+                drop.add(i)
+    return [problem for i, problem in enumerate(out) if i not in drop]
 
 
 def _bare_words(cmdline: str) -> list[Problem]:
@@ -121,12 +154,28 @@ def _bare_words(cmdline: str) -> list[Problem]:
             Problem(
                 "warning",
                 param.name,
-                f"{words!r} after its unquoted value: {they}, not {param.name} (the kernel "
+                f"{words!r} {_AFTER_VALUE}: {they}, not {param.name} (the kernel "
                 f"keeps its own flags, such as quiet or ro); if that is its value, quote it: "
                 f'{param.name}="{value}"',
             )
         )
     return problems
+
+
+def _repeated(params: list[tuple[str, str | None]]) -> list[Problem]:
+    """A note for an option that takes one value given several times with different values:
+    /init keeps the last one (its dispatch assigns each in turn; the job and a
+    b2c.extra_args_url document come after the command line)."""
+    values: dict[str, list[str | None]] = {}
+    for name, value in params:
+        option = lookup(name)
+        if option is not None and not option.repeatable and option.kind is not ValueKind.flag:
+            values.setdefault(option.name, []).append(value)
+    return [
+        Problem("note", name, f"given {len(given)} times: /init keeps the last one ({given[-1]!r})")
+        for name, given in values.items()
+        if len(set(given)) > 1
+    ]
 
 
 def _no_container(params: list[tuple[str, str | None]]) -> list[Problem]:
@@ -162,8 +211,8 @@ def check_cmdline(
     docstring): its problems, made stricter, and the host's own."""
     problems = lint_cmdline(cmdline, arch=arch, added=added, added_by=added_by, job=job)
     params = [*parse_cmdline(cmdline), *parse_cmdline(" ".join(job))]
-    problems = _keyword_problems(params, _stricter(problems))
-    return problems + _bare_words(cmdline) + _no_container(params)
+    problems = _keyword_problems(params, _stricter(problems)) + _bare_words(cmdline)
+    return _single_quoted(cmdline, problems) + _repeated(params) + _no_container(params)
 
 
 def check_extra_args(data: bytes) -> list[Problem]:
