@@ -298,9 +298,11 @@ def check_cmdline(
     """
     from b2c_builder.boot import bootcfg
     from b2c_builder.boot.qemu import added_by_run
-    from b2c_builder.guest.options import Problem, lint_cmdline
+    from b2c_builder.guest.hostlint import check_cmdline as check
+    from b2c_builder.guest.options import RUN, Problem
 
     problems: list[Problem] = []
+    added_by = RUN if fmt is None else fmt.loader
     if fmt is None:
         added = added_by_run(cmdline, arch)
     else:
@@ -311,7 +313,7 @@ def check_cmdline(
         except ConfigError as exc:
             problems.append(Problem("error", "cmdline", f"{exc.message} ({exc.hint})"))
             added = ""
-    problems = lint_cmdline(cmdline, arch=arch, added=added) + problems
+    problems = check(cmdline, arch=arch, added=added, added_by=added_by) + problems
     for problem in problems:
         print(problem)
     if any(p.severity == "error" for p in problems):
@@ -323,7 +325,14 @@ def _compose_line(append: str, b2c: dict[str, object] | None, fmt: Format | None
     ``"name=value"`` form it can pass)."""
     from b2c_builder.boot import bootcfg, launch
 
-    params = launch.b2c_parameters(dict(b2c or {}))  # type: ignore[arg-type]
+    if fmt is Format.grub:
+        bootcfg.grub_check_flags(dict(b2c or {}))  # GRUB passes neither ' nor "
+    hint = (
+        "group words with '...' instead (/init splits podman's words at both quotes, without "
+        "expansion), or put the option in a file served over HTTP(S) and pass "
+        "b2c.extra_args_url=URL"
+    )
+    params = launch.b2c_parameters(dict(b2c or {}), quote_hint=hint)  # type: ignore[arg-type]
     if fmt is Format.grub:
         params = [bootcfg.grub_parameter(p) for p in params]
     return " ".join([p for p in [append] if p] + params)
@@ -356,15 +365,20 @@ def bootcfg(
     nothing is printed when it has an error.
     """
     from b2c_builder.boot import bootcfg as entries
-    from b2c_builder.guest.options import refuse_lint_errors
+    from b2c_builder.guest.hostlint import refuse_errors
 
     def action() -> None:
         line = _compose_line(append, b2c, fmt)
         entry = entries.BootEntry(kernel, tuple(initrd or ()), line, label)
         text = entries.render(fmt, entry)
-        refuse_lint_errors(
-            line, arch=arch, added=entries.added_text(fmt, entry), outcome="nothing was written"
+        refuse_errors(
+            line,
+            arch=arch,
+            added=entries.added_text(fmt, entry),
+            added_by=fmt.loader,
+            outcome="nothing was written",
         )
+        entries.require_initrd(entry)
         sys.stdout.write(text)
 
     _guard(action)
@@ -391,16 +405,22 @@ def iso(
     Needs Debian's xorriso, isolinux, syslinux-common, systemd-boot-efi and mtools. The
     command line is checked first; nothing is written when it has an error.
     """
+    from b2c_builder.boot import bootcfg as entries
     from b2c_builder.boot import iso as isos
-    from b2c_builder.guest.options import refuse_lint_errors
+    from b2c_builder.guest.hostlint import refuse_errors
 
     def action() -> None:
         line = _compose_line(append, b2c, Format.syslinux)
         cfg = isos.IsoConfig(kernel, tuple(initrd or ()), line, output, label)
         isos.loader_files(cfg)  # refuses what a loader cannot pass, before the lint
-        refuse_lint_errors(
-            line, arch=Arch.amd64, added=isos.added_text(cfg), outcome="nothing was written"
+        refuse_errors(
+            line,
+            arch=Arch.amd64,
+            added=isos.added_text(cfg),
+            added_by="ISOLINUX or systemd-boot",
+            outcome="nothing was written",
         )
+        entries.require_initrd(isos.boot_entry(cfg))
         print(isos.make_iso(cfg))
 
     _guard(action)
@@ -486,7 +506,7 @@ def check_extra_args(
     (warnings allowed); 2: at least one error (the boot would stop before any container), or
     DOCUMENT cannot be read.
     """
-    from b2c_builder.guest.options import lint_extra_args
+    from b2c_builder.guest.hostlint import check_extra_args as check
 
     problems = []
 
@@ -497,7 +517,7 @@ def check_extra_args(
             raise ConfigError(
                 f"cannot read {document}: {exc.strerror}", hint="check the path"
             ) from exc
-        problems.extend(lint_extra_args(data))
+        problems.extend(check(data))
 
     _guard(action)
     for problem in problems:

@@ -358,7 +358,7 @@ def test_cli_prints_the_entry() -> None:
 def test_cli_b2c_flags_take_the_form_grub_can_pass() -> None:
     proc = b2c(
         *("bootcfg", "--format", "grub", "--kernel", "/vmlinuz", "--append", "console=ttyS0"),
-        *("--container", "docker://r/i:1 sh -c true", "--pipefail"),
+        *("--initrd", "/initrd", "--container", "docker://r/i:1 sh -c true", "--pipefail"),
     )
     assert proc.returncode == 0, proc.stderr
     linux = next(line for line in proc.stdout.splitlines() if "linux " in line)
@@ -377,8 +377,59 @@ def test_cli_refuses_before_writing_anything() -> None:
     long_line = "b2c.pipefail x=" + "a" * 2020
     proc = b2c("bootcfg", "--format", "pxelinux", "--kernel", KERNEL, "--append", long_line)
     assert (proc.returncode, proc.stdout) == (2, "")
-    assert "error: cmdline: 2035 bytes + 24 added by the boot loader" in proc.stderr
+    assert "error: cmdline: 2035 bytes + 24 added by PXELINUX" in proc.stderr
     assert "nothing was written" in proc.stderr
+
+
+def test_cli_names_the_grub_character_of_a_flag_where_it_was_typed() -> None:
+    """bootcfg's own quoting puts '"' around a --container value with spaces: the error names
+    the user's character (') and its byte in the value, not that quote."""
+    proc = b2c(
+        *("bootcfg", "--format", "grub", "--kernel", KERNEL, "--initrd", INITRDS[0]),
+        *("--container", "docker://r/j:1 sh -c 'echo hi'"),
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert (
+        'GRUB cannot pass "\'" at byte 21 of --container "docker://r/j:1 sh -c \'echo hi\'": '
+        "its linux command writes every ' of an argument with a backslash in front"
+    ) in proc.stderr
+    assert "at byte 14" not in proc.stderr and "b2c.extra_args_url=URL" in proc.stderr
+    # A repeatable flag's later value, and a backslash, the same way.
+    proc = b2c(
+        *("bootcfg", "--format", "grub", "--kernel", KERNEL, "--initrd", INITRDS[0]),
+        *("--container", "r/j:1 true", "--container", "r/k:1 a\\b", "--pipefail"),
+    )
+    assert proc.returncode == 2 and "GRUB cannot pass '\\\\' at byte 7 of --container" in (
+        proc.stderr
+    )
+
+
+def test_cli_hint_for_a_double_quote_in_a_flag_applies_to_bootcfg() -> None:
+    """run's hint (exact arguments after `--`) means nothing to bootcfg, which has no `--`."""
+    proc = b2c(
+        *("bootcfg", "--format", "pxelinux", "--kernel", KERNEL, "--initrd", INITRDS[0]),
+        *("--container", 'docker://r/j:1 sh -c "echo hi"'),
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert "the kernel command line cannot carry a double quote" in proc.stderr
+    assert "`--`" not in proc.stderr
+    assert "hint: group words with '...' instead" in proc.stderr
+    assert "b2c.extra_args_url=URL" in proc.stderr
+
+
+def test_cli_refuses_an_entry_without_an_initrd(tmp_path: Path) -> None:
+    """b2c's /init is in the image: an entry without it cannot boot (the kernel panics)."""
+    proc = b2c("bootcfg", "--format", "pxelinux", "--kernel", KERNEL, "--append", "b2c.run=r/j")
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert "no --initrd: the kernel would start without the b2c image" in proc.stderr
+    assert "the image (initramfs.linux_<arch>.cpio.<ext>), then the modules archive" in (
+        proc.stderr
+    )
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"MZ not a kernel")
+    output = tmp_path / "b2c.iso"
+    proc = b2c("iso", "--kernel", str(kernel), "--output", str(output), "--append", "b2c.run=r")
+    assert proc.returncode == 2 and "no --initrd" in proc.stderr and not output.exists()
 
 
 def test_check_cmdline_with_a_format_reports_its_quoting_and_additions() -> None:

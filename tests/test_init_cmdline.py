@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from b2c_builder.guest.hostlint import check_cmdline
 from b2c_builder.guest.options import (
     OPTIONS,
     Invalid,
@@ -469,6 +470,18 @@ def test_scalar_options_last_one_wins(tmp_path: Path) -> None:
         "b2c_parse_cmdline 'b2c.hostname=a b2c.hostname=b' cmdline; echo \"$B2C_HOSTNAME\""
     )
     assert result.lines == ["b"]
+
+
+def test_the_note_on_a_repeated_option_names_the_value_init_keeps(tmp_path: Path) -> None:
+    """check-cmdline's note (hostlint) and /init agree on which value wins, job included."""
+    line, job = "b2c.cache_device=auto b2c.cache_device=reset", ["b2c.cache_device=none"]
+    result = Shell(tmp_path).run(
+        f"b2c_parse_cmdline '{line}' cmdline; b2c_parse_cmdline '{job[0]}' job; "
+        'echo "$B2C_CACHE_DEVICE"'
+    )
+    (note,) = [p for p in check_cmdline(line, job=job) if p.severity == "note"]
+    assert note.message == f"given 3 times: /init keeps the last one ({result.lines[-1]!r})"
+    assert result.lines[-1] == "none"
 
 
 def test_defaults_when_absent(tmp_path: Path) -> None:

@@ -204,10 +204,10 @@ def test_run_s_job_is_linted_apart_from_the_command_line() -> None:
     job = ['b2c.container="-ti docker://r/i:1"', "b2c.device_drivers=none"]
     assert lint_cmdline('quiet b2c.hostname="foo', job=job) == [
         Problem(
-            "warning",
+            "error",
             "cmdline",
             "a double quote at byte 19 is never closed: the kernel ends that value with the "
-            "line; close the quote",
+            "line (with anything a boot loader appends after it); close the quote",
         )
     ]
     assert lint_cmdline("b2c.cache_device=share", job=["b2c.filesystem=share,src=x,type=9p"]) == []

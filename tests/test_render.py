@@ -65,6 +65,9 @@ def test_default_cmdline_is_quoted_not_evaluated() -> None:
 def test_invalid_default_cmdline_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"b2c\.poweroff_delay"):
         InitSettings(default_cmdline="b2c.poweroff_delay=soon")
+    # /init would ignore a misspelt option baked into it: the build refuses it (hostlint).
+    with pytest.raises(ConfigError, match=r"did you mean b2c\.pipefail\?"):
+        InitSettings(default_cmdline="b2c.pipefial")
 
 
 def test_template_is_strict() -> None:

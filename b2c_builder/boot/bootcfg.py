@@ -32,11 +32,13 @@ The rules, from each loader's source:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePosixPath
 
 from b2c_builder.errors import ConfigError
+from b2c_builder.guest.options import lookup
 
 
 class Format(StrEnum):
@@ -267,6 +269,28 @@ def grub_parameter(param: str) -> str:
     return param
 
 
+def grub_check_flags(values: Mapping[str, object]) -> None:
+    """Refuse a b2c flag's value (``{option name: value or list of values}``, as
+    launch.b2c_parameters takes them) that GRUB cannot pass, naming the character and its
+    byte in the value as typed: on the composed line, the first character refused would be
+    the double quote bootcfg's own quoting put around the value."""
+    for name, given in values.items():
+        items = [given] if isinstance(given, str) else given if isinstance(given, list) else []
+        for value in (item for item in items if isinstance(item, str)):
+            for index, char in enumerate(value):
+                if char not in _GRUB_ESCAPED:
+                    continue
+                option = lookup(name)
+                flag = option.flag if option is not None else name
+                raise Unexpressible(
+                    f"GRUB cannot pass {char!r} at byte {len(value[:index].encode())} of "
+                    f"{flag} {value!r}: its linux command writes every {char} of an argument "
+                    "with a backslash in front (grub-core/lib/cmdline.c)",
+                    hint="put the option in a file served over HTTP(S) and pass "
+                    f"b2c.extra_args_url=URL, or use {_OTHERS}",
+                )
+
+
 def grub_quote(word: str) -> str:
     """``word`` as one GRUB script word: bare when safe, else single-quoted (nothing is
     special inside single quotes; a ' is written '\\'')."""
@@ -454,6 +478,20 @@ def render(fmt: Format, entry: BootEntry) -> str:
     if fmt is Format.ipxe:
         return _ipxe(entry)
     return _systemd_boot(entry)
+
+
+def require_initrd(entry: BootEntry) -> None:
+    """Refuse an entry without an initrd: b2c's /init is in the image, an initrd, so the
+    kernel would start without it and panic (no root file system). Nothing documents a case
+    for one (a kernel with the image built in is not something b2c-builder makes)."""
+    if not entry.initrds:
+        raise ConfigError(
+            "no --initrd: the kernel would start without the b2c image and its /init, and "
+            "panic (no root file system); nothing was written",
+            hint="give --initrd twice: the image "
+            "(initramfs.linux_<arch>.cpio.<ext>), then the modules archive "
+            "(modules-<kernel release>.linux_<arch>.cpio.<ext>) of the release folder",
+        )
 
 
 def loader_settings(fmt: Format) -> str:

@@ -21,7 +21,7 @@ from b2c_builder.boot import qemu
 from b2c_builder.build import kmod
 from b2c_builder.config import Accel, Arch, Disk, Firmware, run_field
 from b2c_builder.errors import ConfigError
-from b2c_builder.guest import options
+from b2c_builder.guest import hostlint, options
 from b2c_builder.log import log
 
 # Options whose presence means the guest needs its network (values of the b2c flags, or
@@ -119,23 +119,24 @@ class Plan:
     modules: kmod.BootNeeds | None = None
 
 
-def b2c_parameters(values: Mapping[str, str | bool | Sequence[str] | None]) -> list[str]:
+def b2c_parameters(
+    values: Mapping[str, str | bool | Sequence[str] | None],
+    *,
+    quote_hint: str = options.RUN_QUOTE_HINT,
+) -> list[str]:
     """The kernel command-line parameters of the b2c option flags, in option-table order.
 
     ``values`` maps an option name (``b2c.container``) to a flag's bool, one value, or a list
-    of values for a repeatable option. Raises ConfigError for a value no command line can carry.
+    of values for a repeatable option. Raises ConfigError for a value no command line can
+    carry (``quote_hint``: see options.compose).
     """
     params: list[str] = []
     for opt in options.OPTIONS:
         value = values.get(opt.name)
         if value is None or value is False or value == []:
             continue
-        if value is True:
-            params.append(options.compose(opt.name, None))
-        elif isinstance(value, str):
-            params.append(options.compose(opt.name, value))
-        else:
-            params += [options.compose(opt.name, item) for item in value]
+        items = [None] if value is True else [value] if isinstance(value, str) else value
+        params += [options.compose(opt.name, item, quote_hint=quote_hint) for item in items]
     return params
 
 
@@ -447,7 +448,7 @@ def launch(request: RunRequest) -> int:
             job = job if job is not None else jobs.Job()
             job.nonce = new_nonce()
         if request.check:  # what /init would reject: the line and the job's b2c options
-            options.refuse_lint_errors(
+            hostlint.refuse_errors(
                 request.append,
                 job=job.cmdline if job is not None else (),
                 outcome="nothing was booted",

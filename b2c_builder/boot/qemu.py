@@ -170,7 +170,8 @@ class RunConfig:
         # On microvm, room for the longest tsc_early_khz= run may add (guest_tsc_khz).
         tsc_khz = TSC_KHZ_RESERVE if self.qemu_machine.microvm else None
         added = added_by_run(self.append, self.arch, tsc_khz=tsc_khz)
-        if (problem := options.check_length(self.append, self.arch, added=added)) is not None:
+        problem = options.check_length(self.append, self.arch, added=added, added_by=options.RUN)
+        if problem is not None:
             raise ConfigError(f"--append: {problem.message}")
 
 

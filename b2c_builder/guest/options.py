@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import NamedTuple
 
 from b2c_builder.config import Arch
 from b2c_builder.errors import ConfigError
@@ -86,6 +87,18 @@ class ValueKind(StrEnum):
             ValueKind.kernel_modules: "MOD[,MOD...], as the kernel compares them",
             ValueKind.unsupported: "-",
         }[self]
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        """The words with a meaning of their own in this kind's values (``auto``...), for
+        the host's suggestions (hostlint); those of a flag's value are not listed."""
+        return {
+            ValueKind.ntp_peer: ("none", "auto"),
+            ValueKind.device_drivers: ("auto", "none"),
+            ValueKind.cache_device: ("none", "auto", "reset"),
+            ValueKind.network: ("auto", "none"),
+            ValueKind.cache_evict: ("unused", "never", "all"),
+        }.get(self, ())
 
 
 @dataclass(frozen=True)
@@ -303,19 +316,35 @@ def lookup(name: str) -> Option | None:
 # --- the kernel's splitting rules -------------------------------------------------------
 
 
+class Param(NamedTuple):
+    """One parameter of a command line, as the kernel's next_arg() splits it, and where it
+    is: ``cmdline[start:end]`` is its text as written (quotes included)."""
+
+    name: str
+    value: str | None
+    start: int
+    end: int
+
+
 def parse_cmdline(cmdline: str) -> list[tuple[str, str | None]]:
     """Split a command line exactly as the kernel's next_arg() does.
 
     ``param="a b"`` and ``"param=a b"`` give ('param', 'a b'); there are no escapes; a
     parameter without '=' has the value None. Interior quotes are kept, as the kernel does.
     """
-    out: list[tuple[str, str | None]] = []
+    return [(param.name, param.value) for param in kernel_params(cmdline)]
+
+
+def kernel_params(cmdline: str) -> list[Param]:
+    """``parse_cmdline``, with where each parameter is written."""
+    out: list[Param] = []
     pos, n = 0, len(cmdline)
     while True:
         while pos < n and cmdline[pos] in KERNEL_SPACE:
             pos += 1
         if pos >= n:
             return out
+        start = pos
         quoted = cmdline[pos] == '"'
         if quoted:
             pos += 1
@@ -346,7 +375,7 @@ def parse_cmdline(cmdline: str) -> list[tuple[str, str | None]]:
         else:
             param, value = text[:equals], text[value_start:]
             value = value.split("\0", 1)[0]
-        out.append((param.split("\0", 1)[0], value))
+        out.append(Param(param.split("\0", 1)[0], value, start, i))
         pos = i + 1 if i < n else i
 
 
@@ -717,13 +746,17 @@ def validate(kind: ValueKind, value: str | None) -> list[str]:
     return _VALIDATORS[kind](value)
 
 
-def compose(name: str, value: str | None) -> str:
+RUN_QUOTE_HINT = "put exact arguments after `--` (they reach the guest in a file), or use '...'"
+
+
+def compose(name: str, value: str | None, *, quote_hint: str = RUN_QUOTE_HINT) -> str:
     """One kernel command-line parameter for option ``name``: ``name``, ``name=value`` or
     ``name="value"`` (quoted when the value holds white space or is empty).
 
     The kernel's splitter (lib/cmdline.c next_arg) has no escape: a value can never hold a
-    ``"``, and /init refuses newlines. Raises ConfigError for those and for any value the
-    option's validator rejects.
+    ``"``, and /init refuses newlines. Raises ConfigError for those (with ``quote_hint``
+    for a ``"``: what the calling command offers instead, by default run's) and for any
+    value the option's validator rejects.
     """
     opt = lookup(name)
     if opt is None:
@@ -732,7 +765,7 @@ def compose(name: str, value: str | None) -> str:
     if value is not None and ('"' in value or "\0" in value):
         raise ConfigError(
             f"{flag} {value!r}: the kernel command line cannot carry a double quote",
-            hint="put exact arguments after `--` (they reach the guest in a file), or use '...'",
+            hint=quote_hint,
         )
     try:
         validate(opt.kind, value)
@@ -748,6 +781,8 @@ def compose(name: str, value: str | None) -> str:
 
 
 # --- the linter -------------------------------------------------------------------------
+
+UNKNOWN_OPTION = "unknown option (ignored)"  # /init's warning (the host's check: hostlint)
 
 
 @dataclass(frozen=True)
@@ -766,6 +801,7 @@ def lint_cmdline(
     source: str = "cmdline",
     arch: str | None = None,
     added: str = "",
+    added_by: str = "the boot loader",
     job: Sequence[str] = (),
 ) -> list[Problem]:
     """What /init would complain about for this command line, without booting.
@@ -773,19 +809,20 @@ def lint_cmdline(
     ``source="extra"`` checks a b2c.extra_args_url document (options acting before it is
     fetched are reported as ignored). A kernel command line (``source="cmdline"``) is also
     checked as a whole (``line_problems``): a byte-order mark, a CR, secret-looking values
-    and, when ``arch`` is given, its length with ``added`` (what the boot loader adds).
+    and, when ``arch`` is given, its length with ``added`` (what ``added_by``, the boot loader
+    or RUN, adds).
     ``job`` holds the parameters of `run`'s job, which /init parses on their own after the
     command line (init/job.sh): a quote left open in ``cmdline`` cannot reach them.
     """
     problems: list[Problem] = []
     if source == "cmdline":
-        problems += line_problems(cmdline, arch=arch, added=added)
+        problems += line_problems(cmdline, arch=arch, added=added, added_by=added_by)
     seen: dict[str, list[str]] = {}
     for name, value in [*parse_cmdline(cmdline), *parse_cmdline(" ".join(job))]:
         option = lookup(name)
         if option is None:
             if name.startswith("b2c."):
-                problems.append(Problem("warning", name, "unknown option (ignored)"))
+                problems.append(Problem("warning", name, UNKNOWN_OPTION))
             continue
         if option.kind is ValueKind.unsupported:
             problems.append(Problem("warning", name, option.meaning))
@@ -856,53 +893,37 @@ def _byte_offset(text: str, index: int) -> int:
     return len(text[:index].encode())
 
 
-def refuse_lint_errors(
-    cmdline: str,
-    *,
-    arch: str | None = None,
-    added: str = "",
-    job: Sequence[str] = (),
-    outcome: str,
-) -> None:
-    """Lint ``cmdline`` (``lint_cmdline``) before a command acts on it: every problem is
-    printed on stderr (``warning: OPTION: MESSAGE`` / ``error: ...``); errors then raise one
-    ConfigError naming each of them and ``outcome`` (what was not done, e.g. "nothing was
-    written"). The checks of ``b2c-builder check-cmdline``, run by bootcfg, iso and run
-    (``job``: see lint_cmdline)."""
-    problems = lint_cmdline(cmdline, arch=arch, added=added, job=job)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    errors = [f"{p.option}: {p.message}" for p in problems if p.severity == "error"]
-    if errors:
-        raise ConfigError(
-            f"the command line has {len(errors)} error(s): {'; '.join(errors)}; {outcome}",
-            hint="fix the options above (b2c-builder check-cmdline 'LINE' checks a line without "
-            "acting on it)",
-        )
+RUN = "b2c-builder run"  # an ``added_by``: run's direct kernel boot under QEMU
 
 
-def check_length(cmdline: str, arch: str, *, added: str = "") -> Problem | None:
-    """An error when ``cmdline`` plus ``added`` (what the boot loader or ``b2c-builder run``
-    puts around it, e.g. ``BOOT_IMAGE=/vmlinuz ``) does not fit the ``arch`` kernel's
-    COMMAND_LINE_SIZE bytes (UTF-8, terminating NUL included; ``ArchFacts.command_line_size``
-    in config.ARCHES), else None.
+def check_length(
+    cmdline: str, arch: str, *, added: str = "", added_by: str = "the boot loader"
+) -> Problem | None:
+    """An error when ``cmdline`` plus ``added`` (what ``added_by``, a boot loader such as
+    PXELINUX or RUN, puts around it, e.g. ``BOOT_IMAGE=/vmlinuz ``) does not fit the ``arch``
+    kernel's COMMAND_LINE_SIZE bytes (UTF-8, terminating NUL included;
+    ``ArchFacts.command_line_size`` in config.ARCHES), else None.
 
-    Pure. The kernel silently cuts a longer line; under QEMU's direct kernel boot an x86
-    kernel given 2048 bytes or more prints nothing at all. Raises ValueError when ``arch``
-    is not an Arch value.
+    Pure. The kernel silently cuts a longer line; under QEMU's direct kernel boot (RUN) an
+    x86 kernel given 2048 bytes or more prints nothing at all, which the message says then.
+    Raises ValueError when ``arch`` is not an Arch value.
     """
     limit = Arch(arch).facts.command_line_size
     own, extra = len(cmdline.encode()), len(added.encode())
     if own + extra + 1 <= limit:
         return None
-    with_added = f" + {extra} added by the boot loader ({added.strip()!r})" if extra else ""
+    with_added = f" + {extra} added by {added_by} ({added.strip()!r})" if extra else ""
+    silence = (
+        " (an x86 kernel under QEMU boots to silence)"
+        if added_by == RUN and Arch(arch) is Arch.amd64
+        else ""
+    )
     return Problem(
         "error",
         "cmdline",
         f"{own} bytes{with_added} + the terminating NUL = {own + extra + 1} bytes, over the "
         f"{limit} bytes of the {arch} kernel's COMMAND_LINE_SIZE: the kernel would cut the "
-        f"last {own + extra + 1 - limit} bytes (an x86 kernel under QEMU boots to silence); "
-        f"{EXTRA_ARGS_HINT}",
+        f"last {own + extra + 1 - limit} bytes{silence}; {EXTRA_ARGS_HINT}",
     )
 
 
@@ -951,10 +972,12 @@ def _shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def line_problems(cmdline: str, *, arch: str | None = None, added: str = "") -> list[Problem]:
-    """Problems of the line as a whole: a UTF-8 byte-order mark or a CR (errors), a double
-    quote never closed and secrets (warnings, see ``secret_problems``), and with ``arch`` its
-    length (``check_length``)."""
+def line_problems(
+    cmdline: str, *, arch: str | None = None, added: str = "", added_by: str = "the boot loader"
+) -> list[Problem]:
+    """Problems of the line as a whole: a UTF-8 byte-order mark, a CR or a double quote never
+    closed (errors), secrets (warnings, see ``secret_problems``), and with ``arch`` its
+    length (``check_length``, with ``added`` and ``added_by``)."""
     problems: list[Problem] = []
     if (bom := cmdline.find("\ufeff")) >= 0:
         problems.append(
@@ -984,13 +1007,16 @@ def line_problems(cmdline: str, *, arch: str | None = None, added: str = "") -> 
                 "so no option after it counts"
             )
         else:
-            effect = "the kernel ends that value with the line"
+            effect = (
+                "the kernel ends that value with the line (with anything a boot loader "
+                "appends after it)"
+            )
         where = f"a double quote at byte {_byte_offset(cmdline, quote)}"
         problems.append(
-            Problem("warning", "cmdline", f"{where} is never closed: {effect}; close the quote")
+            Problem("error", "cmdline", f"{where} is never closed: {effect}; close the quote")
         )
     problems += secret_problems(cmdline)
-    if arch is not None and (length := check_length(cmdline, arch, added=added)):
+    if arch is not None and (length := check_length(cmdline, arch, added=added, added_by=added_by)):
         problems.append(length)
     return problems
 

@@ -16,8 +16,9 @@ import jinja2
 from b2c_builder import __version__
 from b2c_builder.build.rootfs import Rootfs
 from b2c_builder.errors import ConfigError
+from b2c_builder.guest.hostlint import check_cmdline
 from b2c_builder.guest.kconfig import init_checks
-from b2c_builder.guest.options import OPTIONS, lint_cmdline
+from b2c_builder.guest.options import OPTIONS
 from b2c_builder.resources import data_path
 
 # Sourcing order of init/*.sh in the rendered /init (each only defines functions).
@@ -51,7 +52,7 @@ class InitSettings:
     default_cmdline: str = ""
 
     def __post_init__(self) -> None:
-        errors = [p for p in lint_cmdline(self.default_cmdline) if p.severity == "error"]
+        errors = [p for p in check_cmdline(self.default_cmdline) if p.severity == "error"]
         if errors:
             raise ConfigError(
                 "--default-cmdline is invalid: " + "; ".join(str(p) for p in errors),
