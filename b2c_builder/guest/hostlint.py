@@ -28,6 +28,7 @@ from b2c_builder.errors import ConfigError
 from b2c_builder.guest.options import (
     OPTIONS,
     UNKNOWN_OPTION,
+    Option,
     Problem,
     ValueKind,
     kernel_params,
@@ -47,10 +48,25 @@ def closest(word: str, choices: Sequence[str]) -> str | None:
     return matches[0] if matches else None
 
 
-def _unknown(name: str) -> Problem:
+def _meant(name: str) -> str | None:
+    """The known b2c option name an unknown ``name`` most likely misspells, else None."""
     short = {n.removeprefix("b2c."): n for n in _B2C_NAMES}
     match = closest(name.removeprefix("b2c."), list(short))
-    advice = f"did you mean {short[match]}?" if match else "the README's option table lists them"
+    return short[match] if match else None
+
+
+def _option_meant(name: str) -> Option | None:
+    """The option ``name`` names or, for an unknown b2c name, the one it most likely
+    misspells; None for neither."""
+    option = lookup(name)
+    if option is None and name.startswith("b2c.") and (meant := _meant(name)) is not None:
+        option = lookup(meant)
+    return option
+
+
+def _unknown(name: str) -> Problem:
+    meant = _meant(name)
+    advice = f"did you mean {meant}?" if meant else "the README's option table lists them"
     return Problem("error", name, f"unknown option (/init would ignore it); {advice}")
 
 
@@ -85,10 +101,15 @@ def _keyword_problems(
 
 # The kernel's own flags that often follow a b2c option: after a value that cannot hold a
 # space (b2c.cache_device=auto quiet) they are what they look like.
+# Kernel parameters without a value that a command line commonly holds: the kernel keeps
+# them (Documentation/admin-guide/kernel-parameters.txt), so they never reach /init.
 _KERNEL_FLAGS = frozenset(
-    {"quiet", "ro", "rw", "debug", "splash", "nosplash", "single", "nomodeset", "noapic", "nosmp"}
-)
-_WORDS = (ValueKind.podman_args, ValueKind.command)
+    {
+        "quiet", "ro", "rw", "debug", "splash", "nosplash", "single", "nomodeset", "noapic",
+        "nosmp", "nolapic", "nokaslr", "nosmt", "nopti", "noefi", "nowatchdog",
+        "ignore_loglevel", "initcall_debug", "norandmaps",
+    }
+)  # fmt: skip
 _AFTER_VALUE = "after its unquoted value"
 
 
@@ -123,10 +144,10 @@ def _single_quoted(cmdline: str, problems: list[Problem]) -> list[Problem]:
 def _bare_words(cmdline: str) -> list[Problem]:
     """A warning for each b2c option whose unquoted value is followed by words without '='
     (``b2c.container=docker://r/j:1 sh -c make check``): the kernel ends the value at the
-    first space and hands those words to /init as arguments (or keeps those it knows, such
-    as quiet). Only a warning, since they may be the kernel's own flags: such flags at the end
-    are left out, and after a value that cannot be words (b2c.cache_device=auto quiet) they
-    are not reported."""
+    first space and hands those words to /init as arguments. The kernel keeps its own flags
+    (_KERNEL_FLAGS: quiet, ro...): they never reach /init, so they are not reported, and a
+    value followed by flags alone (``b2c.container=r/j quiet``) gets no warning. Only a
+    warning, since a word may be a kernel parameter this list does not know."""
     params = kernel_params(cmdline)
     problems: list[Problem] = []
     for k, param in enumerate(params):
@@ -139,16 +160,16 @@ def _bare_words(cmdline: str) -> list[Problem]:
             if word.value is not None or word.name.startswith("b2c.") or word.name == "--":
                 break
             bare.append(word)
-        option = lookup(param.name)
-        words_value = option is not None and option.kind in _WORDS
-        while bare[1:] and bare[-1].name in _KERNEL_FLAGS:
-            bare.pop()  # b2c.hostname=my host quiet: quiet is the kernel's
-        if not bare or (bare[0].name in _KERNEL_FLAGS and len(bare) == 1 and not words_value):
+        # b2c.hostname=my host quiet: quiet is the kernel's, host reaches /init.
+        reaching = [word for word in bare if word.name not in _KERNEL_FLAGS]
+        if not reaching:
             continue
-        words = cmdline[param.end : bare[-1].end].strip()
-        value = cmdline[param.start + len(param.name) + 1 : bare[-1].end].replace('"', "'")
+        words = " ".join(word.name for word in reaching)
+        value = cmdline[param.start + len(param.name) + 1 : reaching[-1].end].replace('"', "'")
         they = (
-            "they reach /init as arguments" if len(bare) > 1 else "it reaches /init as an argument"
+            "they reach /init as arguments"
+            if len(reaching) > 1
+            else "it reaches /init as an argument"
         )
         problems.append(
             Problem(
@@ -179,7 +200,9 @@ def _repeated(params: list[tuple[str, str | None]]) -> list[Problem]:
 
 
 def _no_container(params: list[tuple[str, str | None]]) -> list[Problem]:
-    names = {opt.name for name, _ in params if (opt := lookup(name)) is not None}
+    """A warning when no option of the line runs a container, unless a misspelt one meant to
+    (b2c.containr: its error already says what is wrong)."""
+    names = {opt.name for name, _ in params if (opt := _option_meant(name)) is not None}
     if names & {*_CONTAINERS, "b2c.extra_args_url"}:
         return []
     return [
