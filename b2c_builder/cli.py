@@ -350,8 +350,12 @@ def bootcfg(
         ),
     ] = None,
     append: Annotated[
-        str, typer.Option(help="The kernel command line (the b2c flags are appended).")
-    ] = "",
+        list[str] | None,
+        typer.Option(
+            help="The kernel command line (the b2c flags are appended); repeat it to add "
+            "words (the values are joined with spaces)."
+        ),
+    ] = None,
     label: Annotated[str, typer.Option(help="The entry's name.")] = "b2c",
     arch: Annotated[
         Arch, typer.Option(help="Target architecture (its kernel's COMMAND_LINE_SIZE).")
@@ -368,7 +372,7 @@ def bootcfg(
     from b2c_builder.guest.hostlint import refuse_errors
 
     def action() -> None:
-        line = _compose_line(append, b2c, fmt)
+        line = _compose_line(" ".join(append or ()), b2c, fmt)
         entry = entries.BootEntry(kernel, tuple(initrd or ()), line, label)
         text = entries.render(fmt, entry)
         refuse_errors(
@@ -394,8 +398,12 @@ def iso(
         typer.Option(help="An initrd; repeat it (image, then modules)."),
     ] = None,
     append: Annotated[
-        str, typer.Option(help="The kernel command line (the b2c flags are appended).")
-    ] = "",
+        list[str] | None,
+        typer.Option(
+            help="The kernel command line (the b2c flags are appended); repeat it to add "
+            "words (the values are joined with spaces)."
+        ),
+    ] = None,
     label: Annotated[str, typer.Option(help="The boot entry's name.")] = "b2c",
     b2c: dict[str, object] | None = None,
 ) -> None:
@@ -410,7 +418,7 @@ def iso(
     from b2c_builder.guest.hostlint import refuse_errors
 
     def action() -> None:
-        line = _compose_line(append, b2c, Format.syslinux)
+        line = _compose_line(" ".join(append or ()), b2c, Format.syslinux)
         cfg = isos.IsoConfig(kernel, tuple(initrd or ()), line, output, label)
         isos.loader_files(cfg)  # refuses what a loader cannot pass, before the lint
         refuse_errors(

@@ -484,6 +484,9 @@ class Setting:
     flag: str = ""  # default --<dest, - for _>; "--on/--off" for a switch with two flags
     metavar: str = ""  # how a value is written in --help and the README
     repeatable: bool = False
+    # A repeatable option whose values the config gets as one value, joined by this
+    # separator (--append: the command line's words), instead of a tuple.
+    join: str | None = None
     argument: bool = False  # the words after --, not a flag
     shown_default: str = ""  # the default in words: computed at each use, or spelled so
     panel: str | None = None  # the --help panel that lists it
@@ -507,7 +510,11 @@ class Setting:
     @property
     def description(self) -> str:
         """The help, and whether the option may be given several times."""
-        return self.help + (" Repeatable." if self.repeatable and not self.argument else "")
+        if not self.repeatable or self.argument:
+            return self.help
+        if self.join == " ":
+            return self.help + " Repeatable: the values are joined with spaces."
+        return self.help + " Repeatable."
 
     @property
     def cli_default(self) -> Any:
@@ -534,14 +541,16 @@ class Setting:
 
     @property
     def config_default(self) -> Any:
-        """The config field's default (a repeatable option's is the empty tuple)."""
-        return () if self.repeatable else self.default
+        """The config field's default (a repeatable option's is the empty tuple, unless its
+        values are joined)."""
+        return () if self.repeatable and self.join is None else self.default
 
     def config_value(self, given: Any) -> Any:
         """The config field's value for what the command line gave (not None)."""
         parse = self.parse or (lambda value: value)
         if self.repeatable:
-            return tuple(parse(value) for value in given)
+            values = tuple(parse(value) for value in given)
+            return values if self.join is None else self.join.join(values)
         return parse(given)
 
 
@@ -814,7 +823,15 @@ RUN_SETTINGS = SettingsTable(
             Path("releases"),
             metavar="DIR",
         ),
-        Setting("append", str, "Raw kernel command-line parameters.", "", metavar="CMDLINE"),
+        Setting(
+            "append",
+            str,
+            "Raw kernel command-line parameters.",
+            "",
+            metavar="CMDLINE",
+            repeatable=True,
+            join=" ",
+        ),
         Setting("arch", Arch, "Guest architecture.", Arch.amd64),
         Setting("accel", Accel, "auto probes /dev/kvm for real and falls back to tcg.", Accel.auto),
         Setting("memory", str, "Guest memory, as QEMU's -m.", "2G", metavar="SIZE"),

@@ -355,6 +355,20 @@ def test_cli_prints_the_entry() -> None:
     assert "DEFAULT ci\n" in proc.stdout and f"    APPEND {NASTY}\n" in proc.stdout
 
 
+def test_a_repeated_append_adds_its_words_to_the_line() -> None:
+    # Each --append adds words (a second one used to replace the first without a word).
+    proc = b2c(
+        *("bootcfg", "--format", "pxelinux", "--kernel", KERNEL, "--initrd", INITRDS[0]),
+        *("--append", "console=ttyS0 quiet", "--cache-device", "auto"),
+        *("--append", "b2c.ntp_peer=none", "--container", "docker://r/i:1 true"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        '    APPEND console=ttyS0 quiet b2c.ntp_peer=none b2c.container="docker://r/i:1 true" '
+        "b2c.cache_device=auto\n"
+    ) in proc.stdout
+
+
 def test_cli_b2c_flags_take_the_form_grub_can_pass() -> None:
     proc = b2c(
         *("bootcfg", "--format", "grub", "--kernel", "/vmlinuz", "--append", "console=ttyS0"),

@@ -254,6 +254,7 @@ def test_run_options_reach_the_request(captured: dict[str, Any], tmp_path: Path)
         *("--kernel", "k", "--initrd", "a", "--initrd", "b", "--image", "oci:x"),
         *("--accel", "tcg", "--memory", "1G", "--cpus", "2", "--timeout", "30"),
         *("--disk", "disk.img", "--qemu-arg", "-rtc", "--dry-run", "--pipefail"),
+        *("--append", "console=ttyS0 quiet", "--append", "b2c.ntp_peer=none"),
         *("--", "sh", "-c", "exit 3"),
     )
     assert result.exit_code == 7, result.output
@@ -261,6 +262,7 @@ def test_run_options_reach_the_request(captured: dict[str, Any], tmp_path: Path)
         kernel=Path("k"),
         initrds=(Path("a"), Path("b")),
         images=("oci:x",),
+        append="console=ttyS0 quiet b2c.ntp_peer=none",  # each --append adds its words
         accel=Accel.tcg,
         memory="1G",
         cpus=2,
