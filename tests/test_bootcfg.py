@@ -201,6 +201,9 @@ def test_ipxe_refuses_the_nasty_line_naming_the_character() -> None:
     offset = NASTY.index("${x}")
     assert info.value.message.startswith(f"iPXE cannot pass '$' at byte {offset}: ")
     assert "${...}" in info.value.message
+    # A fix that works when applied as written (a '${' split from its '}' is a shell error).
+    assert info.value.hint is not None
+    assert info.value.hint.startswith("for a shell variable, write $NAME without braces")
 
 
 # The nastiest lines GRUB and iPXE can pass (also booted in tests/test_netboot.py).

@@ -335,9 +335,9 @@ def _ipxe_token(fmt: Format, line: str, start: int, piece: str) -> tuple[str, se
             line,
             start + match.start(),
             "it expands every ${...} in a word as a setting, again and again, with no escape",
-            "split '${' and '}' into different words (a space between them), or put the "
-            "option in a file served over HTTP(S) and pass b2c.extra_args_url=URL, or use "
-            + _OTHERS,
+            "for a shell variable, write $NAME without braces (${NAME:-x} and the like have "
+            "no such form), or put the option in a file served over HTTP(S) and pass "
+            "b2c.extra_args_url=URL, or use " + _OTHERS,
         )
     for k, c in enumerate(piece):
         if not c.isascii():
