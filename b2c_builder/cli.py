@@ -267,9 +267,16 @@ def run(settings: dict[str, object], b2c: dict[str, object] | None = None) -> No
     raise typer.Exit(code)
 
 
-@app.command("check-cmdline")
+# Extra arguments are kept (ctx.args), to say that the shell split the line.
+@app.command("check-cmdline", context_settings={"allow_extra_args": True})
 def check_cmdline(
-    cmdline: Annotated[str, typer.Argument(help="A kernel command line, as in a boot entry.")],
+    ctx: typer.Context,
+    cmdline: Annotated[
+        str,
+        typer.Argument(
+            metavar="CMDLINE", help="A kernel command line, as in a boot entry: one argument."
+        ),
+    ],
     arch: Annotated[
         Arch, typer.Option(help="Target architecture (its kernel's COMMAND_LINE_SIZE).")
     ] = Arch.amd64,
@@ -301,6 +308,17 @@ def check_cmdline(
     from b2c_builder.guest.hostlint import check_cmdline as check
     from b2c_builder.guest.options import RUN, Problem
 
+    if ctx.args:
+        # The shell split the line (and took its quotes): checking the words joined again
+        # would check another line than the boot loader's.
+        _die(
+            ConfigError(
+                f"check-cmdline takes the command line as one argument, not "
+                f"{1 + len(ctx.args)}: the shell split it and removed its quotes",
+                hint="put the whole line in single quotes: b2c-builder check-cmdline "
+                "'console=ttyS0 b2c.container=\"docker://registry/image:tag cmd\"'",
+            )
+        )
     problems: list[Problem] = []
     added_by = RUN if fmt is None else fmt.loader
     if fmt is None:

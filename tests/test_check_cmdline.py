@@ -333,3 +333,13 @@ def test_an_option_given_twice_gets_a_note_naming_the_one_init_keeps() -> None:
     # The same value twice, and repeatable options, are no news.
     line = "b2c.run=r/j b2c.run=r/k b2c.hostname=h b2c.hostname=h"
     assert b2c("check-cmdline", line).stdout == ""
+
+
+def test_a_line_the_shell_split_is_refused_with_how_to_quote_it() -> None:
+    # Unquoted, the shell hands check-cmdline several words and drops the line's quotes:
+    # checking them joined would check another line than the boot loader's.
+    proc = b2c("check-cmdline", "console=ttyS0", "b2c.container=docker://r/j:1", "sh")
+    assert proc.returncode == 2 and not proc.stdout
+    assert "check-cmdline takes the command line as one argument, not 3" in proc.stderr
+    assert "hint: put the whole line in single quotes: b2c-builder check-cmdline '" in proc.stderr
+    assert "Traceback" not in proc.stderr
