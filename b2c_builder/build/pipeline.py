@@ -24,7 +24,7 @@ from b2c_builder.build.cpio import write_cpio
 from b2c_builder.build.debian import deb, download, index, resolve, sources
 from b2c_builder.build.release import release_version
 from b2c_builder.build.rootfs import BUILDER, Kind, Origin, Rootfs
-from b2c_builder.config import Arch, BuildConfig, PodmanVariant, make_folder
+from b2c_builder.config import Arch, BuildConfig, PodmanVariant, format_size, make_folder
 from b2c_builder.digest import file_sha256
 from b2c_builder.errors import B2CError, SizeError
 from b2c_builder.guest import render
@@ -97,8 +97,8 @@ def build(cfg: BuildConfig) -> BuildResult:
             result_image = write_archive(rootfs, tmp / cfg.image_name(), cfg, epoch)
             if result_image.size > cfg.max_size:
                 raise SizeError(
-                    f"the image is {result_image.size / 2**20:.2f} MiB, above the limit of "
-                    f"{cfg.max_size / 2**20:.2f} MiB",
+                    f"the image is {result_image.size / 2**20:.2f} MiB ({result_image.size} "
+                    f"bytes), above the --max-size of {format_size(cfg.max_size)}",
                     hint="drop --extra-package entries, use --compression xz, or raise --max-size",
                 )
             manifest_path = tmp / f"initramfs.linux_{cfg.arch}.manifest.json"
