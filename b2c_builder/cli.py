@@ -331,6 +331,15 @@ def check_cmdline(
         except ConfigError as exc:
             problems.append(Problem("error", "cmdline", f"{exc.message} ({exc.hint})"))
             added = ""
+    if fmt is not None and not initrd:
+        problems.append(
+            Problem(
+                "warning",
+                "cmdline",
+                "no --initrd: bootcfg refuses an entry without one (the image holds /init), "
+                f"and what {fmt.loader} adds for an initrd is not counted in the length",
+            )
+        )
     problems = check(cmdline, arch=arch, added=added, added_by=added_by) + problems
     for problem in problems:
         print(problem)

@@ -343,3 +343,15 @@ def test_a_line_the_shell_split_is_refused_with_how_to_quote_it() -> None:
     assert "check-cmdline takes the command line as one argument, not 3" in proc.stderr
     assert "hint: put the whole line in single quotes: b2c-builder check-cmdline '" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_loader_check_without_initrd_warns_that_bootcfg_would_refuse_it() -> None:
+    line = "console=ttyS0 b2c.container=docker://r/j:1"
+    proc = b2c("check-cmdline", "--format", "pxelinux", line)
+    assert proc.returncode == 0
+    assert proc.stdout == (
+        "warning: cmdline: no --initrd: bootcfg refuses an entry without one (the image holds "
+        "/init), and what PXELINUX adds for an initrd is not counted in the length\n"
+    )
+    proc = b2c("check-cmdline", "--format", "pxelinux", "--initrd", "/b2c/i.cpio", line)
+    assert proc.returncode == 0 and proc.stdout == ""
