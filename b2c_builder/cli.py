@@ -561,6 +561,18 @@ def check_extra_args(
         raise typer.Exit(2)
 
 
+def reflowed(doc: str) -> str:
+    """A docstring as --help shows it: each paragraph on one line. Typer's rich help keeps
+    single line breaks, so the source's own wrapping would break its lines mid-sentence
+    before rich wraps them at the terminal's width."""
+    return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n"))
+
+
+for _command in app.registered_commands:
+    if _command.help is None and _command.callback is not None and _command.callback.__doc__:
+        _command.help = reflowed(_command.callback.__doc__)
+
+
 def main() -> None:
     if not log.log.handlers:
         log.setup()

@@ -597,3 +597,20 @@ def test_run_starts_without_the_build_sides_heavy_imports() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == ""
+
+
+def test_help_shows_each_paragraph_wrapped_at_the_terminal_not_at_the_source() -> None:
+    # Typer's rich help keeps a docstring's line breaks: they came from the source's own
+    # wrapping and broke --help's lines mid-sentence ("(with" / "what `b2c-builder run`").
+    proc = subprocess.run(
+        [sys.executable, "-m", "b2c_builder", "check-cmdline", "--help"],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+        env={**os.environ, "COLUMNS": "250"},
+    )  # fmt: skip
+    assert (
+        "Also checks the line as a whole: its length against the kernel's limit (with what "
+        "`b2c-builder run`, or the --format boot loader, adds), a UTF-8 byte-order mark"
+    ) in proc.stdout
+    assert "Report what /init would reject or warn about in CMDLINE, without booting." in (
+        proc.stdout
+    )
