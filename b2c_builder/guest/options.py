@@ -90,8 +90,9 @@ class ValueKind(StrEnum):
 
     @property
     def keywords(self) -> tuple[str, ...]:
-        """The words with a meaning of their own in this kind's values (``auto``...), for
-        the host's suggestions (hostlint); those of a flag's value are not listed."""
+        """The words with a meaning of their own in this kind's values (``auto``...): what
+        its validator accepts besides names, and the host's suggestions (hostlint); those of
+        a flag's value are not listed."""
         return {
             ValueKind.ntp_peer: ("none", "auto"),
             ValueKind.device_drivers: ("auto", "none"),
@@ -518,7 +519,8 @@ def _check_modules(value: str) -> list[str]:
 def _check_device_drivers(value: str) -> list[str]:
     """auto or none alone, else module names (neither of those among them)."""
     items = value.split(",")
-    if value in ("auto", "none") or (_are_names(value) and not {"auto", "none"} & set(items)):
+    keywords = ValueKind.device_drivers.keywords
+    if value in keywords or (_are_names(value) and not set(keywords) & set(items)):
         return []
     raise Invalid(f"must be auto, none or a comma-separated list of module names, not {value!r}")
 
@@ -544,7 +546,7 @@ def _check_words(value: str) -> list[str]:
 
 
 def _check_cache_device(value: str) -> list[str]:
-    if value in ("none", "auto", "reset") or _full(_NAME, value):
+    if value in ValueKind.cache_device.keywords or _full(_NAME, value):
         return []
     if _full(_DEV_PATH, value) and "/../" not in value + "/":
         return []
@@ -605,7 +607,7 @@ def _check_iface(value: str) -> list[str]:
 
 
 def _check_cache_evict(value: str) -> list[str]:
-    if value in ("unused", "never", "all"):
+    if value in ValueKind.cache_evict.keywords:
         return []
     raise Invalid(f"must be unused, never or all, not {value!r}")
 
@@ -653,7 +655,7 @@ def _check_proxy(value: str) -> list[str]:
 
 
 def _check_network(value: str) -> list[str]:
-    if value in ("auto", "none"):
+    if value in ValueKind.network.keywords:
         return []
     raise Invalid(f"must be auto or none, not {value!r}")
 
@@ -850,7 +852,7 @@ def _cross_check(seen: dict[str, list[str]]) -> list[Problem]:
     problems: list[Problem] = []
     filesystems = {spec.split(",")[0] for spec in seen.get("b2c.filesystem", [])}
     cache = seen.get("b2c.cache_device", ["none"])[-1]
-    named = not cache.startswith("/") and cache not in ("none", "auto", "reset")
+    named = not cache.startswith("/") and cache not in ValueKind.cache_device.keywords
     if named and cache not in filesystems:
         problems.append(
             Problem("error", "b2c.cache_device", f"no b2c.filesystem is named {cache!r}")
