@@ -347,9 +347,11 @@ def check_cmdline(
         raise typer.Exit(2)
 
 
-def _compose_line(append: str, b2c: dict[str, object] | None, fmt: Format | None) -> str:
-    """``--append`` followed by the parameters of the b2c option flags (for GRUB in the
-    ``"name=value"`` form it can pass)."""
+def _compose_line(
+    append: list[str] | None, b2c: dict[str, object] | None, fmt: Format | None
+) -> str:
+    """The words of every ``--append``, then the parameters of the b2c option flags (for
+    GRUB in the ``"name=value"`` form it can pass)."""
     from b2c_builder.boot import bootcfg, launch
 
     if fmt is Format.grub:
@@ -362,7 +364,7 @@ def _compose_line(append: str, b2c: dict[str, object] | None, fmt: Format | None
     params = launch.b2c_parameters(dict(b2c or {}), quote_hint=hint)  # type: ignore[arg-type]
     if fmt is Format.grub:
         params = [bootcfg.grub_parameter(p) for p in params]
-    return " ".join([p for p in [append] if p] + params)
+    return " ".join([p for p in append or () if p] + params)
 
 
 @app.command()
@@ -399,7 +401,7 @@ def bootcfg(
     from b2c_builder.guest.hostlint import refuse_errors
 
     def action() -> None:
-        line = _compose_line(" ".join(append or ()), b2c, fmt)
+        line = _compose_line(append, b2c, fmt)
         entry = entries.BootEntry(kernel, tuple(initrd or ()), line, label)
         text = entries.render(fmt, entry)
         refuse_errors(
@@ -445,7 +447,7 @@ def iso(
     from b2c_builder.guest.hostlint import refuse_errors
 
     def action() -> None:
-        line = _compose_line(" ".join(append or ()), b2c, Format.syslinux)
+        line = _compose_line(append, b2c, Format.syslinux)
         cfg = isos.IsoConfig(kernel, tuple(initrd or ()), line, output, label)
         isos.loader_files(cfg)  # refuses what a loader cannot pass, before the lint
         refuse_errors(
